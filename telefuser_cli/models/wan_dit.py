@@ -1,0 +1,334 @@
+"""Wan2.1 / Wan2.2 diffusion transformer (DiT), parameter names in the official checkpoint layout.
+
+One module covers every released variant: t2v (Wan2.1 1.3B/14B, Wan2.2 A14B experts), i2v (Wan2.2 A14B:
+``in_dim`` 36 with the image latents ``y`` on channels; Wan2.1 14B: also the CLIP path ``img_emb`` and the
+``k_img``/``v_img`` cross-attention), flf2v (Wan2.1: CLIP features of first and last frame plus
+``img_emb.emb_pos``) and ti2v (Wan2.2 5B, optionally per-token timesteps).
+
+Precision (the official numerics under autocast): the sinusoidal time embedding and RoPE angles in float64,
+the time MLP, modulation, norms, the residual stream and the output head in float32; linear layers and
+attention in the run dtype, which is the dtype of ``patch_embedding.weight``.
+
+No buffers: the RoPE table is computed in forward from the grid shape, so a model built under
+``torch.device("meta")`` is complete after ``load_state_dict(sd, strict=True, assign=True)``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from telefuser_cli.ops.attention import AttentionFn, get_attention_fn
+from telefuser_cli.ops.rope import apply_rope, rope_axis_dims, rope_table
+
+MODEL_TYPES = ("t2v", "i2v", "flf2v", "ti2v")
+CLIP_TOKENS = 257  # tokens per image from the open-clip ViT-H/14 used by Wan2.1 i2v/flf2v
+
+
+@dataclass(frozen=True)
+class WanDiTConfig:
+    """Architecture of a Wan DiT (field names as in the official ``config.json``)."""
+
+    model_type: str = "t2v"
+    patch_size: tuple[int, int, int] = (1, 2, 2)
+    text_len: int = 512
+    in_dim: int = 16
+    dim: int = 1536
+    ffn_dim: int = 8960
+    freq_dim: int = 256
+    text_dim: int = 4096
+    out_dim: int = 16
+    num_heads: int = 12
+    num_layers: int = 30
+    qk_norm: bool = True
+    cross_attn_norm: bool = True
+    eps: float = 1e-6
+    image_dim: int | None = None  # CLIP feature width (1280) when the checkpoint has `img_emb` (Wan2.1 i2v/flf2v)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "patch_size", tuple(self.patch_size))
+        if self.model_type not in MODEL_TYPES:
+            raise ValueError(f"model_type={self.model_type!r} is not one of {MODEL_TYPES}")
+        if len(self.patch_size) != 3 or min(self.patch_size) < 1:
+            raise ValueError(f"patch_size={self.patch_size} must be three positive ints (t, h, w)")
+        if self.num_heads < 1 or self.dim % self.num_heads != 0:
+            raise ValueError(f"dim={self.dim} must be divisible by num_heads={self.num_heads}")
+        rope_axis_dims(self.head_dim)  # raises for an odd or too small head_dim
+        if self.freq_dim % 2 != 0:
+            raise ValueError(f"freq_dim={self.freq_dim} must be even (cos and sin halves)")
+        if self.model_type == "flf2v" and self.image_dim is None:
+            raise ValueError("model_type='flf2v' needs image_dim (the CLIP width, 1280), got image_dim=None")
+        if self.image_dim is not None and self.model_type not in ("i2v", "flf2v"):
+            raise ValueError(f"image_dim={self.image_dim} (CLIP path) only exists for i2v/flf2v, "
+                             f"not model_type={self.model_type!r}")
+
+    @property
+    def head_dim(self) -> int:
+        return self.dim // self.num_heads
+
+    @property
+    def clip_tokens(self) -> int:
+        """CLIP tokens the model expects in ``clip_fea`` (0 without the CLIP path)."""
+        if self.image_dim is None:
+            return 0
+        return 2 * CLIP_TOKENS if self.model_type == "flf2v" else CLIP_TOKENS
+
+
+def sinusoidal_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
+    """Official time embedding ``[cos(t w), sin(t w)]``, ``w_i = 10000**(-i/half)``, in float64. t: [N] -> [N, dim]."""
+    half = dim // 2
+    t = t.to(torch.float64)
+    freqs = torch.pow(10000.0, -torch.arange(half, dtype=torch.float64, device=t.device) / half)
+    angles = torch.outer(t, freqs)
+    return torch.cat([torch.cos(angles), torch.sin(angles)], dim=1)
+
+
+def _f32_linear(x: torch.Tensor, layer: nn.Linear) -> torch.Tensor:
+    # float32 whatever the stored dtype; a no-op cast when the loader kept the layer in float32 (keep_fp32)
+    return F.linear(x, layer.weight.float(), layer.bias.float())
+
+
+def _layer_norm(x: torch.Tensor, norm: nn.LayerNorm) -> torch.Tensor:
+    """LayerNorm in float32 (returns float32). x: [..., C]."""
+    w = None if norm.weight is None else norm.weight.float()
+    b = None if norm.bias is None else norm.bias.float()
+    return F.layer_norm(x.float(), norm.normalized_shape, w, b, norm.eps)
+
+
+class RMSNorm(nn.Module):
+    """RMS norm over the last dim, computed in float32, returned in the input dtype."""
+
+    def __init__(self, dim: int, eps: float):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.rms_norm(x.float(), (x.shape[-1],), self.weight.float(), self.eps).to(x.dtype)
+
+
+class SelfAttention(nn.Module):
+    def __init__(self, dim: int, num_heads: int, qk_norm: bool, eps: float):
+        super().__init__()
+        self.num_heads = num_heads
+        self.q = nn.Linear(dim, dim)
+        self.k = nn.Linear(dim, dim)
+        self.v = nn.Linear(dim, dim)
+        self.o = nn.Linear(dim, dim)
+        self.norm_q = RMSNorm(dim, eps) if qk_norm else nn.Identity()
+        self.norm_k = RMSNorm(dim, eps) if qk_norm else nn.Identity()
+
+    def forward(self, x: torch.Tensor, rope: torch.Tensor, attn: AttentionFn) -> torch.Tensor:
+        """x: [B, L, C] run dtype; rope: [L, C/H/2] complex64 -> [B, L, C]."""
+        b, seq, _ = x.shape
+        q = self.norm_q(self.q(x)).view(b, seq, self.num_heads, -1)
+        k = self.norm_k(self.k(x)).view(b, seq, self.num_heads, -1)
+        v = self.v(x).view(b, seq, self.num_heads, -1)
+        out = attn(apply_rope(q, rope, heads_first=True), apply_rope(k, rope, heads_first=True), v)
+        return self.o(out.reshape(b, seq, -1))
+
+
+class CrossAttention(nn.Module):
+    """Attention from video tokens to text tokens; with ``image_dim`` also to CLIP tokens (Wan2.1 i2v)."""
+
+    def __init__(self, dim: int, num_heads: int, qk_norm: bool, eps: float, with_image: bool):
+        super().__init__()
+        self.num_heads = num_heads
+        self.q = nn.Linear(dim, dim)
+        self.k = nn.Linear(dim, dim)
+        self.v = nn.Linear(dim, dim)
+        self.o = nn.Linear(dim, dim)
+        self.norm_q = RMSNorm(dim, eps) if qk_norm else nn.Identity()
+        self.norm_k = RMSNorm(dim, eps) if qk_norm else nn.Identity()
+        if with_image:
+            self.k_img = nn.Linear(dim, dim)
+            self.v_img = nn.Linear(dim, dim)
+            self.norm_k_img = RMSNorm(dim, eps) if qk_norm else nn.Identity()
+
+    def forward(
+        self, x: torch.Tensor, context: torch.Tensor, context_img: torch.Tensor | None, attn: AttentionFn
+    ) -> torch.Tensor:
+        """x: [B, L, C]; context: [B, text_len, C]; context_img: [B, N_clip, C] or None -> [B, L, C]."""
+        b, seq, _ = x.shape
+        n = self.num_heads
+        q = self.norm_q(self.q(x)).view(b, seq, n, -1)
+        k = self.norm_k(self.k(context)).view(b, context.shape[1], n, -1)
+        v = self.v(context).view(b, context.shape[1], n, -1)
+        out = attn(q, k, v)
+        if context_img is not None:
+            k_img = self.norm_k_img(self.k_img(context_img)).view(b, context_img.shape[1], n, -1)
+            v_img = self.v_img(context_img).view(b, context_img.shape[1], n, -1)
+            out = out + attn(q, k_img, v_img)
+        return self.o(out.reshape(b, seq, -1))
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: WanDiTConfig):
+        super().__init__()
+        dim = cfg.dim
+        self.norm1 = nn.LayerNorm(dim, cfg.eps, elementwise_affine=False)
+        self.self_attn = SelfAttention(dim, cfg.num_heads, cfg.qk_norm, cfg.eps)
+        self.norm3 = nn.LayerNorm(dim, cfg.eps) if cfg.cross_attn_norm else nn.Identity()
+        self.cross_attn = CrossAttention(dim, cfg.num_heads, cfg.qk_norm, cfg.eps, cfg.image_dim is not None)
+        self.norm2 = nn.LayerNorm(dim, cfg.eps, elementwise_affine=False)
+        self.ffn = nn.Sequential(nn.Linear(dim, cfg.ffn_dim), nn.GELU(approximate="tanh"), nn.Linear(cfg.ffn_dim, dim))
+        self.modulation = nn.Parameter(torch.randn(1, 6, dim) / dim**0.5)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        e: torch.Tensor,
+        rope: torch.Tensor,
+        context: torch.Tensor,
+        context_img: torch.Tensor | None,
+        attn: AttentionFn,
+    ) -> torch.Tensor:
+        """x: [B, L, C] float32 residual stream; e: [B, Lt, 6, C] float32 (Lt 1 or L) -> [B, L, C] float32."""
+        dtype = context.dtype
+        shift, scale, gate, c_shift, c_scale, c_gate = (self.modulation.float() + e).unbind(2)
+        h = torch.addcmul(shift, _layer_norm(x, self.norm1), 1 + scale).to(dtype)
+        x = torch.addcmul(x, self.self_attn(h, rope, attn), gate)
+        h = x if isinstance(self.norm3, nn.Identity) else _layer_norm(x, self.norm3)
+        x = x + self.cross_attn(h.to(dtype), context, context_img, attn)
+        h = torch.addcmul(c_shift, _layer_norm(x, self.norm2), 1 + c_scale).to(dtype)
+        return torch.addcmul(x, self.ffn(h), c_gate)
+
+
+class Head(nn.Module):
+    def __init__(self, cfg: WanDiTConfig):
+        super().__init__()
+        self.norm = nn.LayerNorm(cfg.dim, cfg.eps, elementwise_affine=False)
+        self.head = nn.Linear(cfg.dim, cfg.out_dim * math.prod(cfg.patch_size))
+        self.modulation = nn.Parameter(torch.randn(1, 2, cfg.dim) / cfg.dim**0.5)
+
+    def forward(self, x: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
+        """x: [B, L, C] float32; e: [B, Lt, C] float32 time embedding -> [B, L, out_dim * prod(patch)] float32."""
+        shift, scale = (self.modulation.float() + e.unsqueeze(2)).unbind(2)
+        return _f32_linear(torch.addcmul(shift, _layer_norm(x, self.norm), 1 + scale), self.head)
+
+
+class MLPProj(nn.Module):
+    """CLIP image features -> context tokens (Wan2.1 ``img_emb``); ``emb_pos`` only for flf2v."""
+
+    def __init__(self, image_dim: int, dim: int, flf: bool):
+        super().__init__()
+        self.proj = nn.Sequential(
+            nn.LayerNorm(image_dim), nn.Linear(image_dim, image_dim), nn.GELU(), nn.Linear(image_dim, dim),
+            nn.LayerNorm(dim),
+        )
+        if flf:
+            self.emb_pos = nn.Parameter(torch.zeros(1, 2 * CLIP_TOKENS, image_dim))
+
+    def forward(self, clip_fea: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """clip_fea: [B, N, image_dim] -> [B, N, dim] in ``dtype`` (norms in float32, linears in ``dtype``)."""
+        x = clip_fea.float()
+        if hasattr(self, "emb_pos"):  # structural (set at construction), not a runtime feature flag
+            x = x + self.emb_pos.float()
+        norm_in, fc1, act, fc2, norm_out = self.proj
+        x = fc2(act(fc1(_layer_norm(x, norm_in).to(dtype))))
+        return _layer_norm(x, norm_out).to(dtype)
+
+
+class WanDiT(nn.Module):
+    """The Wan diffusion transformer; ``state_dict()`` is the official checkpoint layout."""
+
+    # Parameter-name substrings a loader keeps in float32 when casting the rest to bf16: they are consumed in
+    # float32 by the precision policy (time MLP and projection, per-block and head modulation, norm weights,
+    # the small output head that the official code runs under float32 autocast, the CLIP projection's norms
+    # and position embedding). All are small (< 1.5% of the 1.3B model); rounding them to bf16 would only
+    # lose precision, as forward upcasts them anyway.
+    keep_fp32 = (
+        "time_embedding", "time_projection", "modulation", "norm", "head.head",
+        "img_emb.proj.0", "img_emb.proj.4", "img_emb.emb_pos",
+    )
+
+    def __init__(self, config: WanDiTConfig, attn_backend: str = "TORCH_SDPA"):
+        super().__init__()
+        self.config = config
+        self.attn_backend = attn_backend
+        self._attn = get_attention_fn(attn_backend)  # raises ValueError naming the pip extra if missing
+        dim = config.dim
+        self.patch_embedding = nn.Conv3d(config.in_dim, dim, config.patch_size, stride=config.patch_size)
+        self.text_embedding = nn.Sequential(
+            nn.Linear(config.text_dim, dim), nn.GELU(approximate="tanh"), nn.Linear(dim, dim)
+        )
+        self.time_embedding = nn.Sequential(nn.Linear(config.freq_dim, dim), nn.SiLU(), nn.Linear(dim, dim))
+        self.time_projection = nn.Sequential(nn.SiLU(), nn.Linear(dim, 6 * dim))
+        self.blocks = nn.ModuleList([Block(config) for _ in range(config.num_layers)])
+        self.head = Head(config)
+        if config.image_dim is not None:
+            self.img_emb = MLPProj(config.image_dim, dim, flf=config.model_type == "flf2v")
+
+    def _check_inputs(self, x, timestep, context, y, clip_fea) -> None:
+        cfg = self.config
+        if cfg.model_type in ("i2v", "flf2v") and y is None:
+            raise ValueError(f"model_type={cfg.model_type!r} needs y (image condition latents)")
+        channels = x.shape[1] + (0 if y is None else y.shape[1])
+        if x.ndim != 5 or channels != cfg.in_dim:
+            raise ValueError(f"x {tuple(x.shape)} + y {None if y is None else tuple(y.shape)} must give "
+                             f"[B, in_dim={cfg.in_dim}, F, H, W] on channels")
+        if any(s % p for s, p in zip(x.shape[2:], cfg.patch_size, strict=True)):
+            raise ValueError(f"latent size {tuple(x.shape[2:])} must be divisible by patch_size={cfg.patch_size}")
+        if context.ndim != 3 or context.shape[1] > cfg.text_len or context.shape[2] != cfg.text_dim:
+            raise ValueError(f"context {tuple(context.shape)} must be [B, L <= text_len={cfg.text_len}, "
+                             f"text_dim={cfg.text_dim}]")
+        if (clip_fea is None) != (cfg.image_dim is None):
+            raise ValueError(f"clip_fea is {'missing' if clip_fea is None else 'given'} but image_dim="
+                             f"{cfg.image_dim}: pass clip_fea exactly when the model has the CLIP path")
+        if clip_fea is not None and clip_fea.shape[1:] != (cfg.clip_tokens, cfg.image_dim):
+            raise ValueError(f"clip_fea {tuple(clip_fea.shape)} must be [B, {cfg.clip_tokens}, {cfg.image_dim}]")
+        if timestep.ndim not in (1, 2) or timestep.shape[0] != x.shape[0]:
+            raise ValueError(f"timestep {tuple(timestep.shape)} must be [B] or [B, L] with B={x.shape[0]}")
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        timestep: torch.Tensor,
+        context: torch.Tensor,
+        y: torch.Tensor | None = None,
+        clip_fea: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Predict the flow (velocity) for latents ``x``.
+
+        x: [B, C, F, H, W] latents (float32; cast to the run dtype inside).
+        timestep: [B] float32 in [0, 1000], or [B, L] per video token (Wan2.2 ti2v, L = F*H*W / prod(patch)).
+        context: [B, L_text, text_dim] text features, L_text <= text_len; zero-padded to text_len here.
+        y: [B, C_y, F, H, W] condition latents concatenated on channels (i2v/flf2v), C + C_y == in_dim.
+        clip_fea: [B, 257, image_dim] CLIP features (Wan2.1 i2v) or [B, 514, image_dim] first-frame tokens
+            followed by last-frame tokens (flf2v).
+        Returns [B, out_dim, F, H, W] float32.
+        """
+        self._check_inputs(x, timestep, context, y, clip_fea)
+        cfg = self.config
+        dtype = self.patch_embedding.weight.dtype
+        if y is not None:
+            x = torch.cat([x, y], dim=1)
+        b = x.shape[0]
+        grid = tuple(s // p for s, p in zip(x.shape[2:], cfg.patch_size, strict=True))
+        x = self.patch_embedding(x.to(dtype)).flatten(2).transpose(1, 2).float().contiguous()  # [B, L, C] fp32
+        rope = rope_table(grid, cfg.head_dim, device=x.device)
+
+        # time: float64 sinusoid, float32 MLP; e: [B, Lt, C], e0: [B, Lt, 6, C] with Lt = 1 or L
+        t = timestep if timestep.ndim == 2 else timestep[:, None]
+        sin = sinusoidal_embedding(t.flatten(), cfg.freq_dim).float()
+        e = _f32_linear(F.silu(_f32_linear(sin, self.time_embedding[0])), self.time_embedding[2])
+        e0 = _f32_linear(F.silu(e), self.time_projection[1])
+        e = e.unflatten(0, t.shape)
+        e0 = e0.unflatten(0, t.shape).unflatten(2, (6, cfg.dim))
+
+        context = F.pad(context.to(dtype), (0, 0, 0, cfg.text_len - context.shape[1]))  # official zero padding
+        context = self.text_embedding(context)
+        context_img = None if clip_fea is None else self.img_emb(clip_fea, dtype)
+
+        for block in self.blocks:
+            x = block(x, e0, rope, context, context_img, self._attn)
+
+        x = self.head(x, e)
+        pt, ph, pw = cfg.patch_size
+        f, h, w = grid
+        x = x.view(b, f, h, w, pt, ph, pw, cfg.out_dim).permute(0, 7, 1, 4, 2, 5, 3, 6)
+        return x.reshape(b, cfg.out_dim, f * pt, h * ph, w * pw)
