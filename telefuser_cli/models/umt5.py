@@ -92,12 +92,8 @@ def relative_position_buckets(
     rel = rel.abs()
     max_exact = half // 2
     # log(0) = -inf for rel == 0 turns into a garbage long, but torch.where discards it (rel < max_exact).
-    large = (
-        max_exact
-        + (
-            torch.log(rel.float() / max_exact) / math.log(max_distance / max_exact) * (half - max_exact)
-        ).long()
-    )
+    log_ratio = torch.log(rel.float() / max_exact) / math.log(max_distance / max_exact)
+    large = max_exact + (log_ratio * (half - max_exact)).long()
     large = large.clamp(max=half - 1)
     return buckets + torch.where(rel < max_exact, rel, large)
 
