@@ -2,16 +2,19 @@
 
 Grid: ``sigma = shift(linspace(1, 0, N + 1)[:N])``, final sigma 0, the DiT gets ``sigma * 1000`` as a float.
 This is what diffusers' ``FlowMatchEulerDiscreteScheduler.set_timesteps(sigmas=...)`` does with those
-sigmas; its ``set_timesteps(N)`` default (built from ``shift`` in the constructor) is a different grid,
-linspace(1, 1/1000, N) before the shift.
+sigmas (constructed with ``shift=1``); its ``set_timesteps(N)`` default is another grid (N points between
+its shifted training extremes, shifted again: 1.0, 0.910, 0.717, 0.024 for 4 steps at shift 5, where this
+grid is 1.0, 0.9375, 0.833, 0.625).
 
 Explicit timesteps (step-distilled models): lightx2v's ``Wan22StepDistillScheduler`` takes a
 ``denoising_step_list`` such as [1000, 750, 500, 250] together with ``sample_shift`` (5.0 in its Wan2.2
 distill configs) and uses ``sigma_i = shift(t_i / 1000)`` (it indexes a 1000-point float32 linspace(1, 0)
 grid at ``1000 - t_i`` and shifts it); the DiT gets ``sigma_i * 1000`` as a float (1000, 937.5, 833.3,
 625.0 for that list at shift 5); each step is the deterministic Euler update to the next sigma, the last
-one to 0. We do the same; pass ``shift=1`` to get ``sigma_i = t_i / 1000`` exactly. (lightx2v's Wan2.1
-``WanStepDistillScheduler`` instead re-noises with fresh noise at each step; that sampler is not this one.)
+one to 0. We do the same, in float64 rounded once: identical to lightx2v's float32 values for
+[1000, 750, 500, 250], within one float32 ulp for other lists. Pass ``shift=1`` for ``sigma_i = t_i / 1000``.
+(lightx2v's Wan2.1 ``WanStepDistillScheduler`` instead re-noises with fresh noise at each step; that
+sampler is not this one.)
 """
 
 from __future__ import annotations
@@ -43,9 +46,9 @@ class FlowEulerScheduler(FlowScheduler):
             sigmas = shifted_linspace(1.0, num_steps, shift)
         else:
             ts = [float(t) for t in timesteps]
-            check_grid_args(max(len(ts), 1), shift, num_train_timesteps)
             if not ts:
                 raise ValueError("timesteps must hold at least one value, got an empty list")
+            check_grid_args(len(ts), shift, num_train_timesteps)
             if any(not (0 < t <= num_train_timesteps) for t in ts):
                 raise ValueError(f"timesteps must lie in (0, {num_train_timesteps}], got {ts}")
             if any(b >= a for a, b in zip(ts, ts[1:], strict=False)):
