@@ -1,0 +1,145 @@
+"""One Wan DiT forward (a denoising step), telefuser vs diffusers' WanTransformer3DModel, same weights.
+
+Architecture: Wan2.1 T2V 1.3B (dim 1536, ffn 8960, 12 heads, 30 layers, text_dim 4096, freq_dim 256) with
+random weights; ``--layers`` shortens it for a quick run. Both models run in this process on the same inputs.
+Each model's parameters are cast the way its own loader would: ours keeps ``WanDiT.keep_fp32`` in float32,
+diffusers keeps its ``_keep_in_fp32_modules``.
+
+Time: best of ``--repeats`` forwards after one warm-up, models alternating.
+Peak memory: on CPU, the peak growth of the process RSS during a forward (sampled every 1 ms by a thread
+reading /proc/self/statm, baseline taken right before the forward after gc + malloc_trim); on CUDA,
+torch.cuda.max_memory_allocated growth. Weights are excluded (allocated before the baseline).
+
+    python benchmarks/wan_dit_step.py --layers 2
+The last line is ``ratio=<ours/peer time> mem_ratio=<ours/peer peak>``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import gc
+import os
+import threading
+import time
+
+import torch
+
+from telefuser_cli.models.wan_dit import WanDiT, WanDiTConfig
+
+
+def rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def release_freed_memory() -> None:
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except OSError:  # not glibc: baselines just include retained memory
+        pass
+
+
+def measure(fn, device: torch.device) -> tuple[float, int]:
+    """Run fn once; return (seconds, peak memory growth in bytes)."""
+    release_freed_memory()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+        start = time.perf_counter()
+        fn()
+        torch.cuda.synchronize()
+        return time.perf_counter() - start, torch.cuda.max_memory_allocated() - base
+    base = rss_bytes()
+    peak = [base]
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            peak[0] = max(peak[0], rss_bytes())
+            time.sleep(0.001)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    start = time.perf_counter()
+    fn()
+    elapsed = time.perf_counter() - start
+    done.set()
+    sampler.join()
+    return elapsed, max(peak[0], rss_bytes()) - base
+
+
+def build_models(cfg: WanDiTConfig, dtype: torch.dtype, device: torch.device):
+    from diffusers import WanTransformer3DModel
+    from diffusers.loaders.single_file_utils import convert_wan_transformer_to_diffusers
+
+    torch.manual_seed(0)
+    ours = WanDiT(cfg).eval()
+    torch.nn.init.normal_(ours.head.head.weight, std=0.02)  # nothing zero-initialised
+    peer = WanTransformer3DModel(
+        patch_size=cfg.patch_size, num_attention_heads=cfg.num_heads, attention_head_dim=cfg.head_dim,
+        in_channels=cfg.in_dim, out_channels=cfg.out_dim, text_dim=cfg.text_dim, freq_dim=cfg.freq_dim,
+        ffn_dim=cfg.ffn_dim, num_layers=cfg.num_layers, cross_attn_norm=cfg.cross_attn_norm, eps=cfg.eps,
+    ).eval()
+    keep_peer = WanTransformer3DModel._keep_in_fp32_modules
+    converted = convert_wan_transformer_to_diffusers(dict(ours.state_dict()))
+    converted = {
+        k: v if any(m in k.split(".") for m in keep_peer) else v.to(dtype) for k, v in converted.items()
+    }
+    peer.load_state_dict(converted, strict=True, assign=True)
+    for name, p in ours.named_parameters():
+        if not any(s in name for s in WanDiT.keep_fp32):
+            p.data = p.data.to(dtype)
+    return ours.to(device), peer.to(device)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--layers", type=int, default=30)
+    ap.add_argument("--frames", type=int, default=17, help="video frames (latent frames = (n-1)/4+1)")
+    ap.add_argument("--height", type=int, default=240)
+    ap.add_argument("--width", type=int, default=416)
+    ap.add_argument("--dtype", choices=("bf16", "fp32"), default="bf16")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    args = ap.parse_args()
+
+    torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    dtype = {"bf16": torch.bfloat16, "fp32": torch.float32}[args.dtype]
+    cfg = WanDiTConfig(model_type="t2v", dim=1536, ffn_dim=8960, num_heads=12, num_layers=args.layers,
+                       text_dim=4096, freq_dim=256, in_dim=16, out_dim=16)
+    ours, peer = build_models(cfg, dtype, device)
+
+    g = torch.Generator().manual_seed(1)
+    lat = ((args.frames - 1) // 4 + 1, args.height // 8, args.width // 8)
+    x = torch.randn(1, 16, *lat, generator=g).to(device)
+    t = torch.tensor([500.0], device=device)
+    context = torch.randn(1, cfg.text_len, cfg.text_dim, generator=g).to(device)
+    tokens = lat[0] * (lat[1] // 2) * (lat[2] // 2)
+    print(f"Wan2.1 1.3B arch, {args.layers} layers, {args.dtype}, {device}, {args.threads} threads: "
+          f"latent {lat}, {tokens} video tokens, {cfg.text_len} text tokens")
+
+    runs = {
+        "telefuser": lambda: ours(x, t, context),
+        "diffusers": lambda: peer(x.to(dtype), t, context.to(dtype), return_dict=False)[0],
+    }
+    with torch.inference_mode():
+        diff = (runs["telefuser"]() - runs["diffusers"]().float()).abs().max().item()
+        best = {name: (float("inf"), 0) for name in runs}
+        for _ in range(args.repeats):
+            for name, fn in runs.items():
+                sec, mem = measure(fn, device)
+                best[name] = (min(best[name][0], sec), max(best[name][1], mem))
+    for name, (sec, mem) in best.items():
+        print(f"{name:10s} {sec:8.3f} s   peak +{mem / 2**20:8.1f} MiB")
+    print(f"max abs difference of outputs: {diff:.3e}")
+    (t_ours, m_ours), (t_peer, m_peer) = best["telefuser"], best["diffusers"]
+    print(f"ratio={t_ours / t_peer:.3f} mem_ratio={m_ours / max(m_peer, 1):.3f}")
+
+
+if __name__ == "__main__":
+    main()

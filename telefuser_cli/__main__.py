@@ -1,0 +1,3 @@
+from telefuser_cli.cli import main
+
+main()

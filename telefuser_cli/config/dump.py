@@ -1,0 +1,99 @@
+"""The configuration document: `telefuser dump-config` prints it, every run writes it as config.json."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+from telefuser_cli import __version__
+from telefuser_cli.config.guard import fact_fields
+from telefuser_cli.config.schema import RootConfig
+from telefuser_cli.config.validate import RunPlan
+
+# Component field of the model entry -> the class that loads it (names only: config never imports models).
+COMPONENT_CLASSES = {
+    "dit": "telefuser_cli.models.wan_dit.WanDiT",
+    "dit_high": "telefuser_cli.models.wan_dit.WanDiT",
+    "dit_low": "telefuser_cli.models.wan_dit.WanDiT",
+    "text_encoder": "telefuser_cli.models.umt5.UMT5Encoder",
+    "tokenizer": "transformers.AutoTokenizer",
+    "vae": "telefuser_cli.models.wan_vae.WanVAE",
+    "clip": "CLIP vision encoder",
+}
+
+
+def to_plain(value: Any) -> Any:
+    """Dataclasses to dicts, enums (dtypes included) by name, recursively."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: to_plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, Enum):
+        return value.name
+    if isinstance(value, dict):
+        return {str(k): to_plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_plain(v) for v in value]
+    return value
+
+
+def model_root(settings: RootConfig) -> Path:
+    return Path(settings.model.root).expanduser()
+
+
+def layer1(settings: RootConfig) -> dict[str, Any]:
+    model = settings.model
+    root = model_root(settings)
+    models = [
+        {"name": name, "path": str(root / getattr(model, name)), "class": cls}
+        for name, cls in COMPONENT_CLASSES.items()
+        if getattr(model, name)
+    ]
+    return {
+        "name": model.name,
+        "description": model.description,
+        "root": str(root),
+        "models": models,
+        "facts": {key: to_plain(getattr(model, key)) for key in fact_fields() if key != "name"},
+    }
+
+
+def build_document(
+    settings: RootConfig,
+    plan: RunPlan | None,
+    choices: dict[str, Any],
+    device: str = "auto",
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    pipeline = settings.pipeline
+    main_runtime = pipeline.dit_config or pipeline.dit_high_config
+    document: dict[str, Any] = {
+        "version": __version__,
+        "timestamp": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "pipeline_type": pipeline.pipeline_type,
+        "device": device,
+        "torch_dtype": to_plain(main_runtime.torch_dtype) if main_runtime else None,
+        "choices": {k: v for k, v in choices.items() if k in ("model", "pipeline", "recipe", "user")},
+        "layer1_model_definition": layer1(settings),
+        "layer2_inference_config": to_plain(pipeline),
+        "layer3_user_inputs": to_plain(settings.user),
+        "output": to_plain(settings.output),
+    }
+    if plan is not None:
+        document["derived"] = {
+            "width": plan.width,
+            "height": plan.height,
+            "num_frames": plan.num_frames,
+            "latent_shape": list(plan.latent_shape),
+            "effective_negative_prompt": plan.negative_prompt,
+            "world_size": plan.world_size,
+        }
+    if extra:
+        document.update(extra)
+    return document
+
+
+def to_json(document: dict[str, Any]) -> str:
+    return json.dumps(document, indent=2, ensure_ascii=False) + "\n"

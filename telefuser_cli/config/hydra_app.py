@@ -1,0 +1,135 @@
+"""Drives Hydra from our own commands, with its run, multirun and launcher paths intact.
+
+We build Hydra's own `Hydra` object (internal API, pinned by `hydra-core>=1.3.2,<1.4` and guarded by
+tests) instead of a `@hydra.main` function, so that Typer owns the command line and every job can be
+composed and validated before the first one starts.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from hydra import version
+from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+from hydra._internal.hydra import Hydra
+from hydra._internal.utils import create_config_search_path
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.utils import JobReturn
+from hydra.errors import HydraException
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+import telefuser_cli.config.store  # noqa: F401  (registers the schema and the recipes)
+from telefuser_cli.config.guard import check_composed, check_overrides
+from telefuser_cli.errors import UserError
+from telefuser_cli.paths import config_dir
+
+CONFIG_NAME = "config"
+
+
+def _clean_hydra_message(error: BaseException) -> str:
+    # Hydra sometimes wraps the real error in an exception without a message.
+    parts = []
+    while error is not None:
+        text = str(error).strip()
+        if text and text not in parts:
+            parts.append(text)
+        error = error.__cause__
+    text = ": ".join(parts) or "invalid configuration"
+    # Hydra appends a hint about HYDRA_FULL_ERROR; our users get no tracebacks anyway.
+    return text.split("\nSet the environment variable HYDRA_FULL_ERROR")[0].strip()
+
+
+class HydraApp:
+    """One Hydra instance over the packaged `conf/` (and an optional user config dir that shadows it)."""
+
+    def __init__(self, user_config_dir: Path | None = None) -> None:
+        version.setbase("1.3")
+        search_path = create_config_search_path(f"file://{config_dir()}")
+        if user_config_dir is not None:
+            if not Path(user_config_dir).is_dir():
+                raise UserError(f"--config-dir {user_config_dir}: no such directory")
+            search_path.prepend("user", f"file://{Path(user_config_dir).resolve()}")
+        GlobalHydra.instance().clear()
+        self.hydra = Hydra.create_main_hydra2(task_name="telefuser", config_search_path=search_path)
+
+    def compose(self, overrides: list[str], *, multirun: bool = False) -> DictConfig:
+        """The composed config of one job (with its `hydra` node), or a UserError."""
+        try:
+            return self.hydra.compose_config(
+                config_name=CONFIG_NAME,
+                overrides=list(overrides),
+                run_mode=RunMode.MULTIRUN if multirun else RunMode.RUN,
+                with_log_configuration=False,
+            )
+        except (HydraException, OmegaConfBaseException, ValueError) as error:
+            raise UserError(_clean_hydra_message(error)) from None
+
+    def job_overrides(self, overrides: list[str], multirun: bool) -> list[list[str]]:
+        """The override list of every job the command will run."""
+        if not multirun:
+            return [list(overrides)]
+        try:
+            parsed = OverridesParser.create().parse_overrides(overrides)
+            batches = BasicSweeper.split_arguments(parsed, max_batch_size=None)
+        except HydraException as error:
+            raise UserError(_clean_hydra_message(error)) from None
+        return [job for batch in batches for job in batch]
+
+    def checked_config(self, overrides: list[str]) -> DictConfig:
+        """Compose one job and apply the layer guard to the result."""
+        cfg = self.compose(overrides)
+        choice = cfg.hydra.runtime.choices.get("model")
+        bound = self.compose([f"model={choice}"])
+        tree = OmegaConf.to_container(cfg, resolve=False)
+        tree.pop("hydra", None)
+        bound_model = OmegaConf.to_container(bound.model, resolve=False)
+        check_composed(tree, bound_model)
+        return cfg
+
+    def validate_all(
+        self, overrides: list[str], multirun: bool, validate_job: Callable[[DictConfig], Any]
+    ) -> list[tuple[list[str], Any]]:
+        """Compose, guard and validate every job before any starts; all problems in one message."""
+        check_overrides(overrides)
+        jobs = self.job_overrides(overrides, multirun)
+        results, problems = [], []
+        for job in jobs:
+            try:
+                cfg = self.checked_config(job)
+                results.append((job, validate_job(cfg)))
+            except UserError as error:
+                label = " ".join(job) if multirun else ""
+                problems.append(f"{label}: {error}" if label else str(error))
+        if problems:
+            unique = list(dict.fromkeys(problems))
+            raise UserError("\n".join(unique))
+        return results
+
+    def run(self, task: Callable[[DictConfig], Any], overrides: list[str]) -> JobReturn:
+        return self.hydra.run(config_name=CONFIG_NAME, task_function=task, overrides=list(overrides))
+
+    def multirun(self, task: Callable[[DictConfig], Any], overrides: list[str]) -> list[JobReturn]:
+        batches = self.hydra.multirun(
+            config_name=CONFIG_NAME, task_function=task, overrides=list(overrides)
+        )
+        return [job for batch in batches for job in batch]
+
+
+def reset_logging() -> None:
+    """Hydra configures the root logger per job; detach its handlers so later runs start clean."""
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+        handler.close()
+
+
+def with_kwargs(task: Callable[..., Any], **kwargs: Any) -> Callable[[DictConfig], Any]:
+    """A picklable task function (launchers ship it to other processes)."""
+    return functools.partial(task, **kwargs)

@@ -1,0 +1,244 @@
+"""Typed schemas of the three configuration layers.
+
+Hydra merges every YAML file of `conf/` onto these dataclasses, so a wrong type or an invalid
+enum value is refused by Hydra itself with its own message. Fields of layer 1 that are bound to
+the weights carry `FACT` metadata: they cannot be changed per run (see `config/guard.py`).
+This module imports nothing heavy: `telefuser --help` must stay fast.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, Optional
+
+FACT = {"fact": True}
+
+
+def fact(default: Any) -> Any:
+    """A layer-1 field whose value is bound to the weights."""
+    return field(default=default, metadata=FACT)
+
+
+# ---------------------------------------------------------------- layer 1: the weights
+
+
+class Family(Enum):
+    wan21 = "wan21"
+    wan22 = "wan22"
+
+
+class Task(Enum):
+    t2v = "t2v"
+    i2v = "i2v"
+    flf2v = "flf2v"
+    ti2v = "ti2v"
+
+
+class Quant(Enum):
+    bf16 = "bf16"
+    fp8 = "fp8"
+    fp32 = "fp32"
+
+
+class FlowType(Enum):
+    flow_match = "flow_match"
+    meanflow = "meanflow"
+
+
+@dataclass
+class ModelConfig:
+    """A set of weights on disk and the facts bound to them.
+
+    Component paths are relative to `root` and may be globs (shards). MoE models name both
+    experts (`dit_high`, `dit_low`); they are never told apart by load order.
+    """
+
+    name: str = fact("???")
+    description: str = ""
+    root: str = "???"
+    family: Family = fact(Family.wan21)
+    task: Task = fact(Task.t2v)
+    distill: bool = fact(False)
+    moe: bool = fact(False)
+    quant: Quant = fact(Quant.bf16)
+    flow_type: FlowType = fact(FlowType.flow_match)
+    # Spatial size must be a multiple of this (VAE stride x patch size).
+    size_divisor: int = fact(16)
+    # Sizes the model was trained at, keyed "<resolution>@<aspect>", e.g. "480p@16:9": "832x480".
+    preset_sizes: dict[str, str] = field(default_factory=dict, metadata=FACT)
+    # Component files (relative to root).
+    dit: Optional[str] = None
+    dit_high: Optional[str] = None
+    dit_low: Optional[str] = None
+    text_encoder: str = "models_t5_umt5-xxl-enc-bf16.pth"
+    tokenizer: str = "google/umt5-xxl"
+    vae: str = "Wan2.1_VAE.pth"
+    clip: Optional[str] = None
+    # Created on first use (tiny models only): the maker to call when `root` is empty.
+    auto_create: bool = False
+
+
+# ---------------------------------------------------------------- layer 2: the algorithm
+
+
+class OffloadType(Enum):
+    NO_CPU_OFFLOAD = "NO_CPU_OFFLOAD"
+    MODEL_CPU_OFFLOAD = "MODEL_CPU_OFFLOAD"
+    SEQUENTIAL_CPU_OFFLOAD = "SEQUENTIAL_CPU_OFFLOAD"
+
+
+class AttnImpl(Enum):
+    AUTO = "AUTO"
+    TORCH_SDPA = "TORCH_SDPA"
+    FLASH_ATTN_2 = "FLASH_ATTN_2"
+    FLASH_ATTN_3 = "FLASH_ATTN_3"
+    SAGE_ATTN = "SAGE_ATTN"
+
+
+class DType(Enum):
+    float32 = "float32"
+    bfloat16 = "bfloat16"
+    float16 = "float16"
+
+
+class DeviceType(Enum):
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+
+
+@dataclass
+class OffloadConfig:
+    offload_type: OffloadType = OffloadType.NO_CPU_OFFLOAD
+
+
+@dataclass
+class AttentionConfig:
+    attn_impl: AttnImpl = AttnImpl.TORCH_SDPA
+    sparse_config: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class LoraConfig:
+    path: str = "???"
+    strength: float = 1.0
+
+
+@dataclass
+class ParallelConfig:
+    device_ids: list[int] = field(default_factory=list)
+    dp_degree: int = 1
+    cfg_degree: int = 1
+    sp_ulysses_degree: int = 1
+    sp_ring_degree: int = 1
+    pp_degree: int = 1
+    tp_degree: int = 1
+    enable_fsdp: bool = False
+
+    @property
+    def world_size(self) -> int:
+        return (
+            self.dp_degree
+            * self.cfg_degree
+            * self.sp_ulysses_degree
+            * self.sp_ring_degree
+            * self.pp_degree
+            * self.tp_degree
+        )
+
+    def validate(self, world_size: int) -> None:
+        for name in ("dp", "cfg", "sp_ulysses", "sp_ring", "pp", "tp"):
+            if getattr(self, f"{name}_degree") < 1:
+                raise ValueError(f"parallel_config.{name}_degree must be >= 1")
+        if self.world_size != world_size:
+            raise ValueError(
+                f"parallel degrees multiply to {self.world_size} (dp {self.dp_degree} x cfg {self.cfg_degree} "
+                f"x ulysses {self.sp_ulysses_degree} x ring {self.sp_ring_degree} x pp {self.pp_degree} "
+                f"x tp {self.tp_degree}) but the world size is {world_size}"
+            )
+
+
+@dataclass
+class ModelRuntimeConfig:
+    """How one component runs: device, dtype, attention, offload, compile, LoRA, parallelism."""
+
+    offload_config: OffloadConfig = field(default_factory=OffloadConfig)
+    device_type: DeviceType = DeviceType.auto
+    device_id: int = 0
+    lora_configs: list[LoraConfig] = field(default_factory=list)
+    torch_dtype: DType = DType.bfloat16
+    attention_config: AttentionConfig = field(default_factory=AttentionConfig)
+    compile: bool = False
+    parallel_config: ParallelConfig = field(default_factory=ParallelConfig)
+
+
+SOLVERS = ("unipc", "dpm++", "euler")
+
+
+@dataclass
+class PipelineConfig:
+    pipeline_type: str = "wan_t2v"
+    description: str = ""
+    dit_config: Optional[ModelRuntimeConfig] = field(default_factory=ModelRuntimeConfig)
+    dit_high_config: Optional[ModelRuntimeConfig] = None
+    dit_low_config: Optional[ModelRuntimeConfig] = None
+    text_encoding_config: ModelRuntimeConfig = field(default_factory=ModelRuntimeConfig)
+    vae_config: ModelRuntimeConfig = field(
+        default_factory=lambda: ModelRuntimeConfig(torch_dtype=DType.float32)
+    )
+    clip_config: Optional[ModelRuntimeConfig] = None
+    sample_solver: str = "unipc"
+    num_inference_steps: int = 50
+    # Explicit timesteps (distilled models), e.g. [1000, 750, 500, 250]; overrides the step count.
+    timesteps: Optional[list[float]] = None
+    cfg_scale: float = 5.0
+    cfg_scale_high: Optional[float] = None
+    cfg_scale_low: Optional[float] = None
+    sigma_shift: float = 5.0
+    boundary: Optional[float] = None
+    num_frames: int = 81
+    fps: int = 16
+    negative_prompt: str = ""
+    # Device on which the initial noise is drawn: "cpu" makes a seed mean the same video everywhere.
+    rand_device: str = "cpu"
+    tiled: bool = False
+    tile_size: list[int] = field(default_factory=lambda: [34, 34])
+    tile_stride: list[int] = field(default_factory=lambda: [18, 16])
+    enable_vfi: bool = False
+
+
+# ---------------------------------------------------------------- layer 3: the person
+
+
+RESOLUTIONS = {"480p": (854, 480), "720p": (1280, 720), "1080p": (1920, 1080)}
+ASPECT_RATIOS = ("16:9", "9:16", "4:3", "3:4", "1:1", "3:2", "2:3")
+
+
+@dataclass
+class UserConfig:
+    prompt: str = ""
+    negative_prompt: str = ""
+    # -1 draws a random seed; the seed used is recorded in config.json.
+    seed: int = -1
+    # "480p", "720p", "1080p" or an explicit "WxH" such as "832x480".
+    resolution: str = "480p"
+    aspect_ratio: str = "16:9"
+    input_image: Optional[str] = None
+    end_image: Optional[str] = None
+
+
+@dataclass
+class OutputConfig:
+    save_latents: bool = False
+    # ffmpeg quality 0-10 (imageio scale); 10 is near lossless.
+    video_quality: int = 8
+    keep_intermediate: bool = False
+
+
+@dataclass
+class RootConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    pipeline: PipelineConfig = field(default_factory=PipelineConfig)
+    user: UserConfig = field(default_factory=UserConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)

@@ -1,0 +1,177 @@
+"""Cross-layer validation of one job, before anything is loaded.
+
+Everything here is cheap (no torch import, no file reads beyond `stat`), so every job of a sweep is
+checked before the first one starts.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+import re
+from dataclasses import dataclass
+
+from omegaconf import DictConfig, OmegaConf
+
+from telefuser_cli.config.schema import (
+    SOLVERS,
+    AttnImpl,
+    ModelRuntimeConfig,
+    OffloadType,
+    RootConfig,
+    Task,
+)
+from telefuser_cli.config.sizes import resolve_size
+from telefuser_cli.errors import UserError
+
+log = logging.getLogger(__name__)
+
+# pipeline_type -> implemented in this version
+SUPPORTED_PIPELINES = ("wan_t2v",)
+
+_ATTENTION_PACKAGES = {
+    AttnImpl.FLASH_ATTN_2: ("flash_attn", "pip install 'telefuser[gpu]' (flash-attn 2)"),
+    AttnImpl.FLASH_ATTN_3: ("flash_attn_interface", "flash-attn 3 (build from the flash-attention repo, hopper/)"),
+    AttnImpl.SAGE_ATTN: ("sageattention", "pip install sageattention"),
+}
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """What one job will produce, derived from the validated settings."""
+
+    width: int
+    height: int
+    num_frames: int
+    latent_shape: tuple[int, int, int, int]  # [C, T, h, w]
+    negative_prompt: str  # effective: the user's, then the pipeline's default
+    world_size: int
+
+
+def to_settings(cfg: DictConfig) -> RootConfig:
+    """The typed settings of one job: DictConfig stops here."""
+    node = OmegaConf.masked_copy(cfg, ["model", "pipeline", "user", "output"])
+    settings = OmegaConf.to_object(node)
+    return RootConfig(**settings) if isinstance(settings, dict) else settings
+
+
+def effective_negative_prompt(user: str, default: str) -> str:
+    """The user's negative prompt followed by the pipeline's default, joined by one separator."""
+    user = re.sub(r"[\s,，;；]+$", "", user.strip())
+    default = default.strip()
+    return ", ".join(part for part in (user, default) if part)
+
+
+def latent_geometry(task: Task) -> tuple[int, int, int]:
+    """(latent channels, spatial stride, temporal stride) of the model's VAE."""
+    return (48, 16, 4) if task is Task.ti2v else (16, 8, 4)
+
+
+def _nearest_frames(num_frames: int) -> str:
+    below = max(1, (num_frames - 1) // 4 * 4 + 1)
+    return f"{below} or {below + 4}"
+
+
+def _runtime_configs(settings: RootConfig) -> dict[str, ModelRuntimeConfig]:
+    pipeline = settings.pipeline
+    named = {
+        "dit_config": pipeline.dit_config,
+        "dit_high_config": pipeline.dit_high_config,
+        "dit_low_config": pipeline.dit_low_config,
+        "text_encoding_config": pipeline.text_encoding_config,
+        "vae_config": pipeline.vae_config,
+        "clip_config": pipeline.clip_config,
+    }
+    return {name: value for name, value in named.items() if value is not None}
+
+
+def _check_runtime(name: str, runtime: ModelRuntimeConfig) -> None:
+    impl = runtime.attention_config.attn_impl
+    if impl in _ATTENTION_PACKAGES:
+        module, how = _ATTENTION_PACKAGES[impl]
+        if importlib.util.find_spec(module) is None:
+            raise UserError(
+                f"pipeline.{name}.attention_config.attn_impl={impl.name} needs the '{module}' package, "
+                f"which is not installed: {how}; or use TORCH_SDPA"
+            )
+    if runtime.offload_config.offload_type is OffloadType.SEQUENTIAL_CPU_OFFLOAD:
+        raise UserError(
+            f"pipeline.{name}.offload_config.offload_type=SEQUENTIAL_CPU_OFFLOAD is not available in this "
+            "version; use MODEL_CPU_OFFLOAD or NO_CPU_OFFLOAD"
+        )
+    if runtime.lora_configs:
+        raise UserError(f"pipeline.{name}.lora_configs: LoRA is not available in this version")
+
+
+def check_supported(settings: RootConfig) -> None:
+    """Refuse pipelines this version cannot run yet (dump-config still shows them)."""
+    pipeline_type = settings.pipeline.pipeline_type
+    if pipeline_type not in SUPPORTED_PIPELINES:
+        raise UserError(
+            f"pipeline_type '{pipeline_type}' (model {settings.model.name}) is not available in this version; "
+            f"available: {', '.join(SUPPORTED_PIPELINES)} (models wan21_t2v_1.3b, wan21_t2v_14b, tiny_wan21)"
+        )
+
+
+def _check_model_and_pipeline(settings: RootConfig) -> None:
+    model, pipeline = settings.model, settings.pipeline
+    if model.moe:
+        if pipeline.boundary is None or not 0.0 < pipeline.boundary < 1.0:
+            raise UserError(f"model {model.name} is a mixture of experts: pipeline.boundary must be in (0, 1)")
+        if pipeline.cfg_scale_high is None or pipeline.cfg_scale_low is None:
+            raise UserError(
+                f"model {model.name} is a mixture of experts: set pipeline.cfg_scale_high and "
+                "pipeline.cfg_scale_low"
+            )
+        if not (model.dit_high and model.dit_low):
+            raise UserError(f"model {model.name} is a mixture of experts: model.dit_high and model.dit_low")
+    elif not model.dit or pipeline.dit_config is None:
+        raise UserError(f"model {model.name}: model.dit and pipeline.dit_config must be set")
+    if model.distill:
+        scales = [pipeline.cfg_scale, pipeline.cfg_scale_high, pipeline.cfg_scale_low]
+        if any(scale not in (None, 1.0) for scale in scales):
+            log.warning("model %s is distilled without guidance; cfg scales other than 1 are unusual", model.name)
+
+
+def validate(settings: RootConfig, *, require_prompt: bool = True) -> RunPlan:
+    """Every check a job can fail before loading anything; raises UserError."""
+    user, pipeline, model = settings.user, settings.pipeline, settings.model
+    if require_prompt and not user.prompt.strip():
+        raise UserError('user.prompt is empty: pass prompt="a cat surfing a wave"')
+    if pipeline.num_frames < 1 or (pipeline.num_frames - 1) % 4:
+        raise UserError(
+            f"pipeline.num_frames={pipeline.num_frames} must be of the form 4k+1 "
+            f"(the VAE compresses time by 4); nearest valid: {_nearest_frames(pipeline.num_frames)}"
+        )
+    if pipeline.sample_solver not in SOLVERS:
+        raise UserError(
+            f"pipeline.sample_solver={pipeline.sample_solver!r} is not one of {', '.join(SOLVERS)}"
+        )
+    if pipeline.timesteps is None and pipeline.num_inference_steps < 1:
+        raise UserError(f"pipeline.num_inference_steps={pipeline.num_inference_steps} must be >= 1")
+    if pipeline.fps < 1:
+        raise UserError(f"pipeline.fps={pipeline.fps} must be >= 1")
+    if pipeline.sigma_shift <= 0:
+        raise UserError(f"pipeline.sigma_shift={pipeline.sigma_shift} must be > 0")
+    if pipeline.rand_device not in ("cpu", "cuda"):
+        raise UserError(f"pipeline.rand_device={pipeline.rand_device!r} must be cpu or cuda")
+    if not 0 <= settings.output.video_quality <= 10:
+        raise UserError(f"output.video_quality={settings.output.video_quality} must be in 0..10")
+    if user.seed < -1 or user.seed >= 2**63:
+        raise UserError(f"user.seed={user.seed}: use a non-negative integer, or -1 for a random seed")
+    if model.task in (Task.i2v, Task.flf2v) and require_prompt and not user.input_image:
+        raise UserError(f"model {model.name} turns an image into a video: set user.input_image=PATH")
+    width, height = resolve_size(user.resolution, user.aspect_ratio, model)
+    _check_model_and_pipeline(settings)
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    for name, runtime in _runtime_configs(settings).items():
+        _check_runtime(name, runtime)
+        try:
+            runtime.parallel_config.validate(world_size)
+        except ValueError as error:
+            raise UserError(f"pipeline.{name}.parallel_config: {error}") from None
+    channels, spatial, temporal = latent_geometry(model.task)
+    latent_shape = (channels, (pipeline.num_frames - 1) // temporal + 1, height // spatial, width // spatial)
+    negative = effective_negative_prompt(user.negative_prompt, pipeline.negative_prompt)
+    return RunPlan(width, height, pipeline.num_frames, latent_shape, negative, world_size)

@@ -1,0 +1,62 @@
+"""One job: the task function Hydra runs for `generate` (once, or once per sweep point)."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from pathlib import Path
+from typing import Any
+
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+
+from telefuser_cli.config.dump import build_document, to_json
+from telefuser_cli.config.validate import check_supported, to_settings, validate
+from telefuser_cli.io.files import atomic_write_text
+
+log = logging.getLogger(__name__)
+
+CONFIG_JSON = "config.json"
+RESOLVED_YAML = "resolved_config.yaml"
+
+
+def _choices(cfg: DictConfig) -> dict[str, Any]:
+    try:
+        return dict(HydraConfig.get().runtime.choices)
+    except ValueError:
+        return dict(cfg.hydra.runtime.choices) if "hydra" in cfg else {}
+
+
+def write_config_files(output_dir: Path, cfg: DictConfig, document: dict[str, Any]) -> None:
+    resolved = OmegaConf.masked_copy(cfg, ["model", "pipeline", "user", "output"])
+    atomic_write_text(output_dir / RESOLVED_YAML, OmegaConf.to_yaml(resolved, resolve=True))
+    atomic_write_text(output_dir / CONFIG_JSON, to_json(document))
+
+
+def run_job(cfg: DictConfig, dry_run: bool = False) -> dict[str, Any]:
+    """Validate, record the configuration, and (unless dry_run) generate the video."""
+    output_dir = Path(HydraConfig.get().runtime.output_dir)
+    settings = to_settings(cfg)
+    plan = validate(settings)
+    check_supported(settings)
+    if settings.user.seed == -1:
+        settings.user.seed = secrets.randbelow(2**31)
+        cfg.user.seed = settings.user.seed
+        log.info("user.seed=-1: drew seed %d", settings.user.seed)
+    choices = _choices(cfg)
+    document = build_document(settings, plan, choices)
+    write_config_files(output_dir, cfg, document)
+    if dry_run:
+        return {"output_dir": str(output_dir), "status": "dry-run", "seed": settings.user.seed}
+
+    from telefuser_cli.pipelines.generate import generate  # torch is imported only here
+
+    result = generate(settings, plan, output_dir)
+    document = build_document(settings, plan, choices, device=result.device, extra={"run": result.record()})
+    write_config_files(output_dir, cfg, document)
+    return {
+        "output_dir": str(output_dir),
+        "status": "done",
+        "seed": settings.user.seed,
+        "video": str(result.video_path),
+    }
