@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import secrets
 from pathlib import Path
@@ -46,12 +47,13 @@ def run_job(cfg: DictConfig, dry_run: bool = False) -> dict[str, Any]:
     choices = _choices(cfg)
     document = build_document(settings, plan, choices)
     write_config_files(output_dir, cfg, document)
+    config_hash = hashlib.sha256(to_json(document).encode("utf-8")).hexdigest()
     if dry_run:
         return {"output_dir": str(output_dir), "status": "dry-run", "seed": settings.user.seed}
 
     from telefuser_cli.pipelines.generate import generate  # torch is imported only here
 
-    result = generate(settings, plan, output_dir)
+    result = generate(settings, plan, output_dir, config_hash)
     document = build_document(settings, plan, choices, device=result.device, extra={"run": result.record()})
     write_config_files(output_dir, cfg, document)
     return {

@@ -154,6 +154,13 @@ def validate(settings: RootConfig, *, require_prompt: bool = True) -> RunPlan:
         raise UserError(f"pipeline.fps={pipeline.fps} must be >= 1")
     if pipeline.sigma_shift <= 0:
         raise UserError(f"pipeline.sigma_shift={pipeline.sigma_shift} must be > 0")
+    if len(pipeline.tile_size) != 2 or len(pipeline.tile_stride) != 2 or not (
+        0 < pipeline.tile_stride[0] <= pipeline.tile_size[0] and 0 < pipeline.tile_stride[1] <= pipeline.tile_size[1]
+    ):
+        raise UserError(
+            f"pipeline.tile_size={list(pipeline.tile_size)} and pipeline.tile_stride={list(pipeline.tile_stride)} "
+            "are [height, width] in latent pixels with 0 < stride <= size"
+        )
     if pipeline.rand_device not in ("cpu", "cuda"):
         raise UserError(f"pipeline.rand_device={pipeline.rand_device!r} must be cpu or cuda")
     if not 0 <= settings.output.video_quality <= 10:

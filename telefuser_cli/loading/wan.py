@@ -1,0 +1,138 @@
+"""Loading the Wan components from an official or a diffusers directory.
+
+Architecture comes from the weights (and the official `config.json` beside the DiT), never from the
+model entry; the entry's facts (task) are checked against what the weights say.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from telefuser_cli.errors import UserError
+from telefuser_cli.loading.checkpoint import build_module, read_shapes, read_state_dict, resolve_files
+from telefuser_cli.loading.tokenizer import load_tokenizer
+from telefuser_cli.loading.umt5_arch import hf_to_official_umt5, infer_umt5_config
+from telefuser_cli.loading.wan_dit_arch import diffusers_to_official_dit, infer_dit_config
+from telefuser_cli.loading.wan_vae_arch import diffusers_to_official_vae, infer_vae_config
+from telefuser_cli.models.umt5 import UMT5Encoder
+from telefuser_cli.models.wan_dit import WanDiT
+from telefuser_cli.models.wan_vae import WanVAE
+
+# Sub-folders of a diffusers pipeline directory (WanPipeline.save_pretrained).
+DIFFUSERS_FOLDERS = {"dit": "transformer", "text_encoder": "text_encoder", "vae": "vae", "tokenizer": "tokenizer"}
+
+
+@dataclass(frozen=True)
+class ComponentFiles:
+    """Where one component's weights are, and whether they use diffusers' key names."""
+
+    name: str
+    files: tuple[Path, ...]
+    diffusers: bool
+
+    @property
+    def source(self) -> str:
+        return str(self.files[0]) if len(self.files) == 1 else f"{self.files[0].parent}/ ({len(self.files)} shards)"
+
+
+def is_diffusers_layout(root: Path) -> bool:
+    return (root / "transformer").is_dir() and (root / "model_index.json").is_file()
+
+
+def locate(root: Path, component: str, pattern: str) -> ComponentFiles:
+    """The files of `component` (dit, text_encoder, vae) under root, in either directory layout."""
+    root = Path(root)
+    if is_diffusers_layout(root) and component in DIFFUSERS_FOLDERS:
+        folder = DIFFUSERS_FOLDERS[component]
+        files = resolve_files(root, f"{folder}/*.safetensors", component)
+        return ComponentFiles(component, tuple(files), diffusers=True)
+    return ComponentFiles(component, tuple(resolve_files(root, pattern, component)), diffusers=False)
+
+
+def tokenizer_dir(root: Path, pattern: str) -> Path:
+    root = Path(root)
+    if is_diffusers_layout(root):
+        return root / DIFFUSERS_FOLDERS["tokenizer"]
+    return root / pattern
+
+
+def _config_json(files: ComponentFiles) -> dict | None:
+    path = files.files[0].parent / "config.json"
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as error:
+        raise UserError(f"{path}: unreadable config.json ({error})") from None
+
+
+def load_dit(
+    files: ComponentFiles,
+    *,
+    dtype: torch.dtype,
+    device: torch.device,
+    attn_backend: str,
+    expected_task: str,
+    model_name: str,
+) -> WanDiT:
+    state_dict = read_state_dict(files.files)
+    if files.diffusers:
+        state_dict = diffusers_to_official_dit(state_dict)
+    shapes = {key: tensor.shape for key, tensor in state_dict.items()}
+    try:
+        config = infer_dit_config(shapes, _config_json(files))
+    except ValueError as error:
+        raise UserError(f"{files.source}: {error}") from None
+    if config.model_type != expected_task:
+        raise UserError(
+            f"{files.source} holds a {config.model_type} DiT (in_dim {config.in_dim}), but model entry "
+            f"'{model_name}' is {expected_task}; choose the model entry that matches these weights"
+        )
+    return build_module(
+        lambda: WanDiT(config, attn_backend=attn_backend),
+        state_dict,
+        dtype=dtype,
+        device=device,
+        source=files.source,
+        keep_fp32=WanDiT.keep_fp32,
+    )
+
+
+def load_text_encoder(files: ComponentFiles, *, dtype: torch.dtype, device: torch.device) -> UMT5Encoder:
+    state_dict = read_state_dict(files.files)
+    if files.diffusers:
+        state_dict = hf_to_official_umt5(state_dict)
+    try:
+        config = infer_umt5_config({key: tensor.shape for key, tensor in state_dict.items()})
+    except ValueError as error:
+        raise UserError(f"{files.source}: {error}") from None
+    return build_module(lambda: UMT5Encoder(config), state_dict, dtype=dtype, device=device, source=files.source)
+
+
+def load_vae(files: ComponentFiles, *, dtype: torch.dtype, device: torch.device) -> WanVAE:
+    state_dict = read_state_dict(files.files)
+    if files.diffusers:
+        state_dict = diffusers_to_official_vae(state_dict)
+    try:
+        config = infer_vae_config({key: tensor.shape for key, tensor in state_dict.items()})
+    except ValueError as error:
+        raise UserError(f"{files.source}: {error}") from None
+    vae = build_module(lambda: WanVAE(config), state_dict, dtype=dtype, device=device, source=files.source)
+    vae.reset_buffers()
+    return vae
+
+
+def dit_shapes(files: ComponentFiles) -> dict[str, torch.Size]:
+    """Header-only view of the DiT (for cheap checks such as head counts before loading)."""
+    return read_shapes(files.files)
+
+
+def load_wan_tokenizer(path: Path):
+    try:
+        return load_tokenizer(path)
+    except (FileNotFoundError, ValueError) as error:
+        raise UserError(str(error)) from None

@@ -1,0 +1,204 @@
+"""One generation, top to bottom: check, load, encode, prepare noise, denoise, decode, write.
+
+Takes the validated typed settings (no DictConfig) and writes into the job's output directory.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import save_file
+
+from telefuser_cli.config.schema import AttnImpl, ModelRuntimeConfig, OffloadType, RootConfig
+from telefuser_cli.config.validate import RunPlan
+from telefuser_cli.errors import UserError
+from telefuser_cli.io.files import atomic_path
+from telefuser_cli.io.video import to_uint8_frames, write_video
+from telefuser_cli.loading import wan as wan_loading
+from telefuser_cli.ops.attention import available_backends
+from telefuser_cli.ops.tiling import tiled_decode
+from telefuser_cli.pipelines.wan_t2v import denoise, encode_text, initial_noise
+from telefuser_cli.progress import Reporter
+from telefuser_cli.runtime.device import peak_memory, resolve_device, resolve_dtype
+from telefuser_cli.schedulers import make_scheduler
+from telefuser_cli.tiny import ensure_tiny_wan21
+
+log = logging.getLogger(__name__)
+
+VIDEO = "video.mp4"
+LATENTS = "latents.safetensors"
+
+
+@dataclass
+class GenerationResult:
+    video_path: Path
+    device: str
+    timings: dict[str, float]
+    peak_memory: dict[str, float]
+    latents_path: Path | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def record(self) -> dict[str, Any]:
+        """What config.json records about the run."""
+        return {
+            "video": self.video_path.name,
+            "latents": self.latents_path.name if self.latents_path else None,
+            "timings_s": self.timings,
+            "peak_memory": self.peak_memory,
+            **self.extra,
+        }
+
+
+def _model_root(settings: RootConfig) -> Path:
+    root = Path(settings.model.root).expanduser()
+    if settings.model.auto_create:
+        ensure_tiny_wan21(root)
+    return root
+
+
+def _attention_backend(runtime: ModelRuntimeConfig, device: torch.device) -> str:
+    """AUTO: the fastest installed backend for the device; otherwise exactly the one asked for."""
+    impl = runtime.attention_config.attn_impl
+    if impl is not AttnImpl.AUTO:
+        return impl.value
+    if device.type == "cuda":
+        installed = available_backends()
+        for candidate in ("FLASH_ATTN_3", "FLASH_ATTN_2"):
+            if candidate in installed:
+                return candidate
+    return AttnImpl.TORCH_SDPA.value
+
+
+def _release(*modules: Any) -> None:
+    del modules
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def _oom_message(stage: str) -> str:
+    return (
+        f"out of memory during {stage}; try pipeline.tiled=true (VAE decode in tiles), "
+        "a smaller resolution or fewer frames, or "
+        "pipeline.dit_config.offload_config.offload_type=MODEL_CPU_OFFLOAD"
+    )
+
+
+def _is_oom(error: BaseException) -> bool:
+    return isinstance(error, torch.OutOfMemoryError) or "can't allocate memory" in str(error)
+
+
+def generate(settings: RootConfig, plan: RunPlan, output_dir: Path, config_hash: str = "") -> GenerationResult:
+    model, pipeline, user = settings.model, settings.pipeline, settings.user
+    dit_runtime = pipeline.dit_config
+    device = resolve_device(dit_runtime, "dit_config")
+    text_device = resolve_device(pipeline.text_encoding_config, "text_encoding_config")
+    vae_device = resolve_device(pipeline.vae_config, "vae_config")
+    root = _model_root(settings)
+    # Find every file before loading any, so a missing VAE fails in seconds, not after denoising.
+    dit_files = wan_loading.locate(root, "dit", model.dit)
+    t5_files = wan_loading.locate(root, "text_encoder", model.text_encoder)
+    vae_files = wan_loading.locate(root, "vae", model.vae)
+    tokenizer_path = wan_loading.tokenizer_dir(root, model.tokenizer)
+    guided = pipeline.cfg_scale != 1.0
+    if dit_runtime.offload_config.offload_type is OffloadType.MODEL_CPU_OFFLOAD:
+        log.info(
+            "MODEL_CPU_OFFLOAD: components are already loaded one at a time and released after their "
+            "stage, so only one is ever resident on %s", device
+        )
+
+    with Reporter() as reporter:
+        with reporter.stage("load text encoder"):
+            tokenizer = wan_loading.load_wan_tokenizer(tokenizer_path)
+            text_encoder = wan_loading.load_text_encoder(
+                t5_files, dtype=resolve_dtype(pipeline.text_encoding_config), device=text_device
+            )
+        with reporter.stage("encode text"):
+            prompts = [user.prompt] + ([plan.negative_prompt] if guided else [])
+            features = encode_text(text_encoder, tokenizer, prompts, text_device)
+            context = features[0][None].to(device)
+            context_null = features[1][None].to(device) if guided else None
+        _release(text_encoder)
+
+        with reporter.stage("load dit"):
+            dit = wan_loading.load_dit(
+                dit_files,
+                dtype=resolve_dtype(dit_runtime),
+                device=device,
+                attn_backend=_attention_backend(dit_runtime, device),
+                expected_task=model.task.value,
+                model_name=model.name,
+            )
+        heads = dit.config.num_heads
+        ulysses = dit_runtime.parallel_config.sp_ulysses_degree
+        if heads % ulysses:
+            raise UserError(
+                f"pipeline.dit_config.parallel_config.sp_ulysses_degree={ulysses} must divide the DiT's "
+                f"{heads} attention heads; use sp_ring_degree for the rest"
+            )
+
+        scheduler = make_scheduler(
+            pipeline.sample_solver, pipeline.num_inference_steps, pipeline.sigma_shift, pipeline.timesteps
+        )
+        latents = initial_noise((1, *plan.latent_shape), user.seed, pipeline.rand_device, device)
+        with reporter.stage("denoise", total=scheduler.num_steps) as advance:
+            try:
+                latents = denoise(dit, latents, context, context_null, scheduler, pipeline.cfg_scale, advance)
+            except (torch.OutOfMemoryError, RuntimeError) as error:
+                if _is_oom(error):
+                    raise UserError(_oom_message("denoising")) from None
+                raise
+        _release(dit)
+
+        latents_path = None
+        if settings.output.save_latents:
+            latents_path = output_dir / LATENTS
+            with atomic_path(latents_path) as temporary:
+                save_file({"latents": latents[0].float().cpu().contiguous()}, str(temporary))
+
+        with reporter.stage("load vae"):
+            vae = wan_loading.load_vae(vae_files, dtype=resolve_dtype(pipeline.vae_config), device=vae_device)
+        with reporter.stage("decode"):
+            try:
+                z = latents.to(vae_device)
+                if pipeline.tiled:
+                    video = tiled_decode(vae.decode, z, tuple(pipeline.tile_size), tuple(pipeline.tile_stride))
+                else:
+                    video = vae.decode(z)
+            except (torch.OutOfMemoryError, RuntimeError) as error:
+                if _is_oom(error):
+                    raise UserError(_oom_message("VAE decode")) from None
+                raise
+        _release(vae)
+
+        with reporter.stage("write video"):
+            metadata = {
+                "title": user.prompt,
+                "prompt": user.prompt,
+                "seed": str(user.seed),
+                "model": model.name,
+                "config_sha256": config_hash,
+                "encoder": "telefuser",
+            }
+            video_path = write_video(
+                output_dir / VIDEO,
+                to_uint8_frames(video[0]),
+                fps=pipeline.fps,
+                metadata=metadata,
+                quality=settings.output.video_quality,
+            )
+    result = GenerationResult(
+        video_path=video_path,
+        device=str(device),
+        timings=reporter.timings,
+        peak_memory=peak_memory(device),
+        latents_path=latents_path,
+    )
+    timings = ", ".join(f"{name} {seconds:.1f}s" for name, seconds in reporter.timings.items())
+    log.info("wrote %s (%s)", video_path, timings)
+    return result

@@ -1,0 +1,66 @@
+"""Progress of one run: a rich bar per stage, and the time each stage took."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable, Iterator
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+
+class StepRateColumn(TextColumn):
+    """Iterations per second (or seconds per iteration when slower than one per second)."""
+
+    def __init__(self) -> None:
+        super().__init__("")
+
+    def render(self, task):  # type: ignore[override]
+        speed = task.finished_speed or task.speed
+        if not speed:
+            return ""
+        return f"{speed:.2f} it/s" if speed >= 1 else f"{1 / speed:.1f} s/it"
+
+
+class Reporter:
+    """`with reporter.stage("denoise", total=50) as advance: ... advance()`; timings in seconds."""
+
+    def __init__(self, console: Console | None = None) -> None:
+        self.console = console or Console(stderr=True)
+        self.timings: dict[str, float] = {}
+        self._progress = Progress(
+            SpinnerColumn(),
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            StepRateColumn(),
+            TimeElapsedColumn(),
+            TextColumn("eta"),
+            TimeRemainingColumn(),
+            console=self.console,
+            transient=False,
+        )
+
+    def __enter__(self) -> Reporter:
+        self._progress.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._progress.stop()
+
+    @contextlib.contextmanager
+    def stage(self, name: str, total: int | None = None) -> Iterator[Callable[[], None]]:
+        task = self._progress.add_task(name, total=total or 1)
+        start = time.perf_counter()
+        yield lambda: self._progress.advance(task)
+        self.timings[name] = round(time.perf_counter() - start, 3)
+        self._progress.update(task, completed=total or 1)

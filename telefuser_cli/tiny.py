@@ -1,0 +1,129 @@
+"""A tiny Wan2.1 T2V model in the official directory layout, with deterministic random weights.
+
+The files have the real names and key layouts (DiT safetensors + config.json, UMT5 `.pth`, VAE
+`.pth`, tokenizer folder), so they go through exactly the loading code real weights do. The weights
+are random: the video is noise-like; the point is the whole path running on any CPU in seconds.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+
+from telefuser_cli.loading.tokenizer import write_tiny_tokenizer
+from telefuser_cli.models.umt5 import UMT5Config, UMT5Encoder
+from telefuser_cli.models.wan_dit import WanDiT, WanDiTConfig
+from telefuser_cli.models.wan_vae import WanVAE, WanVAEConfig
+
+TINY_T5 = UMT5Config(vocab_size=256, dim=64, dim_attn=64, dim_ffn=128, num_heads=4, num_layers=2)
+TINY_DIT = WanDiTConfig(
+    model_type="t2v", in_dim=16, dim=128, ffn_dim=256, text_dim=64, out_dim=16, num_heads=4, num_layers=2
+)
+TINY_VAE = WanVAEConfig(dim=16, z_dim=16, dim_mult=(1, 2, 2, 2), num_res_blocks=1)
+
+DIT_FILE = "diffusion_pytorch_model.safetensors"
+T5_FILE = "models_t5_umt5-xxl-enc-bf16.pth"
+VAE_FILE = "Wan2.1_VAE.pth"
+TOKENIZER_DIR = "google/umt5-xxl"
+
+_WORDS = """a an the of and with in on at to from over under into through across around near
+red green blue yellow orange purple pink white black gray brown golden silver
+ball square triangle circle cube box car cat dog bird fish horse person child woman man tree flower
+river sea ocean wave beach mountain sky cloud sun moon star city street road house room forest field
+moving move moves left right up down running walking flying swimming jumping dancing rolling falling
+slowly quickly fast slow big small tiny large bright dark shiny soft
+camera view close shot scene light night day morning evening rain snow fire water
+is are video frame background foreground plain simple surfing riding playing
+""".split()
+
+
+def _randomise(model: torch.nn.Module, generator: torch.Generator) -> None:
+    """Every parameter random (the official init zeroes some, which would hide bugs)."""
+    with torch.no_grad():
+        for name, param in sorted(model.named_parameters()):
+            if param.ndim >= 2:
+                fan_in = math.prod(param.shape[1:])
+                param.copy_(torch.randn(param.shape, generator=generator) / math.sqrt(fan_in))
+            elif "norm" in name:
+                param.copy_(1.0 + 0.1 * torch.randn(param.shape, generator=generator))
+            else:
+                param.copy_(0.02 * torch.randn(param.shape, generator=generator))
+
+
+def _dit_config_json(config: WanDiTConfig) -> dict:
+    """The official config.json (it omits text_dim, which loaders take from the shapes)."""
+    return {
+        "_class_name": "WanModel",
+        "_diffusers_version": "0.30.0",
+        "dim": config.dim,
+        "eps": config.eps,
+        "ffn_dim": config.ffn_dim,
+        "freq_dim": config.freq_dim,
+        "in_dim": config.in_dim,
+        "model_type": config.model_type,
+        "num_heads": config.num_heads,
+        "num_layers": config.num_layers,
+        "out_dim": config.out_dim,
+        "text_len": config.text_len,
+    }
+
+
+def _write(directory: Path, seed: int) -> None:
+    generator = torch.Generator().manual_seed(seed)
+    dit = WanDiT(TINY_DIT)
+    _randomise(dit, generator)
+    save_file({k: v.contiguous() for k, v in dit.state_dict().items()}, str(directory / DIT_FILE))
+    (directory / "config.json").write_text(json.dumps(_dit_config_json(TINY_DIT), indent=2) + "\n")
+
+    t5 = UMT5Encoder(TINY_T5)
+    _randomise(t5, generator)
+    # The released file is bf16; so is ours, to exercise the same casting.
+    torch.save({k: v.to(torch.bfloat16) for k, v in t5.state_dict().items()}, directory / T5_FILE)
+
+    vae = WanVAE(TINY_VAE)
+    _randomise(vae, generator)
+    torch.save(vae.state_dict(), directory / VAE_FILE)
+
+    write_tiny_tokenizer(directory / TOKENIZER_DIR, _WORDS[: TINY_T5.vocab_size - 3])
+
+
+def write_tiny_wan21(directory: Path, seed: int = 0) -> Path:
+    """Write the tiny model into `directory` (created; must not hold another model's files).
+
+    Files are written into a temporary sibling and moved into place, so an interrupted run
+    leaves nothing half-written.
+    """
+    directory = Path(directory).expanduser()
+    if directory.exists() and any(directory.iterdir()):
+        raise FileExistsError(f"{directory} is not empty; choose a new directory")
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
+    staging.chmod(0o755)
+    try:
+        _write(staging, seed)
+        if directory.exists():
+            directory.rmdir()
+        os.replace(staging, directory)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return directory
+
+
+def ensure_tiny_wan21(directory: Path) -> Path:
+    """The tiny model at `directory`, created on first use (safe if two jobs race to create it)."""
+    directory = Path(directory).expanduser()
+    if (directory / DIT_FILE).is_file():
+        return directory
+    try:
+        return write_tiny_wan21(directory)
+    except (FileExistsError, OSError):
+        if (directory / DIT_FILE).is_file():  # another job finished it first
+            return directory
+        raise
