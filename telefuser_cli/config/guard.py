@@ -51,6 +51,20 @@ def _field_names(node_type: Any) -> list[str]:
     return [f.name for f in dataclasses.fields(node_type)] if dataclasses.is_dataclass(node_type) else []
 
 
+def _similarity(typed: str, name: str) -> float:
+    """Whole-string similarity, or the share of typed words found in the name (num_step ~ num_inference_steps)."""
+    whole = difflib.SequenceMatcher(None, typed, name).ratio()
+    words = [w for w in typed.split("_") if w]
+    name_words = name.split("_")
+    found = sum(any(difflib.SequenceMatcher(None, w, n).ratio() >= 0.8 for n in name_words) for w in words)
+    return max(whole, found / len(words) if words else 0.0)
+
+
+def did_you_mean(typed: str, names: list[str]) -> str | None:
+    scored = sorted(((_similarity(typed, name), name) for name in names), reverse=True)
+    return scored[0][1] if scored and scored[0][0] >= 0.6 else None
+
+
 def unknown_key_message(dotted: str) -> str | None:
     """None if `dotted` names a schema field, else a message with a did-you-mean."""
     node_type: Any = RootConfig
@@ -61,8 +75,8 @@ def unknown_key_message(dotted: str) -> str | None:
         except KeyError:
             parent = ".".join(parts[:depth]) or "the configuration"
             names = _field_names(node_type)
-            close = difflib.get_close_matches(part, names, n=1)
-            hint = f"; did you mean {'.'.join(parts[:depth] + close)}?" if close else ""
+            close = did_you_mean(part, names)
+            hint = f"; did you mean {'.'.join([*parts[:depth], close])}?" if close else ""
             valid = f" Valid keys under {parent}: {', '.join(names)}." if names else ""
             return f"unknown key '{dotted}'{hint}{valid}"
     return None

@@ -1,0 +1,34 @@
+# One command runs the main job (make demo), one passes the tests (make test); both install first.
+VENV   ?= .venv
+PYTHON ?= python3
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: install test demo lint bench clean
+
+install: $(STAMP)
+
+# torch first, pinned, so pip never resolves a multi-GB CUDA build for the other packages.
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet -e '.[dev,cluster]'
+	touch $(STAMP)
+
+test: install
+	$(PY) -m pytest -q
+
+demo: install
+	$(VENV)/bin/telefuser generate recipe=tiny prompt="a red ball moving right" seed=7 hydra.run.dir=outputs/demo
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+bench: install
+	$(PY) benchmarks/wan_dit_step.py --layers 2
+	$(PY) benchmarks/wan_vae_decode.py --frames 2 --height 16 --width 16
+
+clean:
+	rm -rf $(VENV) outputs multirun dist build
