@@ -32,14 +32,17 @@ _DIFFUSERS_CONFIG_NAMES = {
 def _shape(shapes: Mapping[str, Any], key: str) -> tuple[int, ...]:
     if key not in shapes:
         raise ValueError(f"not a Wan DiT checkpoint: key {key!r} is missing")
-    return tuple(shapes[key])
+    value = shapes[key]
+    return tuple(getattr(value, "shape", value))  # a shape, or a tensor standing for its shape
 
 
 def _official_config(config_json: dict) -> dict:
     """Official-name fields of an official or a diffusers (``_class_name: WanTransformer3DModel``) config.json."""
     if config_json.get("_class_name") != "WanTransformer3DModel":
         return dict(config_json)
-    cfg = {ours: config_json[theirs] for theirs, ours in _DIFFUSERS_CONFIG_NAMES.items() if theirs in config_json}
+    cfg = {
+        ours: config_json[theirs] for theirs, ours in _DIFFUSERS_CONFIG_NAMES.items() if theirs in config_json
+    }
     if "num_attention_heads" in config_json and "attention_head_dim" in config_json:
         cfg["dim"] = config_json["num_attention_heads"] * config_json["attention_head_dim"]
     return cfg
@@ -48,7 +51,7 @@ def _official_config(config_json: dict) -> dict:
 def infer_dit_config(
     shapes: Mapping[str, torch.Size], config_json: dict | None = None, head_dim: int = 128
 ) -> WanDiTConfig:
-    """Derive the DiT architecture from ``{key: shape}`` of an official-layout state dict.
+    """Derive the DiT architecture from ``{key: shape}`` (or ``{key: tensor}``) of an official-layout state dict.
 
     Without ``config_json`` the head count is ``dim // head_dim`` (128 in every released Wan model) and the
     model type follows the weights: ``img_emb.emb_pos`` -> flf2v, ``img_emb`` -> i2v (Wan2.1), in_dim >
@@ -86,11 +89,22 @@ def infer_dit_config(
         shape_type = "ti2v"
     else:
         shape_type = "t2v"
-    derived = {"dim": dim, "ffn_dim": ffn_dim, "num_layers": num_layers, "in_dim": in_dim, "out_dim": out_dim,
-               "freq_dim": freq_dim}
-    where = {"dim": "patch_embedding.weight", "ffn_dim": "blocks.0.ffn.0.weight",
-             "num_layers": f"{num_layers} blocks.N", "in_dim": "patch_embedding.weight", "out_dim": "head.head.weight",
-             "freq_dim": "time_embedding.0.weight"}
+    derived = {
+        "dim": dim,
+        "ffn_dim": ffn_dim,
+        "num_layers": num_layers,
+        "in_dim": in_dim,
+        "out_dim": out_dim,
+        "freq_dim": freq_dim,
+    }
+    where = {
+        "dim": "patch_embedding.weight",
+        "ffn_dim": "blocks.0.ffn.0.weight",
+        "num_layers": f"{num_layers} blocks.N",
+        "in_dim": "patch_embedding.weight",
+        "out_dim": "head.head.weight",
+        "freq_dim": "time_embedding.0.weight",
+    }
 
     text_len, eps, model_type = 512, 1e-6, shape_type
     num_heads = None
@@ -98,41 +112,69 @@ def infer_dit_config(
         cfg = _official_config(config_json)
         for key in _CHECKED_FIELDS:
             if key in cfg and key in derived and cfg[key] != derived[key]:
-                source = f"{where[key]} shape {tuple(shapes[where[key]])}" if where[key] in shapes else where[key]
-                raise ValueError(f"config.json {key}={cfg[key]} does not match the weights: "
-                                 f"{source} gives {key}={derived[key]}")
+                source = (
+                    f"{where[key]} shape {_shape(shapes, where[key])}" if where[key] in shapes else where[key]
+                )
+                raise ValueError(
+                    f"config.json {key}={cfg[key]} does not match the weights: "
+                    f"{source} gives {key}={derived[key]}"
+                )
         num_heads = cfg.get("num_heads")
         if num_heads is not None and dim % num_heads:
-            raise ValueError(f"config.json num_heads={num_heads} does not divide dim={dim} "
-                             f"(patch_embedding.weight shape {pe})")
+            raise ValueError(
+                f"config.json num_heads={num_heads} does not divide dim={dim} "
+                f"(patch_embedding.weight shape {pe})"
+            )
         text_len = cfg.get("text_len", text_len)
         eps = cfg.get("eps", eps)
         model_type = cfg.get("model_type", model_type)
         if model_type not in MODEL_TYPES:
             raise ValueError(f"config.json model_type={model_type!r} is not one of {MODEL_TYPES}")
         if (model_type == "flf2v") != has_pos:
-            raise ValueError(f"config.json model_type={model_type!r} does not match the weights: "
-                             f"img_emb.emb_pos is {'present' if has_pos else 'absent'}")
+            raise ValueError(
+                f"config.json model_type={model_type!r} does not match the weights: "
+                f"img_emb.emb_pos is {'present' if has_pos else 'absent'}"
+            )
         if image_dim is not None and model_type not in ("i2v", "flf2v"):
-            raise ValueError(f"config.json model_type={model_type!r} does not match the weights: img_emb "
-                             f"(CLIP path, img_emb.proj.0.weight shape {(image_dim,)}) exists only for i2v/flf2v")
+            raise ValueError(
+                f"config.json model_type={model_type!r} does not match the weights: img_emb "
+                f"(CLIP path, img_emb.proj.0.weight shape {(image_dim,)}) exists only for i2v/flf2v"
+            )
         if model_type in ("t2v", "ti2v") and in_dim != out_dim:
-            raise ValueError(f"config.json model_type={model_type!r} needs in_dim == out_dim, but "
-                             f"patch_embedding.weight {pe} and head.head.weight give in_dim={in_dim}, "
-                             f"out_dim={out_dim} (image latents on channels mean i2v)")
+            raise ValueError(
+                f"config.json model_type={model_type!r} needs in_dim == out_dim, but "
+                f"patch_embedding.weight {pe} and head.head.weight give in_dim={in_dim}, "
+                f"out_dim={out_dim} (image latents on channels mean i2v)"
+            )
         if model_type in ("i2v", "flf2v") and in_dim <= out_dim:
-            raise ValueError(f"config.json model_type={model_type!r} needs in_dim > out_dim (image latents on "
-                             f"channels), but patch_embedding.weight {pe} and head.head.weight give "
-                             f"in_dim={in_dim}, out_dim={out_dim}")
+            raise ValueError(
+                f"config.json model_type={model_type!r} needs in_dim > out_dim (image latents on "
+                f"channels), but patch_embedding.weight {pe} and head.head.weight give "
+                f"in_dim={in_dim}, out_dim={out_dim}"
+            )
     if num_heads is None:
         if dim % head_dim:
-            raise ValueError(f"dim={dim} (patch_embedding.weight {pe}) is not divisible by head_dim={head_dim}; "
-                             "pass a config.json with num_heads")
+            raise ValueError(
+                f"dim={dim} (patch_embedding.weight {pe}) is not divisible by head_dim={head_dim}; "
+                "pass a config.json with num_heads"
+            )
         num_heads = dim // head_dim
     return WanDiTConfig(
-        model_type=model_type, patch_size=tuple(patch), text_len=text_len, in_dim=in_dim, dim=dim,
-        ffn_dim=ffn_dim, freq_dim=freq_dim, text_dim=text_dim, out_dim=out_dim, num_heads=num_heads,
-        num_layers=num_layers, qk_norm=qk_norm, cross_attn_norm=cross_attn_norm, eps=eps, image_dim=image_dim,
+        model_type=model_type,
+        patch_size=tuple(patch),
+        text_len=text_len,
+        in_dim=in_dim,
+        dim=dim,
+        ffn_dim=ffn_dim,
+        freq_dim=freq_dim,
+        text_dim=text_dim,
+        out_dim=out_dim,
+        num_heads=num_heads,
+        num_layers=num_layers,
+        qk_norm=qk_norm,
+        cross_attn_norm=cross_attn_norm,
+        eps=eps,
+        image_dim=image_dim,
     )
 
 
@@ -162,8 +204,15 @@ _BLOCK = {
     "ffn.net.2": "ffn.2",
 }
 _ATTN = {
-    "to_q": "q", "to_k": "k", "to_v": "v", "to_out.0": "o", "norm_q": "norm_q", "norm_k": "norm_k",
-    "add_k_proj": "k_img", "add_v_proj": "v_img", "norm_added_k": "norm_k_img",
+    "to_q": "q",
+    "to_k": "k",
+    "to_v": "v",
+    "to_out.0": "o",
+    "norm_q": "norm_q",
+    "norm_k": "norm_k",
+    "add_k_proj": "k_img",
+    "add_v_proj": "v_img",
+    "norm_added_k": "norm_k_img",
 }
 _BLOCK_KEY = re.compile(r"blocks\.(\d+)\.(.+)\.(weight|bias)")
 
@@ -207,5 +256,7 @@ def diffusers_to_official_dit(state_dict: Mapping[str, torch.Tensor]) -> dict[st
         else:
             out[new] = tensor
     if unknown:
-        raise ValueError(f"{len(unknown)} keys are not part of a diffusers WanTransformer3DModel: {unknown[:8]}")
+        raise ValueError(
+            f"{len(unknown)} keys are not part of a diffusers WanTransformer3DModel: {unknown[:8]}"
+        )
     return out

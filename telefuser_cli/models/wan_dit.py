@@ -47,7 +47,8 @@ class WanDiTConfig:
     qk_norm: bool = True
     cross_attn_norm: bool = True
     eps: float = 1e-6
-    image_dim: int | None = None  # CLIP feature width (1280) when the checkpoint has `img_emb` (Wan2.1 i2v/flf2v)
+    # CLIP feature width (1280) when the checkpoint has `img_emb` (Wan2.1 i2v/flf2v), else None
+    image_dim: int | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "patch_size", tuple(self.patch_size))
@@ -63,8 +64,10 @@ class WanDiTConfig:
         if self.model_type == "flf2v" and self.image_dim is None:
             raise ValueError("model_type='flf2v' needs image_dim (the CLIP width, 1280), got image_dim=None")
         if self.image_dim is not None and self.model_type not in ("i2v", "flf2v"):
-            raise ValueError(f"image_dim={self.image_dim} (CLIP path) only exists for i2v/flf2v, "
-                             f"not model_type={self.model_type!r}")
+            raise ValueError(
+                f"image_dim={self.image_dim} (CLIP path) only exists for i2v/flf2v, "
+                f"not model_type={self.model_type!r}"
+            )
 
     @property
     def head_dim(self) -> int:
@@ -175,7 +178,9 @@ class Block(nn.Module):
         self.norm3 = nn.LayerNorm(dim, cfg.eps) if cfg.cross_attn_norm else nn.Identity()
         self.cross_attn = CrossAttention(dim, cfg.num_heads, cfg.qk_norm, cfg.eps, cfg.image_dim is not None)
         self.norm2 = nn.LayerNorm(dim, cfg.eps, elementwise_affine=False)
-        self.ffn = nn.Sequential(nn.Linear(dim, cfg.ffn_dim), nn.GELU(approximate="tanh"), nn.Linear(cfg.ffn_dim, dim))
+        self.ffn = nn.Sequential(
+            nn.Linear(dim, cfg.ffn_dim), nn.GELU(approximate="tanh"), nn.Linear(cfg.ffn_dim, dim)
+        )
         self.modulation = nn.Parameter(torch.randn(1, 6, dim) / dim**0.5)
 
     def forward(
@@ -187,15 +192,20 @@ class Block(nn.Module):
         context_img: torch.Tensor | None,
         attn: AttentionFn,
     ) -> torch.Tensor:
-        """x: [B, L, C] float32 residual stream; e: [B, Lt, 6, C] float32 (Lt 1 or L) -> [B, L, C] float32."""
+        """x: [B, L, C] float32 residual stream, updated in place; e: [B, Lt, 6, C] float32 (Lt 1 or L).
+
+        Returns x: [B, L, C] float32.
+        """
+        # The residual stream is updated in place: the caller's reference would otherwise keep a second
+        # [B, L, C] float32 copy alive through the block (inference only; autograd would refuse it loudly).
         dtype = context.dtype
         shift, scale, gate, c_shift, c_scale, c_gate = (self.modulation.float() + e).unbind(2)
         h = torch.addcmul(shift, _layer_norm(x, self.norm1), 1 + scale).to(dtype)
-        x = torch.addcmul(x, self.self_attn(h, rope, attn), gate)
+        x.addcmul_(self.self_attn(h, rope, attn), gate)
         h = x if isinstance(self.norm3, nn.Identity) else _layer_norm(x, self.norm3)
-        x = x + self.cross_attn(h.to(dtype), context, context_img, attn)
+        x += self.cross_attn(h.to(dtype), context, context_img, attn)
         h = torch.addcmul(c_shift, _layer_norm(x, self.norm2), 1 + c_scale).to(dtype)
-        return torch.addcmul(x, self.ffn(h), c_gate)
+        return x.addcmul_(self.ffn(h), c_gate)
 
 
 class Head(nn.Module):
@@ -217,7 +227,10 @@ class MLPProj(nn.Module):
     def __init__(self, image_dim: int, dim: int, flf: bool):
         super().__init__()
         self.proj = nn.Sequential(
-            nn.LayerNorm(image_dim), nn.Linear(image_dim, image_dim), nn.GELU(), nn.Linear(image_dim, dim),
+            nn.LayerNorm(image_dim),
+            nn.Linear(image_dim, image_dim),
+            nn.GELU(),
+            nn.Linear(image_dim, dim),
             nn.LayerNorm(dim),
         )
         if flf:
@@ -242,8 +255,14 @@ class WanDiT(nn.Module):
     # and position embedding). All are small (< 1.5% of the 1.3B model); rounding them to bf16 would only
     # lose precision, as forward upcasts them anyway.
     keep_fp32 = (
-        "time_embedding", "time_projection", "modulation", "norm", "head.head",
-        "img_emb.proj.0", "img_emb.proj.4", "img_emb.emb_pos",
+        "time_embedding",
+        "time_projection",
+        "modulation",
+        "norm",
+        "head.head",
+        "img_emb.proj.0",
+        "img_emb.proj.4",
+        "img_emb.emb_pos",
     )
 
     def __init__(self, config: WanDiTConfig, attn_backend: str = "TORCH_SDPA"):
@@ -269,18 +288,28 @@ class WanDiT(nn.Module):
             raise ValueError(f"model_type={cfg.model_type!r} needs y (image condition latents)")
         channels = x.shape[1] + (0 if y is None else y.shape[1])
         if x.ndim != 5 or channels != cfg.in_dim:
-            raise ValueError(f"x {tuple(x.shape)} + y {None if y is None else tuple(y.shape)} must give "
-                             f"[B, in_dim={cfg.in_dim}, F, H, W] on channels")
+            raise ValueError(
+                f"x {tuple(x.shape)} + y {None if y is None else tuple(y.shape)} must give "
+                f"[B, in_dim={cfg.in_dim}, F, H, W] on channels"
+            )
         if any(s % p for s, p in zip(x.shape[2:], cfg.patch_size, strict=True)):
-            raise ValueError(f"latent size {tuple(x.shape[2:])} must be divisible by patch_size={cfg.patch_size}")
+            raise ValueError(
+                f"latent size {tuple(x.shape[2:])} must be divisible by patch_size={cfg.patch_size}"
+            )
         if context.ndim != 3 or context.shape[1] > cfg.text_len or context.shape[2] != cfg.text_dim:
-            raise ValueError(f"context {tuple(context.shape)} must be [B, L <= text_len={cfg.text_len}, "
-                             f"text_dim={cfg.text_dim}]")
+            raise ValueError(
+                f"context {tuple(context.shape)} must be [B, L <= text_len={cfg.text_len}, "
+                f"text_dim={cfg.text_dim}]"
+            )
         if (clip_fea is None) != (cfg.image_dim is None):
-            raise ValueError(f"clip_fea is {'missing' if clip_fea is None else 'given'} but image_dim="
-                             f"{cfg.image_dim}: pass clip_fea exactly when the model has the CLIP path")
+            raise ValueError(
+                f"clip_fea is {'missing' if clip_fea is None else 'given'} but image_dim="
+                f"{cfg.image_dim}: pass clip_fea exactly when the model has the CLIP path"
+            )
         if clip_fea is not None and clip_fea.shape[1:] != (cfg.clip_tokens, cfg.image_dim):
-            raise ValueError(f"clip_fea {tuple(clip_fea.shape)} must be [B, {cfg.clip_tokens}, {cfg.image_dim}]")
+            raise ValueError(
+                f"clip_fea {tuple(clip_fea.shape)} must be [B, {cfg.clip_tokens}, {cfg.image_dim}]"
+            )
         if timestep.ndim not in (1, 2) or timestep.shape[0] != x.shape[0]:
             raise ValueError(f"timestep {tuple(timestep.shape)} must be [B] or [B, L] with B={x.shape[0]}")
 
@@ -309,7 +338,8 @@ class WanDiT(nn.Module):
             x = torch.cat([x, y], dim=1)
         b = x.shape[0]
         grid = tuple(s // p for s, p in zip(x.shape[2:], cfg.patch_size, strict=True))
-        x = self.patch_embedding(x.to(dtype)).flatten(2).transpose(1, 2).float().contiguous()  # [B, L, C] fp32
+        # [B, L, C] float32 residual stream
+        x = self.patch_embedding(x.to(dtype)).flatten(2).transpose(1, 2).float().contiguous()
         rope = rope_table(grid, cfg.head_dim, device=x.device)
 
         # time: float64 sinusoid, float32 MLP; e: [B, Lt, C], e0: [B, Lt, 6, C] with Lt = 1 or L
@@ -320,7 +350,8 @@ class WanDiT(nn.Module):
         e = e.unflatten(0, t.shape)
         e0 = e0.unflatten(0, t.shape).unflatten(2, (6, cfg.dim))
 
-        context = F.pad(context.to(dtype), (0, 0, 0, cfg.text_len - context.shape[1]))  # official zero padding
+        # official behaviour: zero-pad to text_len; the padded tokens are attended to (no mask)
+        context = F.pad(context.to(dtype), (0, 0, 0, cfg.text_len - context.shape[1]))
         context = self.text_embedding(context)
         context_img = None if clip_fea is None else self.img_emb(clip_fea, dtype)
 

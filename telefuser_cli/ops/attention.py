@@ -23,7 +23,10 @@ AttentionFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 # backend name -> (module to import, how to install it)
 _BACKENDS: dict[str, tuple[str | None, str]] = {
     "TORCH_SDPA": (None, "part of torch"),
-    "FLASH_ATTN_2": ("flash_attn", "pip install telefuser[gpu]  (the flash-attn package; needs CUDA to build)"),
+    "FLASH_ATTN_2": (
+        "flash_attn",
+        "pip install telefuser[gpu]  (the flash-attn package; needs CUDA to build)",
+    ),
     "FLASH_ATTN_3": (
         "flash_attn_interface",
         "build FlashAttention-3 from the flash-attention repository's hopper/ directory "

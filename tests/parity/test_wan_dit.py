@@ -47,10 +47,19 @@ def build_ours(cfg: WanDiTConfig, sd: dict[str, torch.Tensor]) -> WanDiT:
 
 def build_diffusers(cfg: WanDiTConfig, sd: dict[str, torch.Tensor]) -> WanTransformer3DModel:
     ref = WanTransformer3DModel(
-        patch_size=cfg.patch_size, num_attention_heads=cfg.num_heads, attention_head_dim=cfg.head_dim,
-        in_channels=cfg.in_dim, out_channels=cfg.out_dim, text_dim=cfg.text_dim, freq_dim=cfg.freq_dim,
-        ffn_dim=cfg.ffn_dim, num_layers=cfg.num_layers, cross_attn_norm=cfg.cross_attn_norm,
-        qk_norm="rms_norm_across_heads", eps=cfg.eps, image_dim=cfg.image_dim,
+        patch_size=cfg.patch_size,
+        num_attention_heads=cfg.num_heads,
+        attention_head_dim=cfg.head_dim,
+        in_channels=cfg.in_dim,
+        out_channels=cfg.out_dim,
+        text_dim=cfg.text_dim,
+        freq_dim=cfg.freq_dim,
+        ffn_dim=cfg.ffn_dim,
+        num_layers=cfg.num_layers,
+        cross_attn_norm=cfg.cross_attn_norm,
+        qk_norm="rms_norm_across_heads",
+        eps=cfg.eps,
+        image_dim=cfg.image_dim,
         added_kv_proj_dim=cfg.dim if cfg.image_dim is not None else None,
         pos_embed_seq_len=cfg.clip_tokens if cfg.model_type == "flf2v" else None,
     )
@@ -64,8 +73,11 @@ def build_diffusers(cfg: WanDiTConfig, sd: dict[str, torch.Tensor]) -> WanTransf
 def inputs(cfg: WanDiTConfig, seed: int = 1, frames: int = 5, size: int = 8, batch: int = 1):
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(batch, cfg.out_dim, frames, size, size, generator=g)
-    y = torch.randn(batch, cfg.in_dim - cfg.out_dim, frames, size, size, generator=g) if cfg.in_dim > cfg.out_dim \
+    y = (
+        torch.randn(batch, cfg.in_dim - cfg.out_dim, frames, size, size, generator=g)
+        if cfg.in_dim > cfg.out_dim
         else None
+    )
     t = torch.tensor([937.0, 311.5][:batch])
     context = torch.randn(batch, 7, cfg.text_dim, generator=g)
     clip = torch.randn(batch, cfg.clip_tokens, cfg.image_dim, generator=g) if cfg.image_dim else None
@@ -122,9 +134,17 @@ def test_meta_construction_and_official_layout() -> None:
     assert not any(p.is_meta for p in model.parameters()) and not list(model.buffers())
     assert set(model.state_dict()) == set(sd)
     # the official layout is exactly what diffusers' converter understands (strict load above, here round trip)
-    official_keys = {"patch_embedding.weight", "time_projection.1.weight", "blocks.1.norm3.weight",
-                     "blocks.0.cross_attn.k_img.weight", "blocks.0.cross_attn.norm_k_img.weight",
-                     "img_emb.proj.4.bias", "head.head.weight", "head.modulation", "blocks.1.modulation"}
+    official_keys = {
+        "patch_embedding.weight",
+        "time_projection.1.weight",
+        "blocks.1.norm3.weight",
+        "blocks.0.cross_attn.k_img.weight",
+        "blocks.0.cross_attn.norm_k_img.weight",
+        "img_emb.proj.4.bias",
+        "head.head.weight",
+        "head.modulation",
+        "blocks.1.modulation",
+    }
     assert official_keys <= set(sd)
     assert not any(k.startswith("blocks.0.norm1") or k.startswith("blocks.0.norm2") for k in sd)
     eager = WanDiT(I2V_CLIP).eval()
@@ -138,9 +158,18 @@ def test_infer_config_round_trip_and_mismatch() -> None:
     for cfg in (T2V, I2V_CLIP, FLF2V, TI2V, dataclasses.replace(T2V, model_type="i2v", in_dim=36)):
         shapes = {k: v.shape for k, v in tiny_official_state_dict(cfg).items()}
         assert infer_dit_config(shapes, head_dim=cfg.head_dim) == cfg
-        cfg_json = {"model_type": cfg.model_type, "dim": cfg.dim, "ffn_dim": cfg.ffn_dim, "freq_dim": cfg.freq_dim,
-                    "in_dim": cfg.in_dim, "out_dim": cfg.out_dim, "num_heads": cfg.num_heads,
-                    "num_layers": cfg.num_layers, "text_len": 512, "eps": 1e-6}
+        cfg_json = {
+            "model_type": cfg.model_type,
+            "dim": cfg.dim,
+            "ffn_dim": cfg.ffn_dim,
+            "freq_dim": cfg.freq_dim,
+            "in_dim": cfg.in_dim,
+            "out_dim": cfg.out_dim,
+            "num_heads": cfg.num_heads,
+            "num_layers": cfg.num_layers,
+            "text_len": 512,
+            "eps": 1e-6,
+        }
         assert infer_dit_config(shapes, cfg_json) == cfg
     with pytest.raises(ValueError, match=r"ffn_dim=128 .*blocks\.0\.ffn\.0\.weight.*64"):
         infer_dit_config(shapes, {**cfg_json, "ffn_dim": 128})
@@ -151,8 +180,16 @@ def test_infer_config_round_trip_and_mismatch() -> None:
     with pytest.raises(ValueError, match="num_heads=3"):
         infer_dit_config(shapes, {**cfg_json, "num_heads": 3})
     # a diffusers transformer/config.json is understood too
-    diff_json = {"_class_name": "WanTransformer3DModel", "num_attention_heads": 2, "attention_head_dim": 16,
-                 "in_channels": 36, "out_channels": 16, "ffn_dim": 64, "num_layers": 2, "freq_dim": 32}
+    diff_json = {
+        "_class_name": "WanTransformer3DModel",
+        "num_attention_heads": 2,
+        "attention_head_dim": 16,
+        "in_channels": 36,
+        "out_channels": 16,
+        "ffn_dim": 64,
+        "num_layers": 2,
+        "freq_dim": 32,
+    }
     assert infer_dit_config(shapes, diff_json).num_heads == 2
 
 
@@ -170,7 +207,9 @@ def test_diffusers_to_official_round_trip() -> None:
 def test_bf16_close_to_fp32() -> None:
     sd = tiny_official_state_dict(T2V)
     fp32 = build_ours(T2V, sd)
-    bf16 = build_ours(T2V, {k: v if any(s in k for s in WanDiT.keep_fp32) else v.bfloat16() for k, v in sd.items()})
+    bf16 = build_ours(
+        T2V, {k: v if any(s in k for s in WanDiT.keep_fp32) else v.bfloat16() for k, v in sd.items()}
+    )
     assert bf16.time_projection[1].weight.dtype == torch.float32
     assert bf16.blocks[0].ffn[0].weight.dtype == torch.bfloat16
     x, t, context, _, _ = inputs(T2V)
@@ -216,4 +255,6 @@ def test_attention_backends() -> None:
     g = torch.Generator().manual_seed(0)
     q, k, v = (torch.randn(2, 6, 3, 8, generator=g) for _ in range(3))
     w = torch.softmax(torch.einsum("blhd,bmhd->bhlm", q, k) / 8**0.5, dim=-1)
-    torch.testing.assert_close(attention(q, k, v), torch.einsum("bhlm,bmhd->blhd", w, v), atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(
+        attention(q, k, v), torch.einsum("bhlm,bmhd->blhd", w, v), atol=1e-6, rtol=1e-5
+    )
