@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import typer
 from rich.console import Console
@@ -57,11 +57,11 @@ def _replay_overrides(path: Path, overrides: list[str]) -> list[str]:
 
 @app.command(context_settings={"ignore_unknown_options": True})
 def generate(
-    overrides: Optional[list[str]] = typer.Argument(None, help=OVERRIDES_HELP, show_default=False),
+    overrides: list[str] | None = typer.Argument(None, help=OVERRIDES_HELP, show_default=False),
     multirun: bool = typer.Option(False, "--multirun", "-m", help="Sweep: one job per combination."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Compose, validate and write config.json only."),
-    config_dir: Optional[Path] = typer.Option(None, "--config-dir", help="Your config folder; shadows ours."),
-    from_config: Optional[Path] = typer.Option(None, "--from-config", help="Replay a recorded config.json."),
+    config_dir: Path | None = typer.Option(None, "--config-dir", help="Your config folder; shadows ours."),
+    from_config: Path | None = typer.Option(None, "--from-config", help="Replay a recorded config.json."),
 ) -> None:
     """Generate a video (or, with -m, a sweep of videos)."""
     from telefuser_cli.config.hydra_app import HydraApp, reset_logging, with_kwargs
@@ -105,6 +105,8 @@ def _report_run(ret: Any) -> None:
     if error is not None:
         raise error
     result = ret._return_value
+    if result.get("status") == "failed":
+        _fail(result["error"])
     if result.get("video"):
         console.print(f"[green]video:[/] {escape(result['video'])}")
     console.print(f"[green]output:[/] {escape(result['output_dir'])}")
@@ -117,6 +119,8 @@ def _report_sweep(returns: list[Any]) -> None:
     for ret in returns:
         error = _job_error(ret)
         value = ret._return_value if error is None else {}
+        if value.get("status") == "failed":
+            error = value["error"]
         rows.append(
             {
                 "overrides": list(ret.overrides or []),
@@ -145,10 +149,10 @@ def _report_sweep(returns: list[Any]) -> None:
 
 @app.command("dump-config", context_settings={"ignore_unknown_options": True})
 def dump_config(
-    overrides: Optional[list[str]] = typer.Argument(None, help=OVERRIDES_HELP, show_default=False),
-    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write to this file instead of stdout."),
+    overrides: list[str] | None = typer.Argument(None, help=OVERRIDES_HELP, show_default=False),
+    output: Path | None = typer.Option(None, "--output", "-o", help="Write to this file instead of stdout."),
     fmt: str = typer.Option("json", "--format", help="json or yaml."),
-    config_dir: Optional[Path] = typer.Option(None, "--config-dir", help="Your config folder; shadows ours."),
+    config_dir: Path | None = typer.Option(None, "--config-dir", help="Your config folder; shadows ours."),
 ) -> None:
     """Print the resolved configuration without loading any weights."""
     import yaml
@@ -185,8 +189,8 @@ def dump_config(
 
 @app.command("list")
 def list_configs(
-    group: Optional[str] = typer.Argument(None, help="model, pipeline, recipe or launcher."),
-    config_dir: Optional[Path] = typer.Option(None, "--config-dir", help="Your config folder; shadows ours."),
+    group: str | None = typer.Argument(None, help="model, pipeline, recipe or launcher."),
+    config_dir: Path | None = typer.Option(None, "--config-dir", help="Your config folder; shadows ours."),
 ) -> None:
     """List models, pipelines, recipes and launchers with one-line descriptions."""
     from telefuser_cli.config.catalog import GROUPS, catalog

@@ -13,6 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from telefuser_cli.config.dump import build_document, to_json
 from telefuser_cli.config.validate import check_supported, to_settings, validate
+from telefuser_cli.errors import UserError
 from telefuser_cli.io.files import atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -35,8 +36,20 @@ def write_config_files(output_dir: Path, cfg: DictConfig, document: dict[str, An
 
 
 def run_job(cfg: DictConfig, dry_run: bool = False) -> dict[str, Any]:
-    """Validate, record the configuration, and (unless dry_run) generate the video."""
+    """Validate, record the configuration, and (unless dry_run) generate the video.
+
+    A mistake the user can fix comes back as status "failed" with its message (Hydra would
+    otherwise print its own banner around it); anything else is a bug and propagates.
+    """
     output_dir = Path(HydraConfig.get().runtime.output_dir)
+    try:
+        return _run(cfg, output_dir, dry_run)
+    except UserError as error:
+        log.error("%s", error)
+        return {"output_dir": str(output_dir), "status": "failed", "error": str(error)}
+
+
+def _run(cfg: DictConfig, output_dir: Path, dry_run: bool) -> dict[str, Any]:
     settings = to_settings(cfg)
     plan = validate(settings)
     check_supported(settings)

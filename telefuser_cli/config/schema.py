@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any, Optional
+from typing import Any
 
 FACT = {"fact": True}
 
@@ -68,13 +68,13 @@ class ModelConfig:
     # Sizes the model was trained at, keyed "<resolution>@<aspect>", e.g. "480p@16:9": "832x480".
     preset_sizes: dict[str, str] = field(default_factory=dict, metadata=FACT)
     # Component files (relative to root).
-    dit: Optional[str] = None
-    dit_high: Optional[str] = None
-    dit_low: Optional[str] = None
+    dit: str | None = None
+    dit_high: str | None = None
+    dit_low: str | None = None
     text_encoder: str = "models_t5_umt5-xxl-enc-bf16.pth"
     tokenizer: str = "google/umt5-xxl"
     vae: str = "Wan2.1_VAE.pth"
-    clip: Optional[str] = None
+    clip: str | None = None
     # Created on first use (tiny models only): the maker to call when `root` is empty.
     auto_create: bool = False
 
@@ -180,23 +180,23 @@ SOLVERS = ("unipc", "dpm++", "euler")
 class PipelineConfig:
     pipeline_type: str = "wan_t2v"
     description: str = ""
-    dit_config: Optional[ModelRuntimeConfig] = field(default_factory=ModelRuntimeConfig)
-    dit_high_config: Optional[ModelRuntimeConfig] = None
-    dit_low_config: Optional[ModelRuntimeConfig] = None
+    dit_config: ModelRuntimeConfig | None = field(default_factory=ModelRuntimeConfig)
+    dit_high_config: ModelRuntimeConfig | None = None
+    dit_low_config: ModelRuntimeConfig | None = None
     text_encoding_config: ModelRuntimeConfig = field(default_factory=ModelRuntimeConfig)
     vae_config: ModelRuntimeConfig = field(
         default_factory=lambda: ModelRuntimeConfig(torch_dtype=DType.float32)
     )
-    clip_config: Optional[ModelRuntimeConfig] = None
+    clip_config: ModelRuntimeConfig | None = None
     sample_solver: str = "unipc"
     num_inference_steps: int = 50
     # Explicit timesteps (distilled models), e.g. [1000, 750, 500, 250]; overrides the step count.
-    timesteps: Optional[list[float]] = None
+    timesteps: list[float] | None = None
     cfg_scale: float = 5.0
-    cfg_scale_high: Optional[float] = None
-    cfg_scale_low: Optional[float] = None
+    cfg_scale_high: float | None = None
+    cfg_scale_low: float | None = None
     sigma_shift: float = 5.0
-    boundary: Optional[float] = None
+    boundary: float | None = None
     num_frames: int = 81
     fps: int = 16
     negative_prompt: str = ""
@@ -224,8 +224,8 @@ class UserConfig:
     # "480p", "720p", "1080p" or an explicit "WxH" such as "832x480".
     resolution: str = "480p"
     aspect_ratio: str = "16:9"
-    input_image: Optional[str] = None
-    end_image: Optional[str] = None
+    input_image: str | None = None
+    end_image: str | None = None
 
 
 @dataclass

@@ -67,9 +67,19 @@ def _read_safetensors(path: Path, out: dict[str, torch.Tensor], shapes_only: boo
         raise UserError(f"{path}: cannot read ({error})") from None
 
 
+def _torch_load(path: Path):
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except RuntimeError as error:
+        if "mmap can only be used" not in str(error):
+            raise
+        # A legacy (non-zip) file cannot be memory-mapped; read it whole, still weights only.
+        return torch.load(path, map_location="cpu", weights_only=True)
+
+
 def _read_pickle(path: Path) -> dict[str, torch.Tensor]:
     try:
-        data = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        data = _torch_load(path)
     except pickle.UnpicklingError as error:
         first = str(error).strip().splitlines()[0] if str(error).strip() else ""
         raise UserError(

@@ -22,6 +22,7 @@ from telefuser_cli.io.video import to_uint8_frames, write_video
 from telefuser_cli.loading import wan as wan_loading
 from telefuser_cli.ops.attention import available_backends
 from telefuser_cli.ops.tiling import tiled_decode
+from telefuser_cli.paths import cache_dir
 from telefuser_cli.pipelines.wan_t2v import denoise, encode_text, initial_noise
 from telefuser_cli.progress import Reporter
 from telefuser_cli.runtime.device import peak_memory, resolve_device, resolve_dtype
@@ -55,8 +56,9 @@ class GenerationResult:
 
 
 def _model_root(settings: RootConfig) -> Path:
+    """The weights' directory; a tiny model is made on first use, but only inside telefuser's cache."""
     root = Path(settings.model.root).expanduser()
-    if settings.model.auto_create:
+    if settings.model.auto_create and root.resolve().is_relative_to(cache_dir().resolve()):
         ensure_tiny_wan21(root)
     return root
 

@@ -1,0 +1,175 @@
+"""A real generation with the tiny model through the CLI, and the errors a user can cause."""
+
+from __future__ import annotations
+
+import json
+import pickle
+import shutil
+
+import imageio.v2 as imageio
+import pytest
+import torch
+from helpers import run_cli
+from safetensors.torch import load_file
+
+FAST = ["recipe=tiny", "pipeline.num_inference_steps=3", "pipeline.num_frames=5", "resolution=32x32"]
+
+
+@pytest.fixture(autouse=True)
+def _in_tmp(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+
+
+def generate(out, *overrides):
+    return run_cli("generate", *FAST, f"hydra.run.dir={out}", *overrides)
+
+
+def test_tiny_generation_writes_video_config_and_latents(tmp_path, tiny_root):
+    out = tmp_path / "run"
+    result = generate(out, f"model.root={tiny_root}", "prompt=a red ball moving right", "seed=7",
+                      "output.save_latents=true")  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    reader = imageio.get_reader(out / "video.mp4")
+    frames = [frame for frame in reader]
+    assert len(frames) == 5 and frames[0].shape == (32, 32, 3)
+    meta = reader.get_meta_data()
+    assert meta["fps"] == 8.0
+    document = json.loads((out / "config.json").read_text())
+    assert document["run"]["video"] == "video.mp4"
+    assert set(document["run"]["timings_s"]) >= {"encode text", "denoise", "decode"}
+    assert document["run"]["peak_memory"]["host_rss_gib"] > 0
+    latents = load_file(out / "latents.safetensors")["latents"]
+    assert latents.dtype == torch.float32 and tuple(latents.shape) == (16, 2, 4, 4)
+    assert not list(out.glob(".*partial*"))
+
+
+def test_same_seed_gives_identical_latents_and_replay_reproduces(tmp_path, tiny_root):
+    runs = []
+    for name in ("a", "b"):
+        result = generate(tmp_path / name, f"model.root={tiny_root}", "prompt=a cat", "seed=11",
+                          "output.save_latents=true")  # fmt: skip
+        assert result.exit_code == 0, result.stderr
+        runs.append(load_file(tmp_path / name / "latents.safetensors")["latents"])
+    assert torch.equal(runs[0], runs[1])
+    result = run_cli("generate", "--from-config", str(tmp_path / "a" / "config.json"),
+                     f"hydra.run.dir={tmp_path / 'replay'}")  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    assert torch.equal(load_file(tmp_path / "replay" / "latents.safetensors")["latents"], runs[0])
+    different = generate(tmp_path / "c", f"model.root={tiny_root}", "prompt=a cat", "seed=12",
+                         "output.save_latents=true")  # fmt: skip
+    assert different.exit_code == 0
+    assert not torch.equal(load_file(tmp_path / "c" / "latents.safetensors")["latents"], runs[0])
+
+
+def test_tiny_model_is_created_on_first_use(tmp_path):
+    result = generate(tmp_path / "run", "prompt=a dog")
+    assert result.exit_code == 0, result.stderr
+    assert (tmp_path / "run" / "video.mp4").is_file()
+
+
+def _copy(tiny_root, tmp_path):
+    root = tmp_path / "weights"
+    shutil.copytree(tiny_root, root)
+    return root
+
+
+def _refused(tmp_path, root, message, *extra):
+    out = tmp_path / "run"
+    result = generate(out, f"model.root={root}", "prompt=x", *extra)
+    text = " ".join(result.stderr.split())
+    assert result.exit_code == 2, text
+    assert message in text, text
+    assert "Traceback" not in text
+    assert not (out / "video.mp4").exists()
+    return text
+
+
+def test_missing_root(tmp_path):
+    _refused(tmp_path, tmp_path / "nowhere", "does not exist; set model.root")
+
+
+def test_empty_root(tmp_path):
+    (tmp_path / "empty").mkdir()
+    _refused(tmp_path, tmp_path / "empty", "is empty")
+
+
+def test_missing_component_lists_what_was_expected(tmp_path, tiny_root):
+    root = _copy(tiny_root, tmp_path)
+    (root / "Wan2.1_VAE.pth").unlink()
+    _refused(tmp_path, root, "expected the official file name 'Wan2.1_VAE.pth'")
+
+
+def test_truncated_safetensors(tmp_path, tiny_root):
+    root = _copy(tiny_root, tmp_path)
+    path = root / "diffusion_pytorch_model.safetensors"
+    path.write_bytes(path.read_bytes()[:5000])
+    _refused(tmp_path, root, "not a readable safetensors file")
+
+
+class _Evil:
+    def __reduce__(self):
+        return (print, ("this must never run",))
+
+
+@pytest.mark.parametrize("legacy", [False, True])
+def test_malicious_pickle_is_refused(tmp_path, tiny_root, capsys, legacy):
+    root = _copy(tiny_root, tmp_path)
+    path = root / "models_t5_umt5-xxl-enc-bf16.pth"
+    if legacy:  # a plain pickle, as old checkpoints are
+        with open(path, "wb") as handle:
+            pickle.dump({"token_embedding.weight": _Evil()}, handle)
+    else:
+        torch.save({"token_embedding.weight": _Evil()}, path)
+    _refused(tmp_path, root, "refused to load")
+    assert "this must never run" not in capsys.readouterr().out
+
+
+def test_weights_of_another_model(tmp_path, tiny_root):
+    """An i2v DiT (36 input channels) under the t2v entry."""
+    from safetensors.torch import save_file
+
+    root = _copy(tiny_root, tmp_path)
+    path = root / "diffusion_pytorch_model.safetensors"
+    weights = load_file(path)
+    weight = weights["patch_embedding.weight"]
+    weights["patch_embedding.weight"] = torch.cat([weight, weight, weight[:, :4]], dim=1)
+    save_file(weights, path)
+    config = json.loads((root / "config.json").read_text())
+    (root / "config.json").write_text(json.dumps({**config, "in_dim": 36, "model_type": "i2v"}))
+    _refused(tmp_path, root, "holds a i2v DiT (in_dim 36), but model entry 'tiny_wan21' is t2v")
+
+
+def test_wrong_shape_names_the_key(tmp_path, tiny_root):
+    from safetensors.torch import save_file
+
+    root = _copy(tiny_root, tmp_path)
+    path = root / "diffusion_pytorch_model.safetensors"
+    weights = load_file(path)
+    del weights["blocks.1.ffn.2.bias"]
+    save_file(weights, path)
+    _refused(tmp_path, root, "blocks.1.ffn.2.bias")
+
+
+def test_out_of_memory_in_decode_suggests_tiling(tmp_path, tiny_root, monkeypatch):
+    from telefuser_cli.models.wan_vae import WanVAE
+
+    def no_memory(self, z):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+
+    monkeypatch.setattr(WanVAE, "decode", no_memory)
+    _refused(tmp_path, tiny_root, "pipeline.tiled=true")
+
+
+def test_tiled_decode_runs(tmp_path, tiny_root):
+    out = tmp_path / "run"
+    result = generate(out, f"model.root={tiny_root}", "prompt=x", "pipeline.tiled=true",
+                      "pipeline.tile_size=[3,3]", "pipeline.tile_stride=[2,2]")  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    assert (out / "video.mp4").is_file()
+
+
+def test_bf16_run(tmp_path, tiny_root):
+    out = tmp_path / "run"
+    result = generate(out, f"model.root={tiny_root}", "prompt=x", "pipeline.dit_config.torch_dtype=bfloat16",
+                      "pipeline.text_encoding_config.torch_dtype=bfloat16")  # fmt: skip
+    assert result.exit_code == 0, result.stderr
