@@ -233,13 +233,13 @@ class MLPProj(nn.Module):
             nn.Linear(image_dim, dim),
             nn.LayerNorm(dim),
         )
-        if flf:
-            self.emb_pos = nn.Parameter(torch.zeros(1, 2 * CLIP_TOKENS, image_dim))
+        # first-frame / last-frame position embedding of flf2v; None (no state-dict key) otherwise
+        self.emb_pos = nn.Parameter(torch.zeros(1, 2 * CLIP_TOKENS, image_dim)) if flf else None
 
     def forward(self, clip_fea: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
         """clip_fea: [B, N, image_dim] -> [B, N, dim] in ``dtype`` (norms in float32, linears in ``dtype``)."""
         x = clip_fea.float()
-        if hasattr(self, "emb_pos"):  # structural (set at construction), not a runtime feature flag
+        if self.emb_pos is not None:
             x = x + self.emb_pos.float()
         norm_in, fc1, act, fc2, norm_out = self.proj
         x = fc2(act(fc1(_layer_norm(x, norm_in).to(dtype))))
