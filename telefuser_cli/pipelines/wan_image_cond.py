@@ -1,0 +1,144 @@
+"""Image conditioning of Wan i2v / flf2v, as the official ``image2video.py`` / ``first_last_frame2video.py`` do.
+
+One run: ``load_image`` -> ``i2v_size`` (pixel budget + the image's aspect ratio) -> ``condition_latents``
+(bicubic stretch, VAE-encode [image, zeros...(, end image)], prepend the 4-channel frame mask) -> ``y``
+concatenated to the noise on channels by the DiT. ``clip_features`` gives the Wan2.1 CLIP tokens.
+
+Precision: images and the mask in float32; the VAE runs in its own dtype and returns float32 latents.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from telefuser_cli.errors import UserError
+
+MASK_CHANNELS = 4  # = the VAE's temporal scale: one mask channel per pixel frame inside a latent frame
+
+
+def i2v_size(
+    image_w: int, image_h: int, max_area: int, vae_stride: int = 8, patch: int = 2
+) -> tuple[int, int]:
+    """Video (width, height) for an image of ``image_w x image_h`` under a pixel budget ``max_area`` (= W*H).
+
+    The official formula: ``lat_h = round(sqrt(max_area * h/w) // vae_stride // patch * patch)`` (likewise
+    ``lat_w`` with ``w/h``), then ``height = lat_h * vae_stride``: the aspect ratio is kept approximately,
+    the latent size floored to a multiple of ``patch``, the area at most ``max_area``.
+    """
+    if min(image_w, image_h) < 1 or max_area < 1 or vae_stride < 1 or patch < 1:
+        raise ValueError(
+            f"i2v_size needs positive sizes, got image {image_w}x{image_h}, max_area={max_area}, "
+            f"vae_stride={vae_stride}, patch={patch}"
+        )
+    aspect = image_h / image_w
+    lat_h = round(math.sqrt(max_area * aspect) // vae_stride // patch * patch)
+    lat_w = round(math.sqrt(max_area / aspect) // vae_stride // patch * patch)
+    if lat_h < patch or lat_w < patch:
+        raise UserError(
+            f"an image of {image_w}x{image_h} under a pixel budget of {max_area} gives a "
+            f"{lat_w * vae_stride}x{lat_h * vae_stride} video: the aspect ratio is too extreme for this "
+            "resolution; crop the image or choose a larger resolution"
+        )
+    return lat_w * vae_stride, lat_h * vae_stride
+
+
+def load_image(path: str | Path) -> torch.Tensor:
+    """An image file -> float32 [3, H, W] in [-1, 1] (RGB; alpha dropped, grey expanded), as the official
+    ``TF.to_tensor(Image.open(p).convert("RGB")).sub_(0.5).div_(0.5)``."""
+    from PIL import Image, UnidentifiedImageError  # Pillow comes with imageio; only image runs need it
+
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise UserError(f"input image {path} does not exist; set user.image=/path/to/an/image")
+    try:
+        with Image.open(path) as handle:
+            rgb = np.asarray(handle.convert("RGB"))
+    except (UnidentifiedImageError, OSError, ValueError) as error:
+        raise UserError(
+            f"input image {path} is not a readable image (PNG, JPEG, WebP, ...): {error}"
+        ) from None
+    img = torch.from_numpy(rgb.copy()).permute(2, 0, 1).contiguous().to(torch.float32).div(255)
+    return img.sub_(0.5).div_(0.5)
+
+
+def resize_bicubic(img: torch.Tensor, width: int, height: int) -> torch.Tensor:
+    """[3, H, W] or [B, 3, H, W] -> the same with ``height x width``: stretched (never cropped), bicubic,
+    ``align_corners=False``, no antialias and no clamping, exactly the official ``F.interpolate`` call."""
+    batched = img.ndim == 4
+    if img.ndim not in (3, 4) or img.shape[-3] != 3:
+        raise ValueError(f"resize_bicubic expects [3, H, W] or [B, 3, H, W], got {tuple(img.shape)}")
+    out = F.interpolate(img.float() if batched else img.float()[None], size=(height, width), mode="bicubic")
+    return out if batched else out[0]
+
+
+def frame_mask(num_frames: int, lat_h: int, lat_w: int, last: bool = False) -> torch.Tensor:
+    """The official condition mask -> [4, T, lat_h, lat_w] float32, T = (num_frames - 1) // 4 + 1.
+
+    Pixel frames that are given (the first; the last too for flf2v) are 1, the rest 0; the first pixel frame
+    is repeated 4 times so that each latent frame owns 4 consecutive pixel frames, one per mask channel.
+    """
+    if (num_frames - 1) % MASK_CHANNELS:
+        raise ValueError(f"num_frames={num_frames} must be 1 + {MASK_CHANNELS}*k")
+    msk = torch.zeros(num_frames, lat_h, lat_w)
+    msk[0] = 1
+    if last:
+        msk[-1] = 1
+    msk = torch.cat([msk[:1].expand(MASK_CHANNELS, -1, -1), msk[1:]])
+    return msk.view(-1, MASK_CHANNELS, lat_h, lat_w).transpose(0, 1).contiguous()
+
+
+@torch.no_grad()
+def condition_latents(
+    vae,
+    image: torch.Tensor,
+    num_frames: int,
+    width: int,
+    height: int,
+    end_image: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """The i2v (or flf2v, with ``end_image``) condition ``y`` -> [1, 4 + z_dim, T, height/8, width/8] float32.
+
+    image, end_image: [3, H, W] in [-1, 1], any size (each is stretched to ``height x width`` with
+    ``resize_bicubic``). vae: a ``WanVAE`` (``encode`` returns normalised latents). The encoded video is
+    [image, zeros x (num_frames - 1)] or [image, zeros x (num_frames - 2), end_image]; the mask comes first
+    on channels. The DiT takes ``y`` next to the noise: 16 + 20 = 36 input channels.
+    """
+    stride = vae.config.spatial_scale
+    if width % stride or height % stride:
+        raise ValueError(f"width={width} and height={height} must be divisible by the VAE stride {stride}")
+    if num_frames < (5 if end_image is not None else 1) or (num_frames - 1) % MASK_CHANNELS:
+        raise ValueError(
+            f"num_frames={num_frames} must be 1 + {MASK_CHANNELS}*k"
+            + (" with k >= 1 for a first and a last frame" if end_image is not None else "")
+        )
+    device = vae.conv1.weight.device
+    first = resize_bicubic(image.to(device), width, height)[:, None]
+    parts = [first]
+    if end_image is None:
+        parts.append(first.new_zeros(3, num_frames - 1, height, width))
+    else:
+        parts.append(first.new_zeros(3, num_frames - 2, height, width))
+        parts.append(resize_bicubic(end_image.to(device), width, height)[:, None])
+    latents = vae.encode(torch.cat(parts, dim=1)[None])  # [1, z, T, h, w]
+    mask = frame_mask(num_frames, height // stride, width // stride, last=end_image is not None)
+    return torch.cat([mask.to(latents.device)[None], latents], dim=1)
+
+
+@torch.no_grad()
+def clip_features(clip, image: torch.Tensor, end_image: torch.Tensor | None = None) -> torch.Tensor:
+    """Wan2.1 CLIP tokens for the DiT's ``clip_fea`` -> [1, 257, dim] (i2v) or [1, 514, dim] (flf2v:
+    first-image tokens then last-image tokens, as the official ``img_emb`` views them).
+
+    clip: a ``WanCLIPVision``; images [3, H, W] in [-1, 1] at their original size (the official code gives
+    CLIP the unresized image; ``clip.preprocess`` stretches it to 224x224).
+    """
+    device = clip.visual.patch_embedding.weight.device
+    images = [image] if end_image is None else [image, end_image]
+    pixels = torch.cat([clip.preprocess(img.to(device)[None]) for img in images])  # [N, 3, 224, 224]
+    feats = clip(pixels)  # [N, 257, dim]
+    return feats.reshape(1, -1, feats.shape[-1])
