@@ -322,7 +322,8 @@ def diffusers_to_official_vae(sd: Mapping[str, torch.Tensor]) -> dict[str, torch
         )
         if m:
             level = "encoder.down" if m.group(1) == "encoder.down_blocks" else "decoder.up"
-            part = f"block.{m.group(4)}" if m.group(4) is not None else m.group(3)[:-1]
+            sampler = "downsample" if m.group(3) == "downsamplers" else "upsample"
+            part = f"block.{m.group(4)}" if m.group(4) is not None else sampler
             official_keys.append(f"{level}.{m.group(2)}.{part}.x")
     inverse = {b: a for a, b in _vae_name_map(official_keys).items()}
     return _rename(sd, inverse, "diffusers AutoencoderKLHunyuanVideo15")

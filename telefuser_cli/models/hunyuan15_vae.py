@@ -66,6 +66,11 @@ class Hunyuan15VAEConfig:
                 f"block_out_channels[-1]={ch[-1]} must be divisible by 2*latent_channels="
                 f"{2 * self.latent_channels} (encoder shortcut) and latent_channels (decoder shortcut)"
             )
+        if any(ch[i] != ch[i - 1] for i in range(n_space + 1, levels)):
+            raise ValueError(
+                f"block_out_channels={ch}: levels past the last resampling must keep the width "
+                "(a width change there needs the official nin_shortcut, which is not implemented)"
+            )
         if not (self.downsample_match_channel and self.upsample_match_channel):
             raise ValueError(
                 "only downsample_match_channel=True and upsample_match_channel=True are supported"
@@ -114,19 +119,19 @@ class RMSNorm(nn.Module):
 
 
 class ResnetBlock(nn.Module):
-    def __init__(self, in_dim: int, out_dim: int):
+    """Width-preserving residual block. With matched resampling channels (the only supported setting, and the
+    released one) no block changes width, so the official ``nin_shortcut`` 1x1 convolution never exists."""
+
+    def __init__(self, dim: int):
         super().__init__()
-        self.norm1 = RMSNorm(in_dim)
-        self.conv1 = CausalConv3d(in_dim, out_dim)
-        self.norm2 = RMSNorm(out_dim)
-        self.conv2 = CausalConv3d(out_dim, out_dim)
-        # 1x1 channel change; absent in the released model (every block keeps its width)
-        self.nin_shortcut = nn.Conv3d(in_dim, out_dim, 1) if in_dim != out_dim else None
+        self.norm1 = RMSNorm(dim)
+        self.conv1 = CausalConv3d(dim, dim)
+        self.norm2 = RMSNorm(dim)
+        self.conv2 = CausalConv3d(dim, dim)
 
     def forward(self, x: Tensor) -> Tensor:
         h = self.conv1(F.silu(self.norm1(x)))
-        h = self.conv2(F.silu(self.norm2(h)))
-        return h + (x if self.nin_shortcut is None else self.nin_shortcut(x))
+        return x + self.conv2(F.silu(self.norm2(h)))
 
 
 class AttnBlock(nn.Module):
@@ -248,9 +253,9 @@ class Level(nn.Module):
 class Mid(nn.Module):
     def __init__(self, dim: int):
         super().__init__()
-        self.block_1 = ResnetBlock(dim, dim)
+        self.block_1 = ResnetBlock(dim)
         self.attn_1 = AttnBlock(dim)
-        self.block_2 = ResnetBlock(dim, dim)
+        self.block_2 = ResnetBlock(dim)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.block_2(self.attn_1(self.block_1(x)))
@@ -262,18 +267,14 @@ class Encoder(nn.Module):
         ch = cfg.block_out_channels
         self.conv_in = CausalConv3d(cfg.in_channels, ch[0])
         self.down = nn.ModuleList()
-        dim = ch[0]
-        for i, out in enumerate(ch):
-            blocks = [ResnetBlock(dim if j == 0 else out, out) for j in range(cfg.layers_per_block)]
-            dim = out
-            sampler = None
-            if i < cfg.spatial_levels:
-                sampler = Downsample(dim, ch[i + 1], i >= cfg.spatial_levels - cfg.temporal_levels)
-                dim = ch[i + 1]
+        for i, dim in enumerate(ch):
+            blocks = [ResnetBlock(dim) for _ in range(cfg.layers_per_block)]
+            temporal = i >= cfg.spatial_levels - cfg.temporal_levels
+            sampler = Downsample(dim, ch[i + 1], temporal) if i < cfg.spatial_levels else None
             self.down.append(Level(blocks, sampler, "downsample"))
-        self.mid = Mid(dim)
-        self.norm_out = RMSNorm(dim)
-        self.conv_out = CausalConv3d(dim, 2 * cfg.latent_channels)
+        self.mid = Mid(ch[-1])
+        self.norm_out = RMSNorm(ch[-1])
+        self.conv_out = CausalConv3d(ch[-1], 2 * cfg.latent_channels)
 
     def forward(self, x: Tensor) -> Tensor:
         """x: [B, 3, 1 + 4k, H, W] -> moments [B, 2 * latent_channels, 1 + k, H/16, W/16] (mean, log-variance)."""
@@ -294,17 +295,12 @@ class Decoder(nn.Module):
         self.conv_in = CausalConv3d(cfg.latent_channels, ch[0])
         self.mid = Mid(ch[0])
         self.up = nn.ModuleList()
-        dim = ch[0]
-        for i, out in enumerate(ch):
-            blocks = [ResnetBlock(dim if j == 0 else out, out) for j in range(cfg.layers_per_block + 1)]
-            dim = out
-            sampler = None
-            if i < cfg.spatial_levels:
-                sampler = Upsample(dim, ch[i + 1], i < cfg.temporal_levels)
-                dim = ch[i + 1]
+        for i, dim in enumerate(ch):
+            blocks = [ResnetBlock(dim) for _ in range(cfg.layers_per_block + 1)]
+            sampler = Upsample(dim, ch[i + 1], i < cfg.temporal_levels) if i < cfg.spatial_levels else None
             self.up.append(Level(blocks, sampler, "upsample"))
-        self.norm_out = RMSNorm(dim)
-        self.conv_out = CausalConv3d(dim, cfg.out_channels)
+        self.norm_out = RMSNorm(ch[-1])
+        self.conv_out = CausalConv3d(ch[-1], cfg.out_channels)
 
     def forward(self, z: Tensor) -> Tensor:
         """z: [B, latent_channels, T, h, w] raw latents -> [B, 3, 1 + 4(T-1), 16h, 16w] (not clamped)."""
