@@ -53,12 +53,33 @@ _DIT_CHECKED = (
 )
 
 
+def _official_dit_json(cfg: dict) -> dict:
+    """Official-name fields of an official or a diffusers (``HunyuanVideo15Transformer3DModel``) config.json."""
+    if cfg.get("_class_name") != "HunyuanVideo15Transformer3DModel":
+        return dict(cfg)
+    names = {
+        "num_layers": "mm_double_blocks_depth",
+        "num_attention_heads": "heads_num",
+        "mlp_ratio": "mlp_width_ratio",
+        "text_embed_dim": "text_states_dim",
+        "image_embed_dim": "vision_states_dim",
+        "rope_theta": "rope_theta",
+        "rope_axes_dim": "rope_dim_list",
+        "use_meanflow": "use_meanflow",
+    }
+    out = {ours: cfg[theirs] for theirs, ours in names.items() if theirs in cfg}
+    if "num_attention_heads" in cfg and "attention_head_dim" in cfg:
+        out["hidden_size"] = cfg["num_attention_heads"] * cfg["attention_head_dim"]
+    return out
+
+
 def infer_dit_config(shapes: Mapping[str, Any], config_json: dict | None = None) -> Hunyuan15DiTConfig:
     """Derive the DiT architecture from ``{key: shape}`` (or ``{key: tensor}``) of an official-layout state dict.
 
     The shapes give every width, depth and optional path; ``rope_dim_list`` and ``rope_theta`` cannot be seen
     in shapes: they come from the official ``config.json`` when given, else the released values
-    ((16, 56, 56), 256; for a head dim other than 128 the config.json is required). With ``config_json`` its
+    ((16, 56, 56), 256; for a head dim other than 128 the config.json is required). ``config_json`` may be
+    the official one or a diffusers transformer config.json (its names are translated). With it, its
     values are checked against the shapes (a mismatch raises ValueError naming the field, the value and the
     key), and its unsupported options (single-stream blocks, guidance embedding, pooled text vector, a
     linear text projection) raise ValueError.
@@ -101,7 +122,7 @@ def infer_dit_config(shapes: Mapping[str, Any], config_json: dict | None = None)
     }
     rope_dim_list, rope_theta = ((16, 56, 56), 256.0) if head_dim == 128 else (None, 256.0)
     if config_json is not None:
-        cfg = dict(config_json)
+        cfg = _official_dit_json(config_json)
         unsupported = {
             "mm_single_blocks_depth": 0,
             "guidance_embed": False,
@@ -334,7 +355,8 @@ def infer_vae_config(shapes: Mapping[str, Any], config_json: dict | None = None)
 
     Shapes give the channels, depths and latent width; the compression ratios and the latent scaling come
     from the config.json (``ffactor_spatial``, ``ffactor_temporal``, ``scaling_factor``, ``shift_factor``)
-    or, without one, the released values (16, 4, 1.03682, none). Config values that the shapes determine are
+    or, without one, the released values (16, 4, 1.03682, none); a diffusers ``AutoencoderKLHunyuanVideo15``
+    config.json is accepted too (its compression-ratio names are translated). Config values that the shapes determine are
     checked: a mismatch raises ValueError naming the field.
     """
     what = "VAE"
@@ -353,6 +375,12 @@ def infer_vae_config(shapes: Mapping[str, Any], config_json: dict | None = None)
         "layers_per_block": _indices(shapes, "encoder.down.0.block."),
     }
     extra: dict[str, Any] = {}
+    if config_json is not None and config_json.get("_class_name") == "AutoencoderKLHunyuanVideo15":
+        renamed = {
+            "spatial_compression_ratio": "ffactor_spatial",
+            "temporal_compression_ratio": "ffactor_temporal",
+        }
+        config_json = {renamed.get(k, k): v for k, v in config_json.items()}
     if config_json is not None:
         for key, value in derived.items():
             if key in config_json:

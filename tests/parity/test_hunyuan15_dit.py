@@ -156,3 +156,16 @@ def test_bf16_runs_and_input_checks():
         model(x[:, :4], t, text, tm)
     with pytest.raises(ValueError, match="no valid token"):
         model(x, t, text, torch.zeros_like(tm))
+
+
+def test_full_size_layout_matches_diffusers_default():
+    """The released architecture, built on meta: same tensors as diffusers' default model, config inferred."""
+    with torch.device("meta"):
+        ours = Hunyuan15DiT(Hunyuan15DiTConfig())
+        ref = HunyuanVideo15Transformer3DModel()
+    ours_sd = ours.state_dict()
+    converted = {k: tuple(v.shape) for k, v in official_to_diffusers_dit(ours_sd).items()}
+    assert converted == {k: tuple(v.shape) for k, v in ref.state_dict().items()}
+    assert infer_dit_config(ours_sd) == ours.config
+    diffusers_json = dict(ref.config, _class_name="HunyuanVideo15Transformer3DModel")
+    assert infer_dit_config(ours_sd, diffusers_json) == ours.config

@@ -102,3 +102,13 @@ def test_config_checks():
         Hunyuan15VAEConfig(block_out_channels=(128, 256, 512, 1024))
     with pytest.raises(ValueError, match="divisible by 2\\*latent_channels"):
         Hunyuan15VAEConfig(latent_channels=48)
+
+
+def test_full_size_layout_matches_diffusers_default():
+    with torch.device("meta"):
+        ours = Hunyuan15VAE()
+        ref = AutoencoderKLHunyuanVideo15()
+    converted = {k: tuple(v.shape) for k, v in official_to_diffusers_vae(ours.state_dict()).items()}
+    assert converted == {k: tuple(v.shape) for k, v in ref.state_dict().items()}
+    diffusers_json = dict(ref.config, _class_name="AutoencoderKLHunyuanVideo15")
+    assert infer_vae_config(ours.state_dict(), diffusers_json) == ours.config
