@@ -164,6 +164,7 @@ def dump_config(
     from telefuser_cli.config.validate import to_settings, validate
     from telefuser_cli.errors import UserError
     from telefuser_cli.io.files import atomic_write_text
+    from telefuser_cli.pipelines.plan import sampling_plan
 
     if fmt not in ("json", "yaml"):
         _fail(f"--format {fmt}: use json or yaml")
@@ -173,7 +174,8 @@ def dump_config(
         cfg = HydraApp(config_dir).checked_config(args)
         settings = to_settings(cfg)
         plan = validate(settings, require_prompt=False)
-        document = build_document(settings, plan, dict(cfg.hydra.runtime.choices))
+        sampling = sampling_plan(settings.pipeline, settings.model.moe)
+        document = build_document(settings, plan, dict(cfg.hydra.runtime.choices), extra={"sampling": sampling})
     except UserError as error:
         _fail(str(error))
     if fmt == "json":
@@ -210,14 +212,18 @@ def list_configs(
 
 @app.command("make-tiny-checkpoint")
 def make_tiny_checkpoint(
-    directory: Path = typer.Argument(..., help="Where to write the tiny Wan2.1 T2V model."),
+    directory: Path = typer.Argument(..., help="Where to write the tiny model (a new or empty directory)."),
     seed: int = typer.Option(0, help="Seed of the deterministic random weights."),
+    kind: str = typer.Option("tiny_wan21", help="tiny_wan21 (Wan2.1 T2V) or tiny_wan22_moe (two experts)."),
 ) -> None:
-    """Write a complete tiny Wan2.1 T2V directory in the official layout (for tests and demos)."""
-    from telefuser_cli.tiny import write_tiny_wan21
+    """Write a complete tiny Wan model directory in the official layout (for tests and demos)."""
+    from telefuser_cli.tiny import write_tiny
 
-    write_tiny_wan21(directory, seed=seed)
-    console.print(f"wrote tiny Wan2.1 T2V checkpoint to {escape(str(directory))}")
+    try:
+        write_tiny(kind, directory, seed=seed)
+    except (ValueError, FileExistsError) as error:
+        _fail(str(error))
+    console.print(f"wrote tiny {escape(kind)} checkpoint to {escape(str(directory))}")
 
 
 def main() -> None:

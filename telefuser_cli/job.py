@@ -15,6 +15,7 @@ from telefuser_cli.config.dump import build_document, to_json
 from telefuser_cli.config.validate import check_supported, to_settings, validate
 from telefuser_cli.errors import UserError
 from telefuser_cli.io.files import atomic_write_text
+from telefuser_cli.pipelines.plan import sampling_plan
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +59,8 @@ def _run(cfg: DictConfig, output_dir: Path, dry_run: bool) -> dict[str, Any]:
         cfg.user.seed = settings.user.seed
         log.info("user.seed=-1: drew seed %d", settings.user.seed)
     choices = _choices(cfg)
-    document = build_document(settings, plan, choices)
+    sampling = sampling_plan(settings.pipeline, settings.model.moe)
+    document = build_document(settings, plan, choices, extra={"sampling": sampling})
     write_config_files(output_dir, cfg, document)
     config_hash = hashlib.sha256(to_json(document).encode("utf-8")).hexdigest()
     if dry_run:
@@ -67,7 +69,9 @@ def _run(cfg: DictConfig, output_dir: Path, dry_run: bool) -> dict[str, Any]:
     from telefuser_cli.pipelines.generate import generate  # torch is imported only here
 
     result = generate(settings, plan, output_dir, config_hash)
-    document = build_document(settings, plan, choices, device=result.device, extra={"run": result.record()})
+    document = build_document(
+        settings, plan, choices, device=result.device, extra={"sampling": sampling, "run": result.record()}
+    )
     write_config_files(output_dir, cfg, document)
     return {
         "output_dir": str(output_dir),

@@ -12,6 +12,7 @@ import math
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -76,13 +77,16 @@ def _dit_config_json(config: WanDiTConfig) -> dict:
     }
 
 
-def _write(directory: Path, seed: int) -> None:
-    generator = torch.Generator().manual_seed(seed)
+def _write_dit(directory: Path, generator: torch.Generator) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
     dit = WanDiT(TINY_DIT)
     _randomise(dit, generator)
     save_file({k: v.contiguous() for k, v in dit.state_dict().items()}, str(directory / DIT_FILE))
     (directory / "config.json").write_text(json.dumps(_dit_config_json(TINY_DIT), indent=2) + "\n")
 
+
+def _write_shared(directory: Path, generator: torch.Generator) -> None:
+    """Text encoder, tokenizer and VAE: shared by Wan2.1 and the Wan2.2 A14B experts."""
     t5 = UMT5Encoder(TINY_T5)
     _randomise(t5, generator)
     # The released file is bf16; so is ours, to exercise the same casting.
@@ -95,12 +99,35 @@ def _write(directory: Path, seed: int) -> None:
     write_tiny_tokenizer(directory / TOKENIZER_DIR, _WORDS[: TINY_T5.vocab_size - 3])
 
 
-def write_tiny_wan21(directory: Path, seed: int = 0) -> Path:
-    """Write the tiny model into `directory` (created; must not hold another model's files).
+def _write_wan21(directory: Path, seed: int) -> None:
+    generator = torch.Generator().manual_seed(seed)
+    _write_dit(directory, generator)
+    _write_shared(directory, generator)
+
+
+def _write_wan22_moe(directory: Path, seed: int) -> None:
+    """Wan2.2 A14B layout: one DiT per expert, each in its own folder with its config.json."""
+    generator = torch.Generator().manual_seed(seed)
+    _write_dit(directory / "high_noise_model", generator)
+    _write_dit(directory / "low_noise_model", generator)
+    _write_shared(directory, generator)
+
+
+# auto_create name of a model entry -> the function that writes that tiny model.
+MAKERS: dict[str, Callable[[Path, int], None]] = {
+    "tiny_wan21": _write_wan21,
+    "tiny_wan22_moe": _write_wan22_moe,
+}
+
+
+def write_tiny(kind: str, directory: Path, seed: int = 0) -> Path:
+    """Write tiny model `kind` into `directory` (created; must not hold another model's files).
 
     Files are written into a temporary sibling and moved into place, so an interrupted run
     leaves nothing half-written.
     """
+    if kind not in MAKERS:
+        raise ValueError(f"unknown tiny model {kind!r}; choose one of {', '.join(MAKERS)}")
     directory = Path(directory).expanduser()
     if directory.exists() and any(directory.iterdir()):
         raise FileExistsError(f"{directory} is not empty; choose a new directory")
@@ -108,7 +135,7 @@ def write_tiny_wan21(directory: Path, seed: int = 0) -> Path:
     staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
     staging.chmod(0o755)
     try:
-        _write(staging, seed)
+        MAKERS[kind](staging, seed)
         if directory.exists():
             directory.rmdir()
         os.replace(staging, directory)
@@ -117,14 +144,18 @@ def write_tiny_wan21(directory: Path, seed: int = 0) -> Path:
     return directory
 
 
-def ensure_tiny_wan21(directory: Path) -> Path:
-    """The tiny model at `directory`, created on first use (safe if two jobs race to create it)."""
+def write_tiny_wan21(directory: Path, seed: int = 0) -> Path:
+    return write_tiny("tiny_wan21", directory, seed)
+
+
+def ensure_tiny(kind: str, directory: Path) -> Path:
+    """Tiny model `kind` at `directory`, created on first use (safe if two jobs race to create it)."""
     directory = Path(directory).expanduser()
-    if (directory / DIT_FILE).is_file():
+    if (directory / VAE_FILE).is_file():
         return directory
     try:
-        return write_tiny_wan21(directory)
+        return write_tiny(kind, directory)
     except (FileExistsError, OSError):
-        if (directory / DIT_FILE).is_file():  # another job finished it first
+        if (directory / VAE_FILE).is_file():  # another job finished it first
             return directory
         raise

@@ -75,8 +75,8 @@ class ModelConfig:
     tokenizer: str = "google/umt5-xxl"
     vae: str = "Wan2.1_VAE.pth"
     clip: str | None = None
-    # Created on first use (tiny models only): the maker to call when `root` is empty.
-    auto_create: bool = False
+    # Tiny models only: the name of the maker (telefuser_cli/tiny.py) that creates them on first use.
+    auto_create: str | None = None
 
 
 # ---------------------------------------------------------------- layer 2: the algorithm
@@ -197,6 +197,8 @@ class PipelineConfig:
     cfg_scale_low: float | None = None
     sigma_shift: float = 5.0
     boundary: float | None = None
+    # Distilled MoE models: switch experts before this step instead of at the boundary timestep.
+    boundary_step_index: int | None = None
     num_frames: int = 81
     fps: int = 16
     negative_prompt: str = ""

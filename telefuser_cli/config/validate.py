@@ -28,7 +28,7 @@ from telefuser_cli.errors import UserError
 log = logging.getLogger(__name__)
 
 # pipeline_type -> implemented in this version
-SUPPORTED_PIPELINES = ("wan_t2v",)
+SUPPORTED_PIPELINES = ("wan_t2v", "wan_moe")
 
 _ATTENTION_PACKAGES = {
     AttnImpl.FLASH_ATTN_2: ("flash_attn", "pip install 'telefuser[gpu]' (flash-attn 2)"),
@@ -110,14 +110,22 @@ def check_supported(settings: RootConfig) -> None:
     if pipeline_type not in SUPPORTED_PIPELINES:
         raise UserError(
             f"pipeline_type '{pipeline_type}' (model {settings.model.name}) is not available in this version; "
-            f"available: {', '.join(SUPPORTED_PIPELINES)} (models wan21_t2v_1.3b, wan21_t2v_14b, tiny_wan21)"
+            f"available: {', '.join(SUPPORTED_PIPELINES)} (text-to-video models)"
         )
 
 
 def _check_model_and_pipeline(settings: RootConfig) -> None:
     model, pipeline = settings.model, settings.pipeline
     if model.moe:
-        if pipeline.boundary is None or not 0.0 < pipeline.boundary < 1.0:
+        if pipeline.dit_high_config is None or pipeline.dit_low_config is None:
+            raise UserError(
+                f"model {model.name} is a mixture of experts: pipeline.dit_high_config and "
+                "pipeline.dit_low_config must be set (choose a wan22 pipeline)"
+            )
+        if pipeline.boundary_step_index is not None:
+            if pipeline.boundary_step_index < 0:
+                raise UserError(f"pipeline.boundary_step_index={pipeline.boundary_step_index} must be >= 0")
+        elif pipeline.boundary is None or not 0.0 < pipeline.boundary < 1.0:
             raise UserError(f"model {model.name} is a mixture of experts: pipeline.boundary must be in (0, 1)")
         if pipeline.cfg_scale_high is None or pipeline.cfg_scale_low is None:
             raise UserError(

@@ -1,6 +1,8 @@
-"""One generation, top to bottom: check, load, encode, prepare noise, denoise, decode, write.
+"""One generation, top to bottom: locate, encode, load the DiT(s), denoise, decode, write.
 
 Takes the validated typed settings (no DictConfig) and writes into the job's output directory.
+Components are loaded one at a time and released after their stage, so at most one large model
+(or the two MoE experts) is resident at once.
 """
 
 from __future__ import annotations
@@ -23,11 +25,11 @@ from telefuser_cli.loading import wan as wan_loading
 from telefuser_cli.ops.attention import available_backends
 from telefuser_cli.ops.tiling import tiled_decode
 from telefuser_cli.paths import cache_dir
-from telefuser_cli.pipelines.wan_t2v import denoise, encode_text, initial_noise
+from telefuser_cli.pipelines.plan import EXPERT_NAMES, build_scheduler, step_schedule
+from telefuser_cli.pipelines.wan import Expert, denoise, encode_text, initial_noise
 from telefuser_cli.progress import Reporter
 from telefuser_cli.runtime.device import peak_memory, resolve_device, resolve_dtype
-from telefuser_cli.schedulers import make_scheduler
-from telefuser_cli.tiny import ensure_tiny_wan21
+from telefuser_cli.tiny import ensure_tiny
 
 log = logging.getLogger(__name__)
 
@@ -55,12 +57,34 @@ class GenerationResult:
         }
 
 
+@dataclass
+class DitSpec:
+    """One DiT to load: which files, with which runtime settings and guidance."""
+
+    name: str
+    files: wan_loading.ComponentFiles
+    runtime: ModelRuntimeConfig
+    cfg_scale: float
+
+
 def _model_root(settings: RootConfig) -> Path:
     """The weights' directory; a tiny model is made on first use, but only inside telefuser's cache."""
     root = Path(settings.model.root).expanduser()
     if settings.model.auto_create and root.resolve().is_relative_to(cache_dir().resolve()):
-        ensure_tiny_wan21(root)
+        ensure_tiny(settings.model.auto_create, root)
     return root
+
+
+def _dit_specs(settings: RootConfig, root: Path) -> list[DitSpec]:
+    model, pipeline = settings.model, settings.pipeline
+    if model.moe:
+        return [
+            DitSpec("dit_high", wan_loading.locate(root, "dit_high", model.dit_high), pipeline.dit_high_config,
+                    pipeline.cfg_scale_high),
+            DitSpec("dit_low", wan_loading.locate(root, "dit_low", model.dit_low), pipeline.dit_low_config,
+                    pipeline.cfg_scale_low),
+        ]  # fmt: skip
+    return [DitSpec("dit", wan_loading.locate(root, "dit", model.dit), pipeline.dit_config, pipeline.cfg_scale)]
 
 
 def _attention_backend(runtime: ModelRuntimeConfig, device: torch.device) -> str:
@@ -76,8 +100,12 @@ def _attention_backend(runtime: ModelRuntimeConfig, device: torch.device) -> str
     return AttnImpl.TORCH_SDPA.value
 
 
-def _release(*modules: Any) -> None:
-    del modules
+def _offloaded(runtime: ModelRuntimeConfig, device: torch.device) -> bool:
+    return runtime.offload_config.offload_type is OffloadType.MODEL_CPU_OFFLOAD and device.type != "cpu"
+
+
+def _free_memory() -> None:
+    """Return released modules' memory now (call after the last reference is gone)."""
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
@@ -95,26 +123,41 @@ def _is_oom(error: BaseException) -> bool:
     return isinstance(error, torch.OutOfMemoryError) or "can't allocate memory" in str(error)
 
 
+def _load_dit(spec: DitSpec, device: torch.device, settings: RootConfig):
+    dit = wan_loading.load_dit(
+        spec.files,
+        dtype=resolve_dtype(spec.runtime),
+        device=torch.device("cpu") if _offloaded(spec.runtime, device) else device,
+        attn_backend=_attention_backend(spec.runtime, device),
+        expected_task=settings.model.task.value,
+        model_name=settings.model.name,
+    )
+    ulysses = spec.runtime.parallel_config.sp_ulysses_degree
+    if dit.config.num_heads % ulysses:
+        raise UserError(
+            f"pipeline.{spec.name}_config.parallel_config.sp_ulysses_degree={ulysses} must divide the DiT's "
+            f"{dit.config.num_heads} attention heads; use sp_ring_degree for the rest"
+        )
+    return dit
+
+
 def generate(settings: RootConfig, plan: RunPlan, output_dir: Path, config_hash: str = "") -> GenerationResult:
     model, pipeline, user = settings.model, settings.pipeline, settings.user
-    dit_runtime = pipeline.dit_config
-    device = resolve_device(dit_runtime, "dit_config")
-    text_device = resolve_device(pipeline.text_encoding_config, "text_encoding_config")
-    vae_device = resolve_device(pipeline.vae_config, "vae_config")
     root = _model_root(settings)
-    # Find every file before loading any, so a missing VAE fails in seconds, not after denoising.
-    dit_files = wan_loading.locate(root, "dit", model.dit)
+    # 1. Find every file before loading any, so a missing VAE fails in seconds, not after denoising.
+    specs = _dit_specs(settings, root)
     t5_files = wan_loading.locate(root, "text_encoder", model.text_encoder)
     vae_files = wan_loading.locate(root, "vae", model.vae)
     tokenizer_path = wan_loading.tokenizer_dir(root, model.tokenizer)
-    guided = pipeline.cfg_scale != 1.0
-    if dit_runtime.offload_config.offload_type is OffloadType.MODEL_CPU_OFFLOAD:
-        log.info(
-            "MODEL_CPU_OFFLOAD: components are already loaded one at a time and released after their "
-            "stage, so only one is ever resident on %s", device
-        )
+    device = resolve_device(specs[0].runtime, f"{specs[0].name}_config")
+    text_device = resolve_device(pipeline.text_encoding_config, "text_encoding_config")
+    vae_device = resolve_device(pipeline.vae_config, "vae_config")
+    guided = any(spec.cfg_scale != 1.0 for spec in specs)
+    scheduler = build_scheduler(pipeline)
+    schedule = step_schedule(pipeline, model.moe, scheduler)
 
     with Reporter() as reporter:
+        # 2. Text: the prompt, and the negative prompt only when some expert is guided.
         with reporter.stage("load text encoder"):
             tokenizer = wan_loading.load_wan_tokenizer(tokenizer_path)
             text_encoder = wan_loading.load_text_encoder(
@@ -125,37 +168,34 @@ def generate(settings: RootConfig, plan: RunPlan, output_dir: Path, config_hash:
             features = encode_text(text_encoder, tokenizer, prompts, text_device)
             context = features[0][None].to(device)
             context_null = features[1][None].to(device) if guided else None
-        _release(text_encoder)
+        del text_encoder
+        _free_memory()
 
-        with reporter.stage("load dit"):
-            dit = wan_loading.load_dit(
-                dit_files,
-                dtype=resolve_dtype(dit_runtime),
-                device=device,
-                attn_backend=_attention_backend(dit_runtime, device),
-                expected_task=model.task.value,
-                model_name=model.name,
-            )
-        heads = dit.config.num_heads
-        ulysses = dit_runtime.parallel_config.sp_ulysses_degree
-        if heads % ulysses:
-            raise UserError(
-                f"pipeline.dit_config.parallel_config.sp_ulysses_degree={ulysses} must divide the DiT's "
-                f"{heads} attention heads; use sp_ring_degree for the rest"
-            )
+        # 3. The DiT(s); offloaded experts wait on the CPU until their steps.
+        experts = []
+        for spec in specs:
+            with reporter.stage(f"load {spec.name}"):
+                experts.append(Expert(_load_dit(spec, device, settings), spec.cfg_scale))
 
-        scheduler = make_scheduler(
-            pipeline.sample_solver, pipeline.num_inference_steps, pipeline.sigma_shift, pipeline.timesteps
-        )
+        def switch(old: int, new: int) -> None:
+            if _offloaded(specs[old].runtime, device):
+                experts[old].dit.to("cpu")
+            experts[new].dit.to(device)
+
+        if _offloaded(specs[schedule[0]].runtime, device):
+            experts[schedule[0]].dit.to(device)
+
+        # 4. Noise and the denoising loop (float32 latents and timesteps throughout).
         latents = initial_noise((1, *plan.latent_shape), user.seed, pipeline.rand_device, device)
         with reporter.stage("denoise", total=scheduler.num_steps) as advance:
             try:
-                latents = denoise(dit, latents, context, context_null, scheduler, pipeline.cfg_scale, advance)
+                latents = denoise(latents, scheduler, experts, schedule, context, context_null, advance, switch)
             except (torch.OutOfMemoryError, RuntimeError) as error:
                 if _is_oom(error):
                     raise UserError(_oom_message("denoising")) from None
                 raise
-        _release(dit)
+        experts.clear()
+        _free_memory()
 
         latents_path = None
         if settings.output.save_latents:
@@ -163,6 +203,7 @@ def generate(settings: RootConfig, plan: RunPlan, output_dir: Path, config_hash:
             with atomic_path(latents_path) as temporary:
                 save_file({"latents": latents[0].float().cpu().contiguous()}, str(temporary))
 
+        # 5. Decode, then write.
         with reporter.stage("load vae"):
             vae = wan_loading.load_vae(vae_files, dtype=resolve_dtype(pipeline.vae_config), device=vae_device)
         with reporter.stage("decode"):
@@ -176,7 +217,8 @@ def generate(settings: RootConfig, plan: RunPlan, output_dir: Path, config_hash:
                 if _is_oom(error):
                     raise UserError(_oom_message("VAE decode")) from None
                 raise
-        _release(vae)
+        del vae
+        _free_memory()
 
         with reporter.stage("write video"):
             metadata = {
@@ -194,12 +236,16 @@ def generate(settings: RootConfig, plan: RunPlan, output_dir: Path, config_hash:
                 metadata=metadata,
                 quality=settings.output.video_quality,
             )
+    extra = {}
+    if model.moe:
+        extra["expert_steps"] = {name: schedule.count(i) for i, name in enumerate(EXPERT_NAMES)}
     result = GenerationResult(
         video_path=video_path,
         device=str(device),
         timings=reporter.timings,
         peak_memory=peak_memory(device),
         latents_path=latents_path,
+        extra=extra,
     )
     timings = ", ".join(f"{name} {seconds:.1f}s" for name, seconds in reporter.timings.items())
     log.info("wrote %s (%s)", video_path, timings)

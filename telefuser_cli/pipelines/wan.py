@@ -1,12 +1,15 @@
-"""Wan text-to-video sampling over loaded modules: encode text, denoise with guidance.
+"""Wan sampling over loaded modules: text encoding, initial noise, and the denoising loop.
 
-No configuration objects here: plain arguments, so the algorithm can be tested and reused
-(the MoE and distilled pipelines build on `denoise`).
+One loop serves every Wan model: a single DiT (Wan2.1), or two experts chosen per step (Wan2.2 A14B:
+the high-noise expert while t >= boundary * 1000), each with its own guidance scale. One scheduler
+carries the whole trajectory across the switch, as the official code does. No configuration objects
+here: plain arguments.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import torch
 
@@ -37,28 +40,61 @@ def initial_noise(shape: tuple[int, ...], seed: int, rand_device: str, device: t
     return noise.to(device)
 
 
+@dataclass
+class Expert:
+    """A DiT and the guidance scale it samples with (1: no unconditional pass)."""
+
+    dit: WanDiT
+    cfg_scale: float
+
+
+def expert_schedule(
+    timesteps: torch.Tensor, boundary: float | None, boundary_step_index: int | None = None
+) -> list[int]:
+    """Per step: 0 for the high-noise expert, 1 for the low-noise one.
+
+    The official rule: high while t >= boundary * 1000; an explicit `boundary_step_index` (distilled
+    models) puts the switch before that step instead. Without a boundary every step uses expert 0.
+    """
+    if boundary_step_index is not None:
+        return [0 if i < boundary_step_index else 1 for i in range(len(timesteps))]
+    if boundary is None:
+        return [0] * len(timesteps)
+    threshold = boundary * 1000
+    return [0 if t >= threshold else 1 for t in timesteps.tolist()]
+
+
 @torch.no_grad()
 def denoise(
-    dit: WanDiT,
     latents: torch.Tensor,
+    scheduler: FlowScheduler,
+    experts: Sequence[Expert],
+    schedule: Sequence[int],
     context: torch.Tensor,
     context_null: torch.Tensor | None,
-    scheduler: FlowScheduler,
-    cfg_scale: float,
     on_step: Callable[[], None] = lambda: None,
+    on_switch: Callable[[int, int], None] = lambda old, new: None,
 ) -> torch.Tensor:
     """Run the whole trajectory. latents: [B, C, T, h, w] float32; context(_null): [B, L, D].
 
-    With `context_null` None (cfg 1) the unconditional pass is skipped.
+    `schedule[i]` names the expert of step i; `on_switch(old, new)` runs when it changes (to move
+    experts between devices). An expert with cfg_scale 1 skips the unconditional pass.
     """
     timesteps = scheduler.timesteps.to(device=latents.device, dtype=torch.float32)
     batch = latents.shape[0]
+    active = schedule[0] if len(schedule) else 0
     for i in range(scheduler.num_steps):
+        if schedule[i] != active:
+            on_switch(active, schedule[i])
+            active = schedule[i]
+        expert = experts[active]
         t = timesteps[i].expand(batch)
-        velocity = dit(latents, t, context)
-        if context_null is not None:
-            uncond = dit(latents, t, context_null)
-            velocity = uncond + cfg_scale * (velocity - uncond)
+        velocity = expert.dit(latents, t, context)
+        if expert.cfg_scale != 1.0:
+            if context_null is None:
+                raise ValueError("a guided expert needs the negative prompt's context")
+            uncond = expert.dit(latents, t, context_null)
+            velocity = uncond + expert.cfg_scale * (velocity - uncond)
         latents = scheduler.step(velocity, i, latents)
         on_step()
     return latents

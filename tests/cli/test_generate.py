@@ -78,7 +78,7 @@ def test_single_run_refuses_a_sweep_value():
 
 
 def test_unsupported_pipeline_is_refused_before_running(tmp_path):
-    result = run_cli("generate", "--dry-run", "recipe=wan22_a14b_t2v", "prompt=x")
+    result = run_cli("generate", "--dry-run", "recipe=wan21_i2v_14b", "prompt=x", "user.input_image=cat.png")
     assert result.exit_code == 2
     assert "not available in this version" in " ".join(result.stderr.split())
 

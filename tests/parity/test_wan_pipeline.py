@@ -9,6 +9,8 @@ it then feeds the transformer integer timesteps, as the official code does.
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -18,7 +20,13 @@ from safetensors.torch import load_file
 diffusers = pytest.importorskip("diffusers")
 transformers = pytest.importorskip("transformers")
 
-from diffusers import AutoencoderKLWan, UniPCMultistepScheduler, WanPipeline, WanTransformer3DModel  # noqa: E402
+from diffusers import (  # noqa: E402
+    AutoencoderKLWan,
+    FlowMatchEulerDiscreteScheduler,
+    UniPCMultistepScheduler,
+    WanPipeline,
+    WanTransformer3DModel,
+)
 from diffusers.loaders.single_file_utils import (  # noqa: E402
     convert_wan_transformer_to_diffusers,
     convert_wan_vae_to_diffusers,
@@ -41,11 +49,13 @@ def official_unipc_sigmas(steps: int, shift: float) -> np.ndarray:
 
 
 class OfficialGridUniPC(UniPCMultistepScheduler):
+    shift = SHIFT
+
     def set_timesteps(self, num_inference_steps=None, device=None, **kwargs):
-        super().set_timesteps(sigmas=official_unipc_sigmas(num_inference_steps, SHIFT), device=device)
+        super().set_timesteps(sigmas=official_unipc_sigmas(num_inference_steps, self.shift), device=device)
 
 
-def diffusers_pipeline(root) -> WanPipeline:
+def diffusers_transformer(path) -> WanTransformer3DModel:
     cfg = TINY_DIT
     transformer = WanTransformer3DModel(
         patch_size=cfg.patch_size, num_attention_heads=cfg.num_heads, attention_head_dim=cfg.head_dim,
@@ -53,7 +63,16 @@ def diffusers_pipeline(root) -> WanPipeline:
         ffn_dim=cfg.ffn_dim, num_layers=cfg.num_layers, cross_attn_norm=cfg.cross_attn_norm,
         qk_norm="rms_norm_across_heads", eps=cfg.eps,
     )  # fmt: skip
-    transformer.load_state_dict(convert_wan_transformer_to_diffusers(load_file(root / DIT_FILE)), strict=True)
+    transformer.load_state_dict(convert_wan_transformer_to_diffusers(load_file(path)), strict=True)
+    return transformer.eval()
+
+
+def diffusers_pipeline(root, scheduler=None, moe=False, boundary=None) -> WanPipeline:
+    if moe:
+        transformer = diffusers_transformer(root / "high_noise_model" / DIT_FILE)
+        transformer_2 = diffusers_transformer(root / "low_noise_model" / DIT_FILE)
+    else:
+        transformer, transformer_2 = diffusers_transformer(root / DIT_FILE), None
     t5 = TINY_T5
     text_encoder = transformers.UMT5EncoderModel(
         transformers.UMT5Config(
@@ -71,13 +90,14 @@ def diffusers_pipeline(root) -> WanPipeline:
         temperal_downsample=list(TINY_VAE.temperal_downsample),
     )  # fmt: skip
     vae.load_state_dict(convert_wan_vae_to_diffusers(read_state_dict([root / VAE_FILE])), strict=True)
-    scheduler = OfficialGridUniPC(
+    scheduler = scheduler or OfficialGridUniPC(
         num_train_timesteps=1000, solver_order=2, prediction_type="flow_prediction", use_flow_sigmas=True,
         flow_shift=1.0, predict_x0=True, solver_type="bh2", lower_order_final=True, final_sigmas_type="zero",
     )  # fmt: skip
     return WanPipeline(
         tokenizer=load_tokenizer(root / TOKENIZER_DIR), text_encoder=text_encoder.eval(),
-        transformer=transformer.eval(), vae=vae.eval(), scheduler=scheduler,
+        transformer=transformer, transformer_2=transformer_2, vae=vae.eval(), scheduler=scheduler,
+        boundary_ratio=boundary,
     )  # fmt: skip
 
 
@@ -125,3 +145,81 @@ def test_tiny_generation_matches_diffusers(tmp_path, tiny_root, monkeypatch):
     video_error = relative_error(ours_video, reference_video)
     print(f"decoded video: max relative error {video_error:.2e}")
     assert video_error < 1e-4
+
+
+def _noise(frames, size, seed):
+    shape = (1, 16, (frames - 1) // 4 + 1, size // 8, size // 8)
+    return torch.randn(shape, generator=torch.Generator().manual_seed(seed))
+
+
+def _ours(tmp_path, *overrides):
+    out = tmp_path / "ours"
+    result = run_cli("generate", *overrides, "output.save_latents=true", f"hydra.run.dir={out}")
+    assert result.exit_code == 0, result.stderr
+    return load_file(out / "latents.safetensors")["latents"][None], json.loads((out / "config.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def moe_root(tmp_path_factory):
+    from telefuser_cli.tiny import write_tiny
+
+    return write_tiny("tiny_wan22_moe", tmp_path_factory.mktemp("moe") / "tiny_wan22_moe", seed=1)
+
+
+def test_moe_generation_matches_diffusers_two_transformers(tmp_path, moe_root, monkeypatch):
+    """Wan2.2 A14B rule: the high-noise expert (cfg 4) while t >= 875, then the low-noise one (cfg 3)."""
+    monkeypatch.chdir(tmp_path)
+    steps, shift, seed = 6, 12.0, 5
+    ours, document = _ours(
+        tmp_path, "recipe=tiny_moe", f"model.root={moe_root}", f"prompt={PROMPT}",
+        f"pipeline.negative_prompt={NEGATIVE}", f"seed={seed}", f"pipeline.num_inference_steps={steps}",
+        f"pipeline.sigma_shift={shift}", f"pipeline.num_frames={FRAMES}", f"resolution={SIZE}x{SIZE}",
+    )  # fmt: skip
+    counts = document["run"]["expert_steps"]
+    assert counts["high_noise"] > 0 and counts["low_noise"] > 0  # the switch happens inside the run
+    scheduler = OfficialGridUniPC(
+        num_train_timesteps=1000, solver_order=2, prediction_type="flow_prediction", use_flow_sigmas=True,
+        flow_shift=1.0, predict_x0=True, solver_type="bh2", lower_order_final=True, final_sigmas_type="zero",
+    )  # fmt: skip
+    scheduler.shift = shift
+    pipe = diffusers_pipeline(moe_root, scheduler=scheduler, moe=True, boundary=0.875)
+    with torch.no_grad():
+        reference = pipe(
+            prompt=PROMPT, negative_prompt=NEGATIVE, height=SIZE, width=SIZE, num_frames=FRAMES,
+            num_inference_steps=steps, guidance_scale=4.0, guidance_scale_2=3.0,
+            latents=_noise(FRAMES, SIZE, seed), output_type="latent", max_sequence_length=512,
+        ).frames  # fmt: skip
+    high = sum(t >= 875 for t in pipe.scheduler.timesteps.tolist())
+    assert high == counts["high_noise"]
+    error = relative_error(ours, reference)
+    print(f"MoE final latents: max relative error {error:.2e}")
+    assert error < 1e-4
+
+
+def test_distilled_generation_matches_diffusers_euler_without_guidance(tmp_path, moe_root, monkeypatch):
+    """4 Euler steps over the shifted [1000, 750, 500, 250] grid, cfg 1 (no negative prompt at all)."""
+    monkeypatch.chdir(tmp_path)
+    seed = 9
+    ours, document = _ours(
+        tmp_path, "recipe=tiny_distill", f"model.root={moe_root}", f"prompt={PROMPT}", f"seed={seed}",
+        "pipeline.timesteps=[1000,750,500,250]", f"pipeline.num_frames={FRAMES}", f"resolution={SIZE}x{SIZE}",
+    )  # fmt: skip
+    sigmas = document["sampling"]["timesteps"]
+    assert sigmas == [1000.0, 937.5, 833.3333, 625.0]
+    scheduler = FlowMatchEulerDiscreteScheduler(shift=1.0)
+
+    def official_grid(num_inference_steps=None, device=None, **kwargs):
+        t = np.array([1000, 750, 500, 250]) / 1000
+        FlowMatchEulerDiscreteScheduler.set_timesteps(scheduler, sigmas=5 * t / (1 + 4 * t), device=device)
+
+    scheduler.set_timesteps = official_grid
+    pipe = diffusers_pipeline(moe_root, scheduler=scheduler, moe=True, boundary=0.875)
+    with torch.no_grad():
+        reference = pipe(
+            prompt=PROMPT, height=SIZE, width=SIZE, num_frames=FRAMES, num_inference_steps=4,
+            guidance_scale=1.0, guidance_scale_2=1.0, latents=_noise(FRAMES, SIZE, seed), output_type="latent",
+            max_sequence_length=512,
+        ).frames  # fmt: skip
+    error = relative_error(ours, reference)
+    print(f"distilled final latents: max relative error {error:.2e}")
+    assert error < 1e-4
