@@ -175,7 +175,9 @@ def dump_config(
         settings = to_settings(cfg)
         plan = validate(settings, require_prompt=False)
         sampling = sampling_plan(settings.pipeline, settings.model.moe)
-        document = build_document(settings, plan, dict(cfg.hydra.runtime.choices), extra={"sampling": sampling})
+        document = build_document(
+            settings, plan, dict(cfg.hydra.runtime.choices), extra={"sampling": sampling}
+        )
     except UserError as error:
         _fail(str(error))
     if fmt == "json":

@@ -116,9 +116,7 @@ class HydraApp:
         return self.hydra.run(config_name=CONFIG_NAME, task_function=task, overrides=list(overrides))
 
     def multirun(self, task: Callable[[DictConfig], Any], overrides: list[str]) -> list[JobReturn]:
-        batches = self.hydra.multirun(
-            config_name=CONFIG_NAME, task_function=task, overrides=list(overrides)
-        )
+        batches = self.hydra.multirun(config_name=CONFIG_NAME, task_function=task, overrides=list(overrides))
         return [job for batch in batches for job in batch]
 
 

@@ -32,7 +32,10 @@ SUPPORTED_PIPELINES = ("wan_t2v", "wan_moe")
 
 _ATTENTION_PACKAGES = {
     AttnImpl.FLASH_ATTN_2: ("flash_attn", "pip install 'telefuser[gpu]' (flash-attn 2)"),
-    AttnImpl.FLASH_ATTN_3: ("flash_attn_interface", "flash-attn 3 (build from the flash-attention repo, hopper/)"),
+    AttnImpl.FLASH_ATTN_3: (
+        "flash_attn_interface",
+        "flash-attn 3 (build from the flash-attention repo, hopper/)",
+    ),
     AttnImpl.SAGE_ATTN: ("sageattention", "pip install sageattention"),
 }
 
@@ -126,7 +129,9 @@ def _check_model_and_pipeline(settings: RootConfig) -> None:
             if pipeline.boundary_step_index < 0:
                 raise UserError(f"pipeline.boundary_step_index={pipeline.boundary_step_index} must be >= 0")
         elif pipeline.boundary is None or not 0.0 < pipeline.boundary < 1.0:
-            raise UserError(f"model {model.name} is a mixture of experts: pipeline.boundary must be in (0, 1)")
+            raise UserError(
+                f"model {model.name} is a mixture of experts: pipeline.boundary must be in (0, 1)"
+            )
         if pipeline.cfg_scale_high is None or pipeline.cfg_scale_low is None:
             raise UserError(
                 f"model {model.name} is a mixture of experts: set pipeline.cfg_scale_high and "
@@ -139,7 +144,9 @@ def _check_model_and_pipeline(settings: RootConfig) -> None:
     if model.distill:
         scales = [pipeline.cfg_scale, pipeline.cfg_scale_high, pipeline.cfg_scale_low]
         if any(scale not in (None, 1.0) for scale in scales):
-            log.warning("model %s is distilled without guidance; cfg scales other than 1 are unusual", model.name)
+            log.warning(
+                "model %s is distilled without guidance; cfg scales other than 1 are unusual", model.name
+            )
 
 
 def validate(settings: RootConfig, *, require_prompt: bool = True) -> RunPlan:
@@ -162,8 +169,13 @@ def validate(settings: RootConfig, *, require_prompt: bool = True) -> RunPlan:
         raise UserError(f"pipeline.fps={pipeline.fps} must be >= 1")
     if pipeline.sigma_shift <= 0:
         raise UserError(f"pipeline.sigma_shift={pipeline.sigma_shift} must be > 0")
-    if len(pipeline.tile_size) != 2 or len(pipeline.tile_stride) != 2 or not (
-        0 < pipeline.tile_stride[0] <= pipeline.tile_size[0] and 0 < pipeline.tile_stride[1] <= pipeline.tile_size[1]
+    if (
+        len(pipeline.tile_size) != 2
+        or len(pipeline.tile_stride) != 2
+        or not (
+            0 < pipeline.tile_stride[0] <= pipeline.tile_size[0]
+            and 0 < pipeline.tile_stride[1] <= pipeline.tile_size[1]
+        )
     ):
         raise UserError(
             f"pipeline.tile_size={list(pipeline.tile_size)} and pipeline.tile_stride={list(pipeline.tile_stride)} "

@@ -62,7 +62,9 @@ def _read_safetensors(path: Path, out: dict[str, torch.Tensor], shapes_only: boo
                     raise UserError(f"{path}: key {key!r} appears in more than one shard")
                 out[key] = handle.get_slice(key).get_shape() if shapes_only else handle.get_tensor(key)
     except SafetensorError as error:
-        raise UserError(f"{path} is not a readable safetensors file (truncated or corrupt?): {error}") from None
+        raise UserError(
+            f"{path} is not a readable safetensors file (truncated or corrupt?): {error}"
+        ) from None
     except OSError as error:
         raise UserError(f"{path}: cannot read ({error})") from None
 
@@ -87,7 +89,9 @@ def _read_pickle(path: Path) -> dict[str, torch.Tensor]:
             f"and is not loaded for safety ({first})"
         ) from None
     except (RuntimeError, EOFError, OSError, ValueError) as error:
-        raise UserError(f"{path} is not a readable PyTorch checkpoint (truncated or corrupt?): {error}") from None
+        raise UserError(
+            f"{path} is not a readable PyTorch checkpoint (truncated or corrupt?): {error}"
+        ) from None
     if isinstance(data, dict) and "state_dict" in data and isinstance(data["state_dict"], dict):
         data = data["state_dict"]
     if not isinstance(data, dict) or not all(isinstance(v, torch.Tensor) for v in data.values()):

@@ -23,7 +23,12 @@ from telefuser_cli.models.wan_dit import WanDiT
 from telefuser_cli.models.wan_vae import WanVAE
 
 # Sub-folders of a diffusers pipeline directory (WanPipeline.save_pretrained).
-DIFFUSERS_FOLDERS = {"dit": "transformer", "text_encoder": "text_encoder", "vae": "vae", "tokenizer": "tokenizer"}
+DIFFUSERS_FOLDERS = {
+    "dit": "transformer",
+    "text_encoder": "text_encoder",
+    "vae": "vae",
+    "tokenizer": "tokenizer",
+}
 
 
 @dataclass(frozen=True)
@@ -36,7 +41,11 @@ class ComponentFiles:
 
     @property
     def source(self) -> str:
-        return str(self.files[0]) if len(self.files) == 1 else f"{self.files[0].parent}/ ({len(self.files)} shards)"
+        return (
+            str(self.files[0])
+            if len(self.files) == 1
+            else f"{self.files[0].parent}/ ({len(self.files)} shards)"
+        )
 
 
 def is_diffusers_layout(root: Path) -> bool:
@@ -110,7 +119,9 @@ def load_text_encoder(files: ComponentFiles, *, dtype: torch.dtype, device: torc
         config = infer_umt5_config({key: tensor.shape for key, tensor in state_dict.items()})
     except ValueError as error:
         raise UserError(f"{files.source}: {error}") from None
-    return build_module(lambda: UMT5Encoder(config), state_dict, dtype=dtype, device=device, source=files.source)
+    return build_module(
+        lambda: UMT5Encoder(config), state_dict, dtype=dtype, device=device, source=files.source
+    )
 
 
 def load_vae(files: ComponentFiles, *, dtype: torch.dtype, device: torch.device) -> WanVAE:

@@ -84,7 +84,9 @@ def _dit_specs(settings: RootConfig, root: Path) -> list[DitSpec]:
             DitSpec("dit_low", wan_loading.locate(root, "dit_low", model.dit_low), pipeline.dit_low_config,
                     pipeline.cfg_scale_low),
         ]  # fmt: skip
-    return [DitSpec("dit", wan_loading.locate(root, "dit", model.dit), pipeline.dit_config, pipeline.cfg_scale)]
+    return [
+        DitSpec("dit", wan_loading.locate(root, "dit", model.dit), pipeline.dit_config, pipeline.cfg_scale)
+    ]
 
 
 def _attention_backend(runtime: ModelRuntimeConfig, device: torch.device) -> str:
@@ -141,7 +143,9 @@ def _load_dit(spec: DitSpec, device: torch.device, settings: RootConfig):
     return dit
 
 
-def generate(settings: RootConfig, plan: RunPlan, output_dir: Path, config_hash: str = "") -> GenerationResult:
+def generate(
+    settings: RootConfig, plan: RunPlan, output_dir: Path, config_hash: str = ""
+) -> GenerationResult:
     model, pipeline, user = settings.model, settings.pipeline, settings.user
     root = _model_root(settings)
     # 1. Find every file before loading any, so a missing VAE fails in seconds, not after denoising.
@@ -189,7 +193,9 @@ def generate(settings: RootConfig, plan: RunPlan, output_dir: Path, config_hash:
         latents = initial_noise((1, *plan.latent_shape), user.seed, pipeline.rand_device, device)
         with reporter.stage("denoise", total=scheduler.num_steps) as advance:
             try:
-                latents = denoise(latents, scheduler, experts, schedule, context, context_null, advance, switch)
+                latents = denoise(
+                    latents, scheduler, experts, schedule, context, context_null, advance, switch
+                )
             except (torch.OutOfMemoryError, RuntimeError) as error:
                 if _is_oom(error):
                     raise UserError(_oom_message("denoising")) from None
@@ -210,7 +216,9 @@ def generate(settings: RootConfig, plan: RunPlan, output_dir: Path, config_hash:
             try:
                 z = latents.to(vae_device)
                 if pipeline.tiled:
-                    video = tiled_decode(vae.decode, z, tuple(pipeline.tile_size), tuple(pipeline.tile_stride))
+                    video = tiled_decode(
+                        vae.decode, z, tuple(pipeline.tile_size), tuple(pipeline.tile_stride)
+                    )
                 else:
                     video = vae.decode(z)
             except (torch.OutOfMemoryError, RuntimeError) as error:

@@ -17,7 +17,7 @@ RECIPES = sorted(p.stem for p in recipes_dir().glob("*.yaml"))
 
 NASTY_PROMPTS = [
     "a cat, a dog, and a bird",
-    "it's a \"quoted\" word",
+    'it\'s a "quoted" word',
     "x=1 (y) [z] {w} #tag",
     "${oc.env:HOME} and ${now:%Y}",
     "一只猫在冲浪，阳光明媚",
@@ -64,9 +64,18 @@ def test_official_defaults_per_model():
     assert (t2v["num_inference_steps"], t2v["sigma_shift"], t2v["boundary"]) == (40, 12.0, 0.875)
     assert (t2v["cfg_scale_high"], t2v["cfg_scale_low"]) == (4.0, 3.0)
     i2v = dump("model=wan22_a14b_i2v")["layer2_inference_config"]
-    assert (i2v["sigma_shift"], i2v["boundary"], i2v["cfg_scale_high"], i2v["cfg_scale_low"]) == (5.0, 0.9, 3.5, 3.5)
+    assert (i2v["sigma_shift"], i2v["boundary"], i2v["cfg_scale_high"], i2v["cfg_scale_low"]) == (
+        5.0,
+        0.9,
+        3.5,
+        3.5,
+    )
     distill = dump("model=wan22_a14b_distill")["layer2_inference_config"]
-    assert (distill["num_inference_steps"], distill["cfg_scale_high"], distill["cfg_scale_low"]) == (4, 1.0, 1.0)
+    assert (distill["num_inference_steps"], distill["cfg_scale_high"], distill["cfg_scale_low"]) == (
+        4,
+        1.0,
+        1.0,
+    )
 
 
 def test_dump_format_keys_and_types():

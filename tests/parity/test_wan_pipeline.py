@@ -76,10 +76,19 @@ def diffusers_pipeline(root, scheduler=None, moe=False, boundary=None) -> WanPip
     t5 = TINY_T5
     text_encoder = transformers.UMT5EncoderModel(
         transformers.UMT5Config(
-            vocab_size=t5.vocab_size, d_model=t5.dim, d_kv=t5.dim_attn // t5.num_heads, d_ff=t5.dim_ffn,
-            num_layers=t5.num_layers, num_heads=t5.num_heads, relative_attention_num_buckets=t5.num_buckets,
-            relative_attention_max_distance=128, feed_forward_proj="gated-gelu", dropout_rate=0.0,
-            layer_norm_epsilon=t5.eps, is_encoder_decoder=False, use_cache=False,
+            vocab_size=t5.vocab_size,
+            d_model=t5.dim,
+            d_kv=t5.dim_attn // t5.num_heads,
+            d_ff=t5.dim_ffn,
+            num_layers=t5.num_layers,
+            num_heads=t5.num_heads,
+            relative_attention_num_buckets=t5.num_buckets,
+            relative_attention_max_distance=128,
+            feed_forward_proj="gated-gelu",
+            dropout_rate=0.0,
+            layer_norm_epsilon=t5.eps,
+            is_encoder_decoder=False,
+            use_cache=False,
         )  # fmt: skip
     )
     t5_weights = {k: v.float() for k, v in read_state_dict([root / T5_FILE]).items()}
@@ -156,7 +165,9 @@ def _ours(tmp_path, *overrides):
     out = tmp_path / "ours"
     result = run_cli("generate", *overrides, "output.save_latents=true", f"hydra.run.dir={out}")
     assert result.exit_code == 0, result.stderr
-    return load_file(out / "latents.safetensors")["latents"][None], json.loads((out / "config.json").read_text())
+    return load_file(out / "latents.safetensors")["latents"][None], json.loads(
+        (out / "config.json").read_text()
+    )
 
 
 @pytest.fixture(scope="module")
