@@ -67,8 +67,10 @@ def _run(cfg: DictConfig, output_dir: Path, dry_run: bool) -> dict[str, Any]:
         return {"output_dir": str(output_dir), "status": "dry-run", "seed": settings.user.seed}
 
     from telefuser_cli.pipelines.generate import generate  # torch is imported only here
+    from telefuser_cli.runtime.device import claimed_gpu
 
-    result = generate(settings, plan, output_dir, config_hash)
+    with claimed_gpu(settings):
+        result = generate(settings, plan, output_dir, config_hash)
     document = build_document(
         settings, plan, choices, device=result.device, extra={"sampling": sampling, "run": result.record()}
     )

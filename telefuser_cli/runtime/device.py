@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import resource
 import sys
+from collections.abc import Iterator
 
 import torch
 
-from telefuser_cli.config.schema import DeviceType, DType, ModelRuntimeConfig
+from telefuser_cli.config.schema import DeviceType, DType, ModelRuntimeConfig, RootConfig
 from telefuser_cli.errors import UserError
+from telefuser_cli.runtime.device_claims import claim_devices
 
 DTYPES = {DType.float32: torch.float32, DType.bfloat16: torch.bfloat16, DType.float16: torch.float16}
 
@@ -38,3 +42,34 @@ def peak_memory(device: torch.device) -> dict[str, float]:
     if device.type == "cuda":
         peaks["device_gib"] = round(torch.cuda.max_memory_allocated(device) / 2**30, 3)
     return peaks
+
+
+@contextlib.contextmanager
+def claimed_gpu(settings: RootConfig) -> Iterator[int | None]:
+    """Hold one free GPU of this machine for the job and point every component at it.
+
+    Jobs of a local parallel sweep (joblib) then never share a GPU. Skipped on CPU machines, in
+    torch.distributed runs (ranks use LOCAL_RANK) and when the user chose a device_id.
+    """
+    pipeline = settings.pipeline
+    runtimes = [
+        r
+        for r in (
+            pipeline.dit_config,
+            pipeline.dit_high_config,
+            pipeline.dit_low_config,
+            pipeline.text_encoding_config,
+            pipeline.vae_config,
+            pipeline.clip_config,
+        )
+        if r is not None and r.device_type is not DeviceType.cpu
+    ]
+    chosen = any(r.device_id != 0 for r in runtimes)
+    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    if not torch.cuda.is_available() or distributed or chosen or not runtimes:
+        yield None
+        return
+    with claim_devices(1, torch.cuda.device_count()) as ids:
+        for runtime in runtimes:
+            runtime.device_id = ids[0]
+        yield ids[0]
