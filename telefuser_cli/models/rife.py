@@ -11,7 +11,7 @@ No buffers: the warping grid is computed in forward from the shapes, so a ``meta
 
 Precision: the convolutions run in the weights' dtype; flows and masks are accumulated in float32 and
 warping (grid and sampling) is done in float32, because a bf16 grid over an 832-pixel-wide frame is off by
-up to ~1.6 px (bf16 keeps 8 significant bits). In float32 this is the reference computation.
+up to ~0.8 px (bf16 keeps 8 significant bits). In float32 this is the reference computation.
 """
 
 from __future__ import annotations
@@ -211,7 +211,8 @@ class IFNet(nn.Module):
                 wf0, wf1 = warp(f0, flow[:, :2]), warp(f1, flow[:, 2:4])
                 x = torch.cat((warped0.to(dtype), warped1.to(dtype), wf0, wf1, t, mask.to(dtype), feat), 1)
                 delta, mask, feat = block(x, flow, scale)
-                # From v4.21 on, each block's mask replaces the previous one; the flow accumulates.
+                # In this family (as in ccvfi's v4.26) each block's mask replaces the previous one (v4.6
+                # accumulated it); the flow accumulates.
                 flow = flow + delta
             warped0, warped1 = warp(img0, flow[:, :2]), warp(img1, flow[:, 2:4])
         weight = torch.sigmoid(mask)
