@@ -149,3 +149,27 @@ def test_clip_features_shapes():
     two = clip_features(clip, a, b)
     assert one.shape == (1, 5, 32) and two.shape == (1, 10, 32)
     torch.testing.assert_close(two[:, :5], one)
+
+
+@torch.no_grad()
+def test_condition_feeds_an_i2v_dit(vaes):
+    """y and clip_fea have the shapes the i2v / flf2v DiT takes (16 noise + 20 condition channels)."""
+    from telefuser_cli.models.wan_dit import WanDiT, WanDiTConfig
+
+    ours, _ = vaes
+    # the DiT takes exactly 257 tokens per image: the released 224 / 14 geometry at a tiny width
+    clip = WanCLIPVision(CLIPVisionConfig(dim=32, out_dim=8, num_heads=2, num_layers=2))
+    image = torch.rand(3, 24, 64) * 2 - 1  # stretched to the size i2v_size picks
+    width, height = i2v_size(64, 24, 768)  # sqrt(768 * 0.375) = 16.97 -> 16; sqrt(768 / 0.375) = 45.25 -> 32
+    assert (width, height) == (32, 16)
+    for model_type, end in (("i2v", None), ("flf2v", torch.rand(3, 16, 32) * 2 - 1)):
+        cfg = WanDiTConfig(
+            model_type=model_type, in_dim=36, dim=64, ffn_dim=64, text_dim=16, out_dim=16, num_heads=2,
+            num_layers=1, image_dim=32,
+        )  # fmt: skip
+        dit = WanDiT(cfg).eval()
+        y = condition_latents(ours, image, 5, width, height, end_image=end)
+        noise = torch.randn(1, 16, *y.shape[2:])
+        fea = clip_features(clip, image, end)
+        out = dit(noise, torch.tensor([500.0]), torch.randn(1, 7, 16), y=y, clip_fea=fea)
+        assert out.shape == noise.shape and torch.isfinite(out).all()
