@@ -14,6 +14,8 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet torch==2.13.0
 	$(PY) -m pip install --quiet -e '.[dev,cluster]'
+	# RIFE parity reference; --no-deps: its declared deps (torchvision, opencv) are not needed for the model code.
+	$(PY) -m pip install --quiet --no-deps ccvfi==0.0.3
 	touch $(STAMP)
 
 test: install

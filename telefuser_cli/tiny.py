@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
+from telefuser_cli.loading.rife_arch import write_tiny_rife
 from telefuser_cli.loading.tokenizer import write_tiny_tokenizer
 from telefuser_cli.models.umt5 import UMT5Config, UMT5Encoder
 from telefuser_cli.models.wan_dit import WanDiT, WanDiTConfig
@@ -33,6 +34,7 @@ TINY_VAE = WanVAEConfig(dim=8, z_dim=16, dim_mult=(1, 2, 4, 4), num_res_blocks=2
 DIT_FILE = "diffusion_pytorch_model.safetensors"
 T5_FILE = "models_t5_umt5-xxl-enc-bf16.pth"
 VAE_FILE = "Wan2.1_VAE.pth"
+RIFE_FILE = "flownet.pkl"
 TOKENIZER_DIR = "google/umt5-xxl"
 
 _WORDS = """a an the of and with in on at to from over under into through across around near
@@ -97,6 +99,8 @@ def _write_shared(directory: Path, generator: torch.Generator) -> None:
     torch.save(vae.state_dict(), directory / VAE_FILE)
 
     write_tiny_tokenizer(directory / TOKENIZER_DIR, _WORDS[: TINY_T5.vocab_size - 3])
+    # RIFE interpolation weights, so the demo can show 16 -> 32 fps.
+    write_tiny_rife(directory / RIFE_FILE, seed=int(torch.randint(2**31, (1,), generator=generator)))
 
 
 def _write_wan21(directory: Path, seed: int) -> None:
@@ -152,6 +156,8 @@ def ensure_tiny(kind: str, directory: Path) -> Path:
     """Tiny model `kind` at `directory`, created on first use (safe if two jobs race to create it)."""
     directory = Path(directory).expanduser()
     if (directory / VAE_FILE).is_file():
+        if not (directory / RIFE_FILE).is_file():  # made by a version without interpolation weights
+            write_tiny_rife(directory / RIFE_FILE, seed=0)
         return directory
     try:
         return write_tiny(kind, directory)

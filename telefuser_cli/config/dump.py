@@ -23,6 +23,7 @@ COMPONENT_CLASSES = {
     "tokenizer": "transformers.AutoTokenizer",
     "vae": "telefuser_cli.models.wan_vae.WanVAE",
     "clip": "CLIP vision encoder",
+    "vfi": "telefuser_cli.models.rife.IFNet",
 }
 
 
@@ -89,6 +90,7 @@ def build_document(
             "latent_shape": list(plan.latent_shape),
             "effective_negative_prompt": plan.negative_prompt,
             "world_size": plan.world_size,
+            "output_fps": plan.output_fps,
         }
     if extra:
         document.update(extra)

@@ -75,6 +75,8 @@ class ModelConfig:
     tokenizer: str = "google/umt5-xxl"
     vae: str = "Wan2.1_VAE.pth"
     clip: str | None = None
+    # RIFE frame interpolation weights (Practical-RIFE `flownet.pkl`), for pipeline.enable_vfi.
+    vfi: str | None = None
     # Tiny models only: the name of the maker (telefuser_cli/tiny.py) that creates them on first use.
     auto_create: str | None = None
 
@@ -207,7 +209,15 @@ class PipelineConfig:
     tiled: bool = False
     tile_size: list[int] = field(default_factory=lambda: [34, 34])
     tile_stride: list[int] = field(default_factory=lambda: [18, 16])
+    # Frame interpolation (RIFE) after decoding, from `fps` to the target fps (user.target_fps wins).
     enable_vfi: bool = False
+    target_fps: int | None = None
+    vfi_config: ModelRuntimeConfig = field(
+        default_factory=lambda: ModelRuntimeConfig(torch_dtype=DType.float32)
+    )
+    # RIFE's flow scale: 0.5 for 4K-ish inputs, 1 otherwise (as Practical-RIFE's --scale).
+    vfi_scale: float = 1.0
+    vfi_chunk_size: int = 8
 
 
 # ---------------------------------------------------------------- layer 3: the person
@@ -228,6 +238,8 @@ class UserConfig:
     aspect_ratio: str = "16:9"
     input_image: str | None = None
     end_image: str | None = None
+    # Playback rate wanted; frames are interpolated to it when pipeline.enable_vfi is true.
+    target_fps: int | None = None
 
 
 @dataclass

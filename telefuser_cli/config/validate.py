@@ -50,6 +50,7 @@ class RunPlan:
     latent_shape: tuple[int, int, int, int]  # [C, T, h, w]
     negative_prompt: str  # effective: the user's, then the pipeline's default
     world_size: int
+    output_fps: int  # the written video's rate (the interpolation target when enable_vfi)
 
 
 def to_settings(cfg: DictConfig) -> RootConfig:
@@ -85,6 +86,7 @@ def _runtime_configs(settings: RootConfig) -> dict[str, ModelRuntimeConfig]:
         "text_encoding_config": pipeline.text_encoding_config,
         "vae_config": pipeline.vae_config,
         "clip_config": pipeline.clip_config,
+        "vfi_config": pipeline.vfi_config if pipeline.enable_vfi else None,
     }
     return {name: value for name, value in named.items() if value is not None}
 
@@ -149,6 +151,40 @@ def _check_model_and_pipeline(settings: RootConfig) -> None:
             )
 
 
+VFI_SCALES = (0.25, 0.5, 1.0, 2.0, 4.0)
+
+
+def _check_vfi(settings: RootConfig) -> int:
+    """The fps of the written video: the target when interpolating, else the pipeline's."""
+    pipeline, user = settings.pipeline, settings.user
+    target = user.target_fps if user.target_fps is not None else pipeline.target_fps
+    if not pipeline.enable_vfi:
+        if user.target_fps is not None and user.target_fps != pipeline.fps:
+            raise UserError(
+                f"user.target_fps={user.target_fps} differs from pipeline.fps={pipeline.fps}: "
+                "set pipeline.enable_vfi=true to interpolate frames"
+            )
+        return pipeline.fps
+    if target is None:
+        raise UserError(
+            "pipeline.enable_vfi=true needs a target: user.target_fps=32 (or pipeline.target_fps)"
+        )
+    if target < pipeline.fps:
+        raise UserError(
+            f"target fps {target} is below the generated {pipeline.fps} fps; interpolation only adds frames"
+        )
+    if not settings.model.vfi:
+        raise UserError(
+            f"pipeline.enable_vfi=true but model {settings.model.name} names no interpolation weights: "
+            "set model.vfi=/path/to/flownet.pkl (Practical-RIFE)"
+        )
+    if pipeline.vfi_scale not in VFI_SCALES:
+        raise UserError(f"pipeline.vfi_scale={pipeline.vfi_scale} must be one of {VFI_SCALES}")
+    if pipeline.vfi_chunk_size < 1:
+        raise UserError(f"pipeline.vfi_chunk_size={pipeline.vfi_chunk_size} must be >= 1")
+    return target
+
+
 def validate(settings: RootConfig, *, require_prompt: bool = True) -> RunPlan:
     """Every check a job can fail before loading anything; raises UserError."""
     user, pipeline, model = settings.user, settings.pipeline, settings.model
@@ -189,6 +225,7 @@ def validate(settings: RootConfig, *, require_prompt: bool = True) -> RunPlan:
         raise UserError(f"user.seed={user.seed}: use a non-negative integer, or -1 for a random seed")
     if model.task in (Task.i2v, Task.flf2v) and require_prompt and not user.input_image:
         raise UserError(f"model {model.name} turns an image into a video: set user.input_image=PATH")
+    target_fps = _check_vfi(settings)
     width, height = resolve_size(user.resolution, user.aspect_ratio, model)
     _check_model_and_pipeline(settings)
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
@@ -201,4 +238,4 @@ def validate(settings: RootConfig, *, require_prompt: bool = True) -> RunPlan:
     channels, spatial, temporal = latent_geometry(model.task)
     latent_shape = (channels, (pipeline.num_frames - 1) // temporal + 1, height // spatial, width // spatial)
     negative = effective_negative_prompt(user.negative_prompt, pipeline.negative_prompt)
-    return RunPlan(width, height, pipeline.num_frames, latent_shape, negative, world_size)
+    return RunPlan(width, height, pipeline.num_frames, latent_shape, negative, world_size, target_fps)

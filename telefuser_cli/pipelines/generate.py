@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,10 +23,12 @@ from telefuser_cli.errors import UserError
 from telefuser_cli.io.files import atomic_path
 from telefuser_cli.io.video import to_uint8_frames, write_video
 from telefuser_cli.loading import wan as wan_loading
+from telefuser_cli.loading.rife_arch import load_rife
 from telefuser_cli.ops.attention import available_backends
 from telefuser_cli.ops.tiling import tiled_decode
 from telefuser_cli.paths import cache_dir
 from telefuser_cli.pipelines.plan import EXPERT_NAMES, build_scheduler, step_schedule
+from telefuser_cli.pipelines.vfi import interpolate, interpolation_plan, network_calls
 from telefuser_cli.pipelines.wan import Expert, denoise, encode_text, initial_noise
 from telefuser_cli.progress import Reporter
 from telefuser_cli.runtime.device import peak_memory, resolve_device, resolve_dtype
@@ -143,6 +146,41 @@ def _load_dit(spec: DitSpec, device: torch.device, settings: RootConfig):
     return dit
 
 
+def _vfi_weights(root: Path, settings: RootConfig) -> Path:
+    path = root / settings.model.vfi
+    if not path.is_file():
+        raise UserError(
+            f"pipeline.enable_vfi=true but the interpolation weights {path} do not exist; "
+            "set model.vfi=/path/to/flownet.pkl (Practical-RIFE) or pipeline.enable_vfi=false"
+        )
+    return path
+
+
+def _interpolate(frames, path: Path, settings: RootConfig, plan: RunPlan, reporter: Reporter):
+    """RIFE from the pipeline's fps to the plan's output fps; returns the frames and what to record."""
+    pipeline = settings.pipeline
+    runtime = pipeline.vfi_config
+    device = resolve_device(runtime, "vfi_config")
+    with reporter.stage("load interpolation"):
+        rife = load_rife(path, device=device, dtype=resolve_dtype(runtime))
+    calls = network_calls(interpolation_plan(len(frames), pipeline.fps, plan.output_fps))
+    source_frames = len(frames)
+    with reporter.stage("interpolate", total=max(1, math.ceil(calls / pipeline.vfi_chunk_size))) as advance:
+        frames = interpolate(
+            rife, frames, pipeline.fps, plan.output_fps, device, chunk_size=pipeline.vfi_chunk_size,
+            scale=pipeline.vfi_scale, advance=advance,
+        )  # fmt: skip
+    record = {
+        "base_fps": pipeline.fps,
+        "target_fps": plan.output_fps,
+        "model_path": str(path),
+        "source_frames": source_frames,
+        "output_frames": int(len(frames)),
+        "scale": pipeline.vfi_scale,
+    }
+    return frames, record
+
+
 def generate(
     settings: RootConfig, plan: RunPlan, output_dir: Path, config_hash: str = ""
 ) -> GenerationResult:
@@ -153,6 +191,7 @@ def generate(
     t5_files = wan_loading.locate(root, "text_encoder", model.text_encoder)
     vae_files = wan_loading.locate(root, "vae", model.vae)
     tokenizer_path = wan_loading.tokenizer_dir(root, model.tokenizer)
+    vfi_path = _vfi_weights(root, settings) if pipeline.enable_vfi else None
     device = resolve_device(specs[0].runtime, f"{specs[0].name}_config")
     text_device = resolve_device(pipeline.text_encoding_config, "text_encoding_config")
     vae_device = resolve_device(pipeline.vae_config, "vae_config")
@@ -228,6 +267,12 @@ def generate(
         del vae
         _free_memory()
 
+        frames = to_uint8_frames(video[0])
+        del video
+        vfi_record = None
+        if vfi_path is not None:
+            frames, vfi_record = _interpolate(frames, vfi_path, settings, plan, reporter)
+
         with reporter.stage("write video"):
             metadata = {
                 "title": user.prompt,
@@ -239,12 +284,14 @@ def generate(
             }
             video_path = write_video(
                 output_dir / VIDEO,
-                to_uint8_frames(video[0]),
-                fps=pipeline.fps,
+                frames,
+                fps=plan.output_fps,
                 metadata=metadata,
                 quality=settings.output.video_quality,
             )
-    extra = {}
+    extra: dict[str, Any] = {"frames_written": int(len(frames)), "fps_written": plan.output_fps}
+    if vfi_record is not None:
+        extra["vfi"] = vfi_record
     if model.moe:
         extra["expert_steps"] = {name: schedule.count(i) for i, name in enumerate(EXPERT_NAMES)}
     result = GenerationResult(

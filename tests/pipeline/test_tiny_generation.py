@@ -173,3 +173,27 @@ def test_bf16_run(tmp_path, tiny_root):
     result = generate(out, f"model.root={tiny_root}", "prompt=x", "pipeline.dit_config.torch_dtype=bfloat16",
                       "pipeline.text_encoding_config.torch_dtype=bfloat16")  # fmt: skip
     assert result.exit_code == 0, result.stderr
+
+
+def test_frame_interpolation_to_the_target_fps(tmp_path, tiny_root):
+    out = tmp_path / "run"
+    result = generate(
+        out, f"model.root={tiny_root}", "prompt=x", "pipeline.enable_vfi=true", "user.target_fps=32"
+    )
+    assert result.exit_code == 0, result.stderr
+    reader = imageio.get_reader(out / "video.mp4")
+    assert reader.get_meta_data()["fps"] == 32.0
+    assert len([frame for frame in reader]) == 10  # 5 frames at 16 fps -> 10 at 32 fps
+    vfi = json.loads((out / "config.json").read_text())["run"]["vfi"]
+    assert (vfi["base_fps"], vfi["target_fps"], vfi["source_frames"], vfi["output_frames"]) == (16, 32, 5, 10)
+    assert vfi["model_path"].endswith("flownet.pkl")
+
+
+def test_missing_interpolation_weights_fail_before_loading(tmp_path, tiny_root):
+    root = _copy(tiny_root, tmp_path)
+    (root / "flownet.pkl").unlink()
+    _refused(tmp_path, root, "interpolation weights", "pipeline.enable_vfi=true", "user.target_fps=32")
+
+
+def test_target_fps_without_interpolation_is_refused(tmp_path, tiny_root):
+    _refused(tmp_path, tiny_root, "set pipeline.enable_vfi=true", "user.target_fps=32")
