@@ -135,10 +135,20 @@ class CausalConv3d(nn.Conv3d):
         return self._conv_with_past(self._buffer(x, 0, None), 0)
 
     def step(self, x: Tensor, cache: CausalCache, act: Callable[[Tensor, Tensor], None] | None = None) -> Tensor:
-        """One chunk with past frames from ``cache``; ``act(x, out)`` writes the conv input (default: x).
+        """One chunk with past frames from ``cache``: ``run(*prepare(x, cache, act))``.
 
-        The input is written straight into the buffer that also holds the past frames, so neither the
-        activation nor the concatenation makes an extra copy. x: [B, C, T, H, W] -> [B, C', T, H', W'].
+        x: [B, C, T, H, W] -> [B, C', T, H', W'].
+        """
+        return self.run(*self.prepare(x, cache, act))
+
+    def prepare(
+        self, x: Tensor, cache: CausalCache, act: Callable[[Tensor, Tensor], None] | None = None
+    ) -> tuple[Tensor, int]:
+        """The conv input buffer [zeros?, past frames, act(x)] and the number of past frames; updates cache.
+
+        ``act(x, out)`` writes the conv input (default: a copy of x) straight into the buffer that also
+        holds the past frames, so neither the activation nor the concatenation makes an extra copy, and
+        the caller may drop ``x`` before ``run``.
         """
         past = cache.past()
         k = 0 if past is None else past.shape[2]
@@ -146,6 +156,10 @@ class CausalConv3d(nn.Conv3d):
         if k:
             buf[:, :, buf.shape[2] - x.shape[2] - k : buf.shape[2] - x.shape[2]].copy_(past)
         cache.update(buf[:, :, -CACHE_T:].clone())
+        return buf, k
+
+    def run(self, buf: Tensor, k: int) -> Tensor:
+        """Convolve a ``prepare``d buffer holding ``k`` past frames."""
         return self._conv_with_past(buf, k)
 
     def _buffer(self, x: Tensor, k: int, act: Callable[[Tensor, Tensor], None] | None) -> Tensor:
@@ -168,6 +182,10 @@ class CausalConv3d(nn.Conv3d):
         if missing > 0 and buf.shape[2] == k + 1:
             # One output frame: the taps that would see zero padding contribute nothing.
             weight = weight[:, :, missing:]
+            if k == 0:
+                # A single tap on a single frame is a 2-D conv (also keeps small first chunks on oneDNN).
+                y = F.conv2d(buf[:, :, 0], weight[:, :, 0], self.bias, self.stride[1:], self.padding[1:])
+                return y.unsqueeze(2)
         return F.conv3d(buf, weight, self.bias, self.stride, self.padding)
 
 
@@ -223,10 +241,11 @@ class ResidualBlock(nn.Module):
         """x: [B, in_dim, T, H, W] -> [B, out_dim, T, H, W]."""
         h = self.shortcut(x)
         r = self.residual
-        x = r[2].step(x, cache, _norm_silu(r[0]))
+        y = r[2].step(x, cache, _norm_silu(r[0]))
         # Dropout (r[5]) is identity at inference and the official rate is 0.
-        x = r[6].step(x, cache, _norm_silu(r[3]))
-        return x.add_(h)
+        buf, k = r[6].prepare(y, cache, _norm_silu(r[3]))
+        del y  # its activation is in buf: free it before the second conv allocates its output
+        return r[6].run(buf, k).add_(h)
 
 
 class AttentionBlock(nn.Module):
@@ -275,6 +294,13 @@ class Resample(nn.Module):
         if self.mode == "upsample3d":
             x = self._time_upsample(x, cache)
         b, c, t, h, w = x.shape
+        if self.mode.startswith("upsample"):
+            # Frame by frame: the 2x upsampled input of the conv is the largest tensor of the decoder.
+            out = torch.empty((b, c // 2, t, 2 * h, 2 * w), dtype=x.dtype, device=x.device,
+                              memory_format=_memory_format(x))  # fmt: skip
+            for i in range(t):
+                out[:, :, i].copy_(self.resample(x[:, :, i]))
+            return out
         y = self.resample(x.transpose(1, 2).reshape(b * t, c, h, w))
         x = y.view(b, t, *y.shape[1:]).transpose(1, 2)
         if self.mode == "downsample3d":
