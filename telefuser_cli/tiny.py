@@ -7,6 +7,7 @@ are random: the video is noise-like; the point is the whole path running on any 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -20,6 +21,7 @@ from safetensors.torch import save_file
 
 from telefuser_cli.loading.rife_arch import write_tiny_rife
 from telefuser_cli.loading.tokenizer import write_tiny_tokenizer
+from telefuser_cli.models.clip_vision import CLIPVisionConfig, WanCLIPVision
 from telefuser_cli.models.umt5 import UMT5Config, UMT5Encoder
 from telefuser_cli.models.wan_dit import WanDiT, WanDiTConfig
 from telefuser_cli.models.wan_vae import WanVAE, WanVAEConfig
@@ -28,6 +30,10 @@ TINY_T5 = UMT5Config(vocab_size=256, dim=64, dim_attn=64, dim_ffn=128, num_heads
 TINY_DIT = WanDiTConfig(
     model_type="t2v", in_dim=16, dim=128, ffn_dim=256, text_dim=64, out_dim=16, num_heads=4, num_layers=2
 )
+TINY_DIT_I2V = dataclasses.replace(TINY_DIT, model_type="i2v", in_dim=36)
+# CLIP must keep 224 px / patch 14 (257 tokens: the DiT's image embedding expects them); 80 = one head.
+TINY_CLIP = CLIPVisionConfig(dim=80, num_heads=1, num_layers=2, out_dim=32)
+TINY_DIT_I2V_CLIP = dataclasses.replace(TINY_DIT_I2V, image_dim=TINY_CLIP.dim)
 # Same structure as the released VAE (the key layout diffusers' converter expects), 12x thinner.
 TINY_VAE = WanVAEConfig(dim=8, z_dim=16, dim_mult=(1, 2, 4, 4), num_res_blocks=2)
 
@@ -35,6 +41,7 @@ DIT_FILE = "diffusion_pytorch_model.safetensors"
 T5_FILE = "models_t5_umt5-xxl-enc-bf16.pth"
 VAE_FILE = "Wan2.1_VAE.pth"
 RIFE_FILE = "flownet.pkl"
+CLIP_FILE = "models_clip_open-clip-xlm-roberta-large-vit-huge-14.pth"
 TOKENIZER_DIR = "google/umt5-xxl"
 
 _WORDS = """a an the of and with in on at to from over under into through across around near
@@ -79,12 +86,12 @@ def _dit_config_json(config: WanDiTConfig) -> dict:
     }
 
 
-def _write_dit(directory: Path, generator: torch.Generator) -> None:
+def _write_dit(directory: Path, generator: torch.Generator, config: WanDiTConfig = TINY_DIT) -> None:
     directory.mkdir(parents=True, exist_ok=True)
-    dit = WanDiT(TINY_DIT)
+    dit = WanDiT(config)
     _randomise(dit, generator)
     save_file({k: v.contiguous() for k, v in dit.state_dict().items()}, str(directory / DIT_FILE))
-    (directory / "config.json").write_text(json.dumps(_dit_config_json(TINY_DIT), indent=2) + "\n")
+    (directory / "config.json").write_text(json.dumps(_dit_config_json(config), indent=2) + "\n")
 
 
 def _write_shared(directory: Path, generator: torch.Generator) -> None:
@@ -117,10 +124,31 @@ def _write_wan22_moe(directory: Path, seed: int) -> None:
     _write_shared(directory, generator)
 
 
+def _write_wan21_i2v(directory: Path, seed: int) -> None:
+    """Wan2.1 I2V layout: a DiT taking 16 + 20 channels and CLIP tokens, plus the CLIP image encoder."""
+    generator = torch.Generator().manual_seed(seed)
+    _write_dit(directory, generator, TINY_DIT_I2V_CLIP)
+    clip = WanCLIPVision(TINY_CLIP)
+    _randomise(clip, generator)
+    # The released file holds both CLIP towers (keys visual.* and textual.*); Wan uses the visual one.
+    torch.save(clip.state_dict(), directory / CLIP_FILE)
+    _write_shared(directory, generator)
+
+
+def _write_wan22_moe_i2v(directory: Path, seed: int) -> None:
+    """Wan2.2 A14B I2V layout: two experts taking 16 + 20 channels, no CLIP."""
+    generator = torch.Generator().manual_seed(seed)
+    _write_dit(directory / "high_noise_model", generator, TINY_DIT_I2V)
+    _write_dit(directory / "low_noise_model", generator, TINY_DIT_I2V)
+    _write_shared(directory, generator)
+
+
 # auto_create name of a model entry -> the function that writes that tiny model.
 MAKERS: dict[str, Callable[[Path, int], None]] = {
     "tiny_wan21": _write_wan21,
     "tiny_wan22_moe": _write_wan22_moe,
+    "tiny_wan21_i2v": _write_wan21_i2v,
+    "tiny_wan22_moe_i2v": _write_wan22_moe_i2v,
 }
 
 

@@ -11,6 +11,7 @@ import logging
 import os
 import re
 from dataclasses import dataclass
+from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -28,7 +29,7 @@ from telefuser_cli.errors import UserError
 log = logging.getLogger(__name__)
 
 # pipeline_type -> implemented in this version
-SUPPORTED_PIPELINES = ("wan_t2v", "wan_moe")
+SUPPORTED_PIPELINES = ("wan_t2v", "wan_moe", "wan_i2v", "wan_moe_i2v")
 
 _ATTENTION_PACKAGES = {
     AttnImpl.FLASH_ATTN_2: ("flash_attn", "pip install 'telefuser[gpu]' (flash-attn 2)"),
@@ -105,8 +106,11 @@ def _check_runtime(name: str, runtime: ModelRuntimeConfig) -> None:
             f"pipeline.{name}.offload_config.offload_type=SEQUENTIAL_CPU_OFFLOAD is not available in this "
             "version; use MODEL_CPU_OFFLOAD or NO_CPU_OFFLOAD"
         )
-    if runtime.lora_configs:
-        raise UserError(f"pipeline.{name}.lora_configs: LoRA is not available in this version")
+    for index, lora in enumerate(runtime.lora_configs):
+        if not name.startswith("dit"):
+            raise UserError(f"pipeline.{name}.lora_configs: LoRA applies to the DiT only (dit_config, ...)")
+        if not Path(lora.path).expanduser().is_file():
+            raise UserError(f"pipeline.{name}.lora_configs[{index}].path={lora.path}: no such file")
 
 
 def check_supported(settings: RootConfig) -> None:
@@ -115,7 +119,7 @@ def check_supported(settings: RootConfig) -> None:
     if pipeline_type not in SUPPORTED_PIPELINES:
         raise UserError(
             f"pipeline_type '{pipeline_type}' (model {settings.model.name}) is not available in this version; "
-            f"available: {', '.join(SUPPORTED_PIPELINES)} (text-to-video models)"
+            f"available: {', '.join(SUPPORTED_PIPELINES)}"
         )
 
 
@@ -223,8 +227,13 @@ def validate(settings: RootConfig, *, require_prompt: bool = True) -> RunPlan:
         raise UserError(f"output.video_quality={settings.output.video_quality} must be in 0..10")
     if user.seed < -1 or user.seed >= 2**63:
         raise UserError(f"user.seed={user.seed}: use a non-negative integer, or -1 for a random seed")
-    if model.task in (Task.i2v, Task.flf2v) and require_prompt and not user.input_image:
-        raise UserError(f"model {model.name} turns an image into a video: set user.input_image=PATH")
+    if model.task in (Task.i2v, Task.flf2v) and require_prompt:
+        if not user.input_image:
+            raise UserError(f"model {model.name} turns an image into a video: set user.input_image=PATH")
+        for key in ("input_image", "end_image"):
+            path = getattr(user, key)
+            if path and not Path(path).expanduser().is_file():
+                raise UserError(f"user.{key}={path}: no such file")
     target_fps = _check_vfi(settings)
     width, height = resolve_size(user.resolution, user.aspect_ratio, model)
     _check_model_and_pipeline(settings)

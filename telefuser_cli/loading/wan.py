@@ -7,6 +7,7 @@ model entry; the entry's facts (task) are checked against what the weights say.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,6 +15,8 @@ import torch
 
 from telefuser_cli.errors import UserError
 from telefuser_cli.loading.checkpoint import build_module, read_shapes, read_state_dict, resolve_files
+from telefuser_cli.loading.fp8 import dequantize_state_dict, detect_quant, read_dtypes
+from telefuser_cli.loading.lora import load_lora, merge_lora
 from telefuser_cli.loading.tokenizer import load_tokenizer
 from telefuser_cli.loading.umt5_arch import hf_to_official_umt5, infer_umt5_config
 from telefuser_cli.loading.wan_dit_arch import diffusers_to_official_dit, infer_dit_config
@@ -79,6 +82,18 @@ def _config_json(files: ComponentFiles) -> dict | None:
         raise UserError(f"{path}: unreadable config.json ({error})") from None
 
 
+def _check_quant(files: ComponentFiles, expected_quant: str, model_name: str) -> str:
+    """The weights' precision (fp8 / bf16 / fp16 / fp32) against the model entry's `quant` fact."""
+    found = detect_quant(read_dtypes(files.files))
+    fp8_expected, fp8_found = expected_quant == "fp8", found == "fp8"
+    if fp8_expected != fp8_found:
+        raise UserError(
+            f"{files.source} holds {found} weights, but model entry '{model_name}' says model.quant="
+            f"{expected_quant}; choose the model entry that matches these weights"
+        )
+    return found
+
+
 def load_dit(
     files: ComponentFiles,
     *,
@@ -87,10 +102,24 @@ def load_dit(
     attn_backend: str,
     expected_task: str,
     model_name: str,
+    expected_quant: str = "bf16",
+    loras: Sequence[tuple[str, float]] = (),
 ) -> WanDiT:
+    """The DiT: fp8 weights dequantized, LoRAs (path, strength) merged in float32, then built on meta."""
+    quant = _check_quant(files, expected_quant, model_name)
     state_dict = read_state_dict(files.files)
     if files.diffusers:
         state_dict = diffusers_to_official_dit(state_dict)
+    if quant == "fp8":
+        try:
+            state_dict = dequantize_state_dict(state_dict, dtype)
+        except ValueError as error:
+            raise UserError(f"{files.source}: {error}") from None
+    for index, (path, strength) in enumerate(loras):
+        try:
+            state_dict = merge_lora(state_dict, load_lora(path), strength)
+        except (ValueError, OSError) as error:
+            raise UserError(f"LoRA {path} (lora_configs[{index}]): {error}") from None
     shapes = {key: tensor.shape for key, tensor in state_dict.items()}
     try:
         config = infer_dit_config(shapes, _config_json(files))

@@ -27,6 +27,12 @@ from telefuser_cli.loading.rife_arch import load_rife
 from telefuser_cli.ops.attention import available_backends
 from telefuser_cli.ops.tiling import tiled_decode
 from telefuser_cli.paths import cache_dir
+from telefuser_cli.pipelines.image_inputs import (
+    ConditionedDiT,
+    clip_files_of,
+    needs_image,
+    prepare_image_condition,
+)
 from telefuser_cli.pipelines.plan import EXPERT_NAMES, build_scheduler, step_schedule
 from telefuser_cli.pipelines.vfi import interpolate, interpolation_plan, network_calls
 from telefuser_cli.pipelines.wan import Expert, denoise, encode_text, initial_noise
@@ -136,6 +142,8 @@ def _load_dit(spec: DitSpec, device: torch.device, settings: RootConfig):
         attn_backend=_attention_backend(spec.runtime, device),
         expected_task=settings.model.task.value,
         model_name=settings.model.name,
+        expected_quant=settings.model.quant.value,
+        loras=[(lora.path, lora.strength) for lora in spec.runtime.lora_configs],
     )
     ulysses = spec.runtime.parallel_config.sp_ulysses_degree
     if dit.config.num_heads % ulysses:
@@ -195,12 +203,25 @@ def generate(
     device = resolve_device(specs[0].runtime, f"{specs[0].name}_config")
     text_device = resolve_device(pipeline.text_encoding_config, "text_encoding_config")
     vae_device = resolve_device(pipeline.vae_config, "vae_config")
+    clip_files = clip_files_of(settings, root) if needs_image(settings) else None
     guided = any(spec.cfg_scale != 1.0 for spec in specs)
     scheduler = build_scheduler(pipeline)
     schedule = step_schedule(pipeline, model.moe, scheduler)
 
     with Reporter() as reporter:
-        # 2. Text: the prompt, and the negative prompt only when some expert is guided.
+        # 2. Image-to-video: the output size follows the image; the condition is encoded up front.
+        condition = None
+        latent_shape = plan.latent_shape
+        if needs_image(settings):
+            with reporter.stage("encode image"):
+                condition = prepare_image_condition(settings, plan, vae_files, clip_files)
+            latent_shape = condition.latent_shape(plan.latent_shape[0], plan.latent_shape[1])
+            log.info(
+                "image-to-video size %dx%d (from the image's aspect ratio)", condition.width, condition.height
+            )
+            _free_memory()
+
+        # 3. Text: the prompt, and the negative prompt only when some expert is guided.
         with reporter.stage("load text encoder"):
             tokenizer = wan_loading.load_wan_tokenizer(tokenizer_path)
             text_encoder = wan_loading.load_text_encoder(
@@ -214,11 +235,14 @@ def generate(
         del text_encoder
         _free_memory()
 
-        # 3. The DiT(s); offloaded experts wait on the CPU until their steps.
+        # 4. The DiT(s); offloaded experts wait on the CPU until their steps.
         experts = []
         for spec in specs:
             with reporter.stage(f"load {spec.name}"):
-                experts.append(Expert(_load_dit(spec, device, settings), spec.cfg_scale))
+                dit = _load_dit(spec, device, settings)
+                if condition is not None:
+                    dit = ConditionedDiT(dit, condition, dit.patch_embedding.weight.device)
+                experts.append(Expert(dit, spec.cfg_scale))
 
         def switch(old: int, new: int) -> None:
             if _offloaded(specs[old].runtime, device):
@@ -228,8 +252,8 @@ def generate(
         if _offloaded(specs[schedule[0]].runtime, device):
             experts[schedule[0]].dit.to(device)
 
-        # 4. Noise and the denoising loop (float32 latents and timesteps throughout).
-        latents = initial_noise((1, *plan.latent_shape), user.seed, pipeline.rand_device, device)
+        # 5. Noise and the denoising loop (float32 latents and timesteps throughout).
+        latents = initial_noise((1, *latent_shape), user.seed, pipeline.rand_device, device)
         with reporter.stage("denoise", total=scheduler.num_steps) as advance:
             try:
                 latents = denoise(
@@ -248,7 +272,7 @@ def generate(
             with atomic_path(latents_path) as temporary:
                 save_file({"latents": latents[0].float().cpu().contiguous()}, str(temporary))
 
-        # 5. Decode, then write.
+        # 6. Decode, then write.
         with reporter.stage("load vae"):
             vae = wan_loading.load_vae(vae_files, dtype=resolve_dtype(pipeline.vae_config), device=vae_device)
         with reporter.stage("decode"):
@@ -290,6 +314,8 @@ def generate(
                 quality=settings.output.video_quality,
             )
     extra: dict[str, Any] = {"frames_written": int(len(frames)), "fps_written": plan.output_fps}
+    if condition is not None:
+        extra["size_written"] = [condition.width, condition.height]
     if vfi_record is not None:
         extra["vfi"] = vfi_record
     if model.moe:

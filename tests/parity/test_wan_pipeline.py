@@ -9,6 +9,7 @@ it then feeds the transformer integer timesteps, as the official code does.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -56,7 +57,7 @@ class OfficialGridUniPC(UniPCMultistepScheduler):
 
 
 def diffusers_transformer(path) -> WanTransformer3DModel:
-    cfg = TINY_DIT
+    cfg = dataclasses.replace(TINY_DIT, in_dim=load_file(path)["patch_embedding.weight"].shape[1])
     transformer = WanTransformer3DModel(
         patch_size=cfg.patch_size, num_attention_heads=cfg.num_heads, attention_head_dim=cfg.head_dim,
         in_channels=cfg.in_dim, out_channels=cfg.out_dim, text_dim=cfg.text_dim, freq_dim=cfg.freq_dim,
@@ -233,4 +234,54 @@ def test_distilled_generation_matches_diffusers_euler_without_guidance(tmp_path,
         ).frames  # fmt: skip
     error = relative_error(ours, reference)
     print(f"distilled final latents: max relative error {error:.2e}")
+    assert error < 1e-4
+
+
+@pytest.fixture(scope="module")
+def moe_i2v_root(tmp_path_factory):
+    from telefuser_cli.tiny import write_tiny
+
+    return write_tiny("tiny_wan22_moe_i2v", tmp_path_factory.mktemp("moe_i2v") / "tiny_wan22_moe_i2v", seed=2)
+
+
+def test_moe_image_to_video_matches_diffusers(tmp_path, moe_i2v_root, monkeypatch):
+    """Wan2.2 A14B I2V: image condition (mask + VAE latents) beside the noise, experts switching at 0.9.
+
+    The image is already at the output size, so diffusers' lanczos resize and the official bicubic one
+    both leave it unchanged.
+    """
+    from diffusers import WanImageToVideoPipeline
+    from PIL import Image
+
+    monkeypatch.chdir(tmp_path)
+    width, height, steps, shift, seed = 80, 48, 6, 5.0, 13
+    y, x = np.mgrid[0:height, 0:width]
+    pixels = np.stack([x * 3, y * 5, (x + y) % 255], -1).astype(np.uint8)
+    Image.fromarray(pixels).save(tmp_path / "input.png")
+    ours, document = _ours(
+        tmp_path, "model=tiny_wan22_moe_i2v", f"model.root={moe_i2v_root}", f"prompt={PROMPT}",
+        f"pipeline.negative_prompt={NEGATIVE}", f"seed={seed}", f"user.input_image={tmp_path / 'input.png'}",
+        f"pipeline.num_inference_steps={steps}", f"pipeline.sigma_shift={shift}", f"pipeline.num_frames={FRAMES}",
+        f"resolution={width}x{height}",
+    )  # fmt: skip
+    assert document["run"]["size_written"] == [width, height]
+    base = diffusers_pipeline(moe_i2v_root, moe=True, boundary=0.9)
+    scheduler = OfficialGridUniPC.from_config(base.scheduler.config)
+    scheduler.shift = shift
+    for transformer in (base.transformer, base.transformer_2):  # the i2v experts take 36 channels
+        assert transformer.config.in_channels == 36
+    pipe = WanImageToVideoPipeline(
+        tokenizer=base.tokenizer, text_encoder=base.text_encoder, transformer=base.transformer,
+        transformer_2=base.transformer_2, vae=base.vae, scheduler=scheduler, boundary_ratio=0.9,
+    )  # fmt: skip
+    noise = torch.randn((1, 16, (FRAMES - 1) // 4 + 1, height // 8, width // 8),
+                        generator=torch.Generator().manual_seed(seed))  # fmt: skip
+    with torch.no_grad():
+        reference = pipe(
+            image=Image.open(tmp_path / "input.png"), prompt=PROMPT, negative_prompt=NEGATIVE, height=height,
+            width=width, num_frames=FRAMES, num_inference_steps=steps, guidance_scale=3.5, guidance_scale_2=3.5,
+            latents=noise, output_type="latent", max_sequence_length=512,
+        ).frames  # fmt: skip
+    error = relative_error(ours, reference)
+    print(f"MoE i2v final latents: max relative error {error:.2e}")
     assert error < 1e-4

@@ -1,0 +1,92 @@
+"""The image inputs of image-to-video models, prepared before the DiT is loaded.
+
+Official behaviour: the output size comes from the resolution's pixel budget and the image's own
+aspect ratio; the image is stretched to it (bicubic) and VAE-encoded as the condition `y`
+(mask + latents, 20 channels beside the 16 of the noise); Wan2.1 I2V also feeds CLIP tokens.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from telefuser_cli.config.schema import RootConfig, Task
+from telefuser_cli.config.validate import RunPlan
+from telefuser_cli.errors import UserError
+from telefuser_cli.loading import wan as wan_loading
+from telefuser_cli.loading.clip_arch import load_clip_vision
+from telefuser_cli.pipelines.wan_image_cond import clip_features, condition_latents, i2v_size, load_image
+from telefuser_cli.runtime.device import resolve_device, resolve_dtype
+
+
+@dataclass
+class ImageCondition:
+    y: torch.Tensor  # [1, 20, T, h, w] float32
+    clip_fea: torch.Tensor | None  # [1, 257 or 514, dim] (Wan2.1 I2V / FLF2V only)
+    width: int
+    height: int
+
+    def latent_shape(self, channels: int, frames: int) -> tuple[int, int, int, int]:
+        return (channels, frames, self.height // 8, self.width // 8)
+
+
+def prepare_image_condition(
+    settings: RootConfig,
+    plan: RunPlan,
+    vae_files: wan_loading.ComponentFiles,
+    clip_files: wan_loading.ComponentFiles | None,
+) -> ImageCondition:
+    user, pipeline = settings.user, settings.pipeline
+    image = load_image(user.input_image)
+    end = None
+    if settings.model.task is Task.flf2v:
+        if not user.end_image:
+            raise UserError(f"model {settings.model.name} needs a last frame too: set user.end_image=PATH")
+        end = load_image(user.end_image)
+    width, height = i2v_size(image.shape[2], image.shape[1], plan.width * plan.height)
+    vae_device = resolve_device(pipeline.vae_config, "vae_config")
+    vae = wan_loading.load_vae(vae_files, dtype=resolve_dtype(pipeline.vae_config), device=vae_device)
+    with torch.no_grad():
+        y = condition_latents(vae, image, pipeline.num_frames, width, height, end_image=end).float()
+    del vae
+    clip_fea = None
+    if clip_files is not None:
+        runtime = pipeline.clip_config
+        if runtime is None:
+            raise UserError(f"model {settings.model.name} uses CLIP image features: set pipeline.clip_config")
+        clip = load_clip_vision(
+            clip_files.files, dtype=resolve_dtype(runtime), device=resolve_device(runtime, "clip_config")
+        )
+        clip_fea = clip_features(clip, image, end).float()
+        del clip
+    return ImageCondition(y, clip_fea, width, height)
+
+
+def needs_image(settings: RootConfig) -> bool:
+    return settings.model.task in (Task.i2v, Task.flf2v)
+
+
+def clip_files_of(settings: RootConfig, root: Path) -> wan_loading.ComponentFiles | None:
+    if not settings.model.clip:
+        return None
+    return wan_loading.locate(root, "clip", settings.model.clip)
+
+
+class ConditionedDiT(torch.nn.Module):
+    """A DiT with its image condition bound, so the sampling loop calls it like a text-to-video DiT.
+
+    `y` and `clip_fea` are buffers: moving the wrapper (MoE offload) moves them with the DiT.
+    """
+
+    def __init__(self, dit: torch.nn.Module, condition: ImageCondition, device: torch.device) -> None:
+        super().__init__()
+        self.dit = dit
+        self.config = dit.config
+        self.register_buffer("y", condition.y.to(device), persistent=False)
+        clip = condition.clip_fea if getattr(dit.config, "image_dim", None) is not None else None
+        self.register_buffer("clip_fea", None if clip is None else clip.to(device), persistent=False)
+
+    def forward(self, x: torch.Tensor, timestep: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        return self.dit(x, timestep, context, y=self.y, clip_fea=self.clip_fea)
