@@ -7,7 +7,6 @@ import json
 import shutil
 
 import pytest
-import torch
 from helpers import run_cli
 from safetensors.torch import load_file, save_file
 
