@@ -22,7 +22,8 @@ test: install
 	$(PY) -m pytest -q
 
 demo: install
-	$(VENV)/bin/telefuser generate recipe=tiny prompt="a red ball moving right" seed=7 hydra.run.dir=outputs/demo
+	$(VENV)/bin/telefuser generate recipe=tiny prompt="a red ball moving right" seed=7 \
+		pipeline.enable_vfi=true user.target_fps=32 hydra.run.dir=outputs/demo
 
 lint: install
 	$(VENV)/bin/ruff check .
