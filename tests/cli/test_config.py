@@ -212,3 +212,14 @@ def test_list_shows_every_group():
     for name in ("wan22_a14b_distill", "wan21_1.3b_shift8", "tiny", "basic", "slurm_gpu"):
         assert name in result.stdout
     assert run_cli("list", "nope").exit_code == 2
+
+
+@pytest.mark.parametrize(("preset", "gpus"), [("slurm_gpu", 1), ("slurm_8gpu", 8)])
+def test_slurm_launcher_presets_compose(preset, gpus):
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    from telefuser_cli.config.hydra_app import HydraApp
+
+    cfg = HydraApp().compose([f"hydra/launcher={preset}", "recipe=tiny"], multirun=True)
+    launcher = cfg.hydra.launcher
+    assert launcher._target_.endswith("SlurmLauncher")
+    assert launcher.gpus_per_node == gpus and launcher.timeout_min > 0
