@@ -8,7 +8,8 @@ convolution). ``decode`` runs the decoder one latent frame at a time and ``encod
 1 then 4 frames at a time, exactly as the official code, so memory does not grow with the frame count.
 
 Non-persistent buffers: ``latent_mean`` and ``latent_inv_std`` (the 16-channel Wan2.1 latent statistics).
-A model built on ``meta`` and filled with ``load_state_dict(assign=True)`` must call ``reset_buffers()``.
+A model built on ``meta`` and filled with ``load_state_dict(assign=True)`` must call ``reset_buffers()``;
+``.to()`` and the like recompute them in float32 on the new device whatever the dtype.
 """
 
 from __future__ import annotations
@@ -419,6 +420,13 @@ class WanVAE(nn.Module):
         self.latent_mean = torch.tensor(WAN21_LATENT_MEAN, dtype=torch.float32, device=device)
         # The official code multiplies by the float32 reciprocal of std (and divides by it to decode).
         self.latent_inv_std = 1.0 / torch.tensor(WAN21_LATENT_STD, dtype=torch.float32, device=device)
+
+    def _apply(self, fn, recurse=True):
+        # .to(bfloat16) & co. would round the tables; latent arithmetic stays float32 (precision policy).
+        super()._apply(fn, recurse)
+        if not self.conv2.weight.is_meta:
+            self.reset_buffers()
+        return self
 
     def _stats(self) -> tuple[Tensor, Tensor]:
         shape = (1, self.config.z_dim, 1, 1, 1)
