@@ -212,6 +212,21 @@ def list_configs(
         console.print(table)
 
 
+@app.command()
+def inspect(
+    directory: Path = typer.Argument(..., help="A Wan weights directory (official or diffusers layout)."),
+) -> None:
+    """Show what a weights directory holds (architecture, precision, layout) without loading the weights."""
+    from telefuser_cli.errors import UserError
+    from telefuser_cli.loading.inspect import inspect_directory
+
+    try:
+        report = inspect_directory(directory)
+    except UserError as error:
+        _fail(str(error))
+    sys.stdout.write(json.dumps(report, indent=2, default=str) + "\n")
+
+
 @app.command("make-tiny-checkpoint")
 def make_tiny_checkpoint(
     directory: Path = typer.Argument(..., help="Where to write the tiny model (a new or empty directory)."),

@@ -72,7 +72,7 @@ def tokenizer_dir(root: Path, pattern: str) -> Path:
     return root / pattern
 
 
-def _config_json(files: ComponentFiles) -> dict | None:
+def dit_config_json(files: ComponentFiles) -> dict | None:
     path = files.files[0].parent / "config.json"
     if not path.is_file():
         return None
@@ -122,7 +122,7 @@ def load_dit(
             raise UserError(f"LoRA {path} (lora_configs[{index}]): {error}") from None
     shapes = {key: tensor.shape for key, tensor in state_dict.items()}
     try:
-        config = infer_dit_config(shapes, _config_json(files))
+        config = infer_dit_config(shapes, dit_config_json(files))
     except ValueError as error:
         raise UserError(f"{files.source}: {error}") from None
     if config.model_type != expected_task:

@@ -109,3 +109,15 @@ def test_help_is_fast_and_imports_no_torch():
     imported = {line.split("|")[-1].strip() for line in out.stderr.splitlines()}
     assert "torch" not in imported and "hydra" not in imported
     assert elapsed < 3.0  # generous for a loaded CI machine; typically ~0.3 s
+
+
+def test_inspect_reads_architecture_without_loading(tiny_root):
+    from helpers import run_cli as cli
+
+    result = cli("inspect", str(tiny_root))
+    assert result.exit_code == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["moe"] is False and report["dit"]["layout"] == "official"
+    assert report["dit"]["config"]["num_heads"] == 4 and report["dit"]["quant"] == "fp32"
+    assert report["vae"]["z_dim"] == 16 and report["text_encoder"]["num_heads"] == 4
+    assert cli("inspect", str(tiny_root / "nope")).exit_code == 2
