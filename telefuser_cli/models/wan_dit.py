@@ -190,20 +190,22 @@ class Block(nn.Module):
         rope: torch.Tensor,
         context: torch.Tensor,
         context_img: torch.Tensor | None,
-        attn: AttentionFn,
+        self_attn: AttentionFn,
+        cross_attn: AttentionFn,
     ) -> torch.Tensor:
         """x: [B, L, C] float32 residual stream, updated in place; e: [B, Lt, 6, C] float32 (Lt 1 or L).
 
-        Returns x: [B, L, C] float32.
+        ``self_attn`` runs the video self-attention and ``cross_attn`` the text/image cross-attention (a
+        sequence-parallel run swaps only the former). Returns x: [B, L, C] float32.
         """
         # The residual stream is updated in place: the caller's reference would otherwise keep a second
         # [B, L, C] float32 copy alive through the block (inference only; autograd would refuse it loudly).
         dtype = context.dtype
         shift, scale, gate, c_shift, c_scale, c_gate = (self.modulation.float() + e).unbind(2)
         h = torch.addcmul(shift, _layer_norm(x, self.norm1), 1 + scale).to(dtype)
-        x.addcmul_(self.self_attn(h, rope, attn), gate)
+        x.addcmul_(self.self_attn(h, rope, self_attn), gate)
         h = x if isinstance(self.norm3, nn.Identity) else _layer_norm(x, self.norm3)
-        x += self.cross_attn(h.to(dtype), context, context_img, attn)
+        x += self.cross_attn(h.to(dtype), context, context_img, cross_attn)
         h = torch.addcmul(c_shift, _layer_norm(x, self.norm2), 1 + c_scale).to(dtype)
         return x.addcmul_(self.ffn(h), c_gate)
 
@@ -246,6 +248,24 @@ class MLPProj(nn.Module):
         return _layer_norm(x, norm_out).to(dtype)
 
 
+@dataclass
+class Tokens:
+    """The embedded inputs of the blocks (output of :meth:`WanDiT.embed`).
+
+    x: [B, L, C] float32 residual stream; e: [B, Lt, C] and e0: [B, Lt, 6, C] float32 time embeddings with
+    Lt = 1 or L (per-token timesteps); rope: [L, head_dim/2] complex64; context: [B, text_len, C] and
+    context_img: [B, N_clip, C] or None in the run dtype; grid: (F, H, W) in patches, F*H*W == L.
+    """
+
+    x: torch.Tensor
+    e: torch.Tensor
+    e0: torch.Tensor
+    rope: torch.Tensor
+    context: torch.Tensor
+    context_img: torch.Tensor | None
+    grid: tuple[int, int, int]
+
+
 class WanDiT(nn.Module):
     """The Wan diffusion transformer; ``state_dict()`` is the official checkpoint layout."""
 
@@ -269,7 +289,8 @@ class WanDiT(nn.Module):
         super().__init__()
         self.config = config
         self.attn_backend = attn_backend
-        self._attn = get_attention_fn(attn_backend)  # raises ValueError naming the pip extra if missing
+        # the local attention kernel (raises ValueError naming the pip extra if missing)
+        self.attn_fn: AttentionFn = get_attention_fn(attn_backend)
         dim = config.dim
         self.patch_embedding = nn.Conv3d(config.in_dim, dim, config.patch_size, stride=config.patch_size)
         self.text_embedding = nn.Sequential(
@@ -331,12 +352,27 @@ class WanDiT(nn.Module):
             followed by last-frame tokens (flf2v).
         Returns [B, out_dim, F, H, W] float32.
         """
+        tokens = self.embed(x, timestep, context, y, clip_fea)
+        out = self.head(self.run_blocks(tokens, self.attn_fn), tokens.e)
+        return self.unpatchify(out, tokens.grid)
+
+    # The three stages below are the seam for transformations applied from outside (sequence parallelism
+    # shards `Tokens` between embed and run_blocks and gathers the head output); forward is their chain.
+
+    def embed(
+        self,
+        x: torch.Tensor,
+        timestep: torch.Tensor,
+        context: torch.Tensor,
+        y: torch.Tensor | None = None,
+        clip_fea: torch.Tensor | None = None,
+    ) -> Tokens:
+        """Check the inputs (as forward documents them) and embed latents, time, text and image."""
         self._check_inputs(x, timestep, context, y, clip_fea)
         cfg = self.config
         dtype = self.patch_embedding.weight.dtype
         if y is not None:
             x = torch.cat([x, y], dim=1)
-        b = x.shape[0]
         grid = tuple(s // p for s, p in zip(x.shape[2:], cfg.patch_size, strict=True))
         # [B, L, C] float32 residual stream
         x = self.patch_embedding(x.to(dtype)).flatten(2).transpose(1, 2).float().contiguous()
@@ -354,12 +390,22 @@ class WanDiT(nn.Module):
         context = F.pad(context.to(dtype), (0, 0, 0, cfg.text_len - context.shape[1]))
         context = self.text_embedding(context)
         context_img = None if clip_fea is None else self.img_emb(clip_fea, dtype)
+        return Tokens(x, e, e0, rope, context, context_img, grid)
 
+    def run_blocks(self, tokens: Tokens, self_attn: AttentionFn) -> torch.Tensor:
+        """All blocks over ``tokens.x`` (updated in place) with ``self_attn`` as the video self-attention.
+
+        Returns the residual stream [B, L, C] float32.
+        """
+        x = tokens.x
         for block in self.blocks:
-            x = block(x, e0, rope, context, context_img, self._attn)
+            x = block(x, tokens.e0, tokens.rope, tokens.context, tokens.context_img, self_attn, self.attn_fn)
+        return x
 
-        x = self.head(x, e)
+    def unpatchify(self, out: torch.Tensor, grid: tuple[int, int, int]) -> torch.Tensor:
+        """Head output [B, F*H*W, out_dim * prod(patch)] on the patch grid (F, H, W) -> [B, out_dim, F', H', W']."""
+        cfg = self.config
         pt, ph, pw = cfg.patch_size
         f, h, w = grid
-        x = x.view(b, f, h, w, pt, ph, pw, cfg.out_dim).permute(0, 7, 1, 4, 2, 5, 3, 6)
-        return x.reshape(b, cfg.out_dim, f * pt, h * ph, w * pw)
+        x = out.view(out.shape[0], f, h, w, pt, ph, pw, cfg.out_dim).permute(0, 7, 1, 4, 2, 5, 3, 6)
+        return x.reshape(out.shape[0], cfg.out_dim, f * pt, h * ph, w * pw)

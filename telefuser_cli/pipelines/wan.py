@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 
@@ -38,6 +39,42 @@ def initial_noise(shape: tuple[int, ...], seed: int, rand_device: str, device: t
     generator = torch.Generator(device=rand_device).manual_seed(seed)
     noise = torch.randn(shape, dtype=torch.float32, generator=generator, device=rand_device)
     return noise.to(device)
+
+
+class Guidance(Protocol):
+    """How one step's velocity is made from the conditional and unconditional passes.
+
+    ``two_pass_guidance`` runs both here; a cfg-parallel strategy
+    (``runtime.distributed.CfgParallelGuidance``) runs one per rank and exchanges them.
+    """
+
+    def __call__(
+        self,
+        dit: WanDiT,
+        latents: torch.Tensor,
+        t: torch.Tensor,
+        context: torch.Tensor,
+        context_null: torch.Tensor | None,
+        cfg_scale: float,
+    ) -> torch.Tensor: ...
+
+
+def two_pass_guidance(
+    dit: WanDiT,
+    latents: torch.Tensor,
+    t: torch.Tensor,
+    context: torch.Tensor,
+    context_null: torch.Tensor | None,
+    cfg_scale: float,
+) -> torch.Tensor:
+    """Classifier-free guidance in one process: uncond + scale * (cond - uncond); scale 1 skips uncond."""
+    velocity = dit(latents, t, context)
+    if cfg_scale != 1.0:
+        if context_null is None:
+            raise ValueError("a guided expert needs the negative prompt's context")
+        uncond = dit(latents, t, context_null)
+        velocity = uncond + cfg_scale * (velocity - uncond)
+    return velocity
 
 
 @dataclass
@@ -74,11 +111,13 @@ def denoise(
     context_null: torch.Tensor | None,
     on_step: Callable[[], None] = lambda: None,
     on_switch: Callable[[int, int], None] = lambda old, new: None,
+    guidance: Guidance = two_pass_guidance,
 ) -> torch.Tensor:
     """Run the whole trajectory. latents: [B, C, T, h, w] float32; context(_null): [B, L, D].
 
     `schedule[i]` names the expert of step i; `on_switch(old, new)` runs when it changes (to move
-    experts between devices). An expert with cfg_scale 1 skips the unconditional pass.
+    experts between devices). An expert with cfg_scale 1 skips the unconditional pass. `guidance`
+    combines the passes (both here by default, or one per rank with cfg parallelism).
     """
     timesteps = scheduler.timesteps.to(device=latents.device, dtype=torch.float32)
     batch = latents.shape[0]
@@ -89,12 +128,7 @@ def denoise(
             active = schedule[i]
         expert = experts[active]
         t = timesteps[i].expand(batch)
-        velocity = expert.dit(latents, t, context)
-        if expert.cfg_scale != 1.0:
-            if context_null is None:
-                raise ValueError("a guided expert needs the negative prompt's context")
-            uncond = expert.dit(latents, t, context_null)
-            velocity = uncond + expert.cfg_scale * (velocity - uncond)
+        velocity = guidance(expert.dit, latents, t, context, context_null, expert.cfg_scale)
         latents = scheduler.step(velocity, i, latents)
         on_step()
     return latents
