@@ -78,7 +78,7 @@ def test_single_run_refuses_a_sweep_value():
 
 
 def test_unsupported_pipeline_is_refused_before_running(tmp_path):
-    result = run_cli("generate", "--dry-run", "recipe=wan21_i2v_14b", "prompt=x", "user.input_image=cat.png")
+    result = run_cli("generate", "--dry-run", "model=wan22_ti2v_5b", "prompt=x")
     assert result.exit_code == 2
     assert "not available in this version" in " ".join(result.stderr.split())
 
