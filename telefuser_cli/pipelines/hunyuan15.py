@@ -1,0 +1,284 @@
+"""HunyuanVideo 1.5 text-to-video sampling over loaded modules: prompts, latents, the loop, decoding.
+
+Plain arguments only (no configuration objects). The steps follow the official
+``HunyuanVideo_1_5_Pipeline`` (Tencent-Hunyuan/HunyuanVideo-1.5) and diffusers' ``HunyuanVideo15Pipeline``:
+
+1. Text: the prompt goes into the official chat template (system message + user turn, generation prompt
+   appended), Qwen2.5-VL's language model runs over ``max_length + crop_start`` tokens (right padded), the
+   hidden state 2 layers before the last (``hidden_states[-3]``, no final norm) is kept, and the template
+   tokens before the user text are cropped (``crop_start``: found, as the official encoder does, after the
+   ``<|im_start|>user\\n`` marker; 108 for the released tokenizer).
+2. Glyphs: quoted text in the prompt (``"..."`` or ``“...”``) becomes ``Text "a". Text "b". `` and is encoded by
+   the Glyph-SDXL-v2 ByT5 encoder (256 tokens); without quoted text the glyph features are zeros with an
+   all-zero mask (the DiT then sees no glyph token).
+3. Latents: float32 noise [B, 32, (F-1)/4 + 1, H/16, W/16] from a CPU generator; t2v conditioning is zeros
+   (cond latents) and a zero mask, concatenated on channels.
+4. Loop: flow-matching Euler with shift (:func:`telefuser_cli.schedulers.make_scheduler` "euler": the
+   official grid ``shift(linspace(1, 0, N + 1))``, timesteps ``sigma * 1000`` as float32, the same grid as
+   diffusers' scheduler given ``sigmas=linspace(1, 0, N + 1)[:-1]``); CFG ``uncond + s * (cond - uncond)``,
+   skipped when s == 1 (distilled); meanflow models also get ``timestep_r`` = the next timestep (0 last).
+5. Decode: the VAE, optionally tiled in time (official blending) and in space (:mod:`telefuser_cli.ops.tiling`).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from telefuser_cli.models.hunyuan15_dit import Hunyuan15DiT
+from telefuser_cli.models.hunyuan15_vae import Hunyuan15VAE
+from telefuser_cli.ops.tiling import tiled_decode
+from telefuser_cli.schedulers import FlowScheduler
+
+# The official video template's system message, verbatim: the official source continues the string with
+# backslashes, so each numbered line keeps its 8 leading spaces (diffusers copies it the same way).
+SYSTEM_MESSAGE_VIDEO = (
+    "You are a helpful assistant. Describe the video by detailing the following aspects: "
+    "        1. The main content and theme of the video. "
+    "        2. The color, shape, size, texture, quantity, text, and spatial relationships of the objects. "
+    "        3. Actions, events, behaviors temporal relationships, physical movement changes of the objects. "
+    "        4. background environment, light, style and atmosphere. "
+    "        5. camera angles, movements, and transitions used in the video."
+)
+USER_MARKER = "<|im_start|>user\n"
+TEXT_MAX_LENGTH = 1000  # official TextEncoder(max_length=1000)
+GLYPH_MAX_LENGTH = 256  # official byt5_max_length
+HIDDEN_STATE_SKIP_LAYER = 2  # official hidden_state_skip_layer
+_GLYPH_PATTERN = re.compile(r"\"(.*?)\"|“(.*?)”")
+
+
+@dataclass
+class TextConditioning:
+    """What the DiT reads for one prompt set: text [B, L, D_llm] + mask [B, L]; glyphs [B, Lg, D_byt5] + mask."""
+
+    text: torch.Tensor
+    text_mask: torch.Tensor
+    glyph: torch.Tensor | None
+    glyph_mask: torch.Tensor | None
+
+
+def chat_messages(prompt: str, system_message: str = SYSTEM_MESSAGE_VIDEO) -> list[dict[str, str]]:
+    """The official chat conversation; an empty prompt becomes one space (official ``prevent_empty_text``)."""
+    return [{"role": "system", "content": system_message}, {"role": "user", "content": prompt or " "}]
+
+
+def find_crop_start(tokenizer, system_message: str = SYSTEM_MESSAGE_VIDEO) -> int:
+    """Template tokens before the user's text: the position after the ``<|im_start|>user\\n`` marker.
+
+    The official encoder computes it the same way, once, on the prompt "a photo of a cat"; the marker must be
+    present (a tokenizer without the Qwen chat markers is not the model's tokenizer: ValueError).
+    """
+    ids = tokenizer.apply_chat_template(
+        [chat_messages("a photo of a cat", system_message)], add_generation_prompt=True, tokenize=True,
+        return_dict=True,
+    )["input_ids"][0]  # fmt: skip
+    ids = list(ids)
+    marker = tokenizer(USER_MARKER, add_special_tokens=False)["input_ids"]
+    for i in range(len(ids) - len(marker) + 1):
+        if ids[i : i + len(marker)] == marker:
+            return i + len(marker)
+    raise ValueError(
+        f"the tokenizer's chat template has no {USER_MARKER!r} marker: not a Qwen2.5-VL tokenizer"
+    )
+
+
+@torch.no_grad()
+def encode_text(
+    llm,
+    tokenizer,
+    prompts: list[str],
+    device: torch.device,
+    crop_start: int,
+    max_length: int = TEXT_MAX_LENGTH,
+    skip_layers: int = HIDDEN_STATE_SKIP_LAYER,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Prompts -> (features [B, max_length, D] float32, mask [B, max_length] int64).
+
+    ``llm``: transformers' Qwen2.5-VL language model (``Qwen2_5_VLTextModel``); ``crop_start`` from
+    :func:`find_crop_start`. Token sequences are right padded (or truncated) to ``max_length + crop_start``.
+    """
+    batch = tokenizer.apply_chat_template(
+        [chat_messages(p) for p in prompts],
+        add_generation_prompt=True,
+        tokenize=True,
+        return_dict=True,
+        padding="max_length",
+        max_length=max_length + crop_start,
+        truncation=True,
+        return_tensors="pt",
+    )
+    ids, mask = batch["input_ids"].to(device), batch["attention_mask"].to(device)
+    hidden = llm(input_ids=ids, attention_mask=mask, output_hidden_states=True).hidden_states
+    features = hidden[-(skip_layers + 1)]
+    return features[:, crop_start:].float(), mask[:, crop_start:].long()
+
+
+def extract_glyph_texts(prompt: str) -> list[str]:
+    """Quoted spans of ``prompt`` (``"..."`` or ``“...”``), in order, deduplicated (official regex)."""
+    found = [a or b for a, b in _GLYPH_PATTERN.findall(prompt)]
+    return list(dict.fromkeys(found)) if len(found) > 1 else found
+
+
+def format_glyph_prompt(texts: list[str]) -> str | None:
+    """``Text "a". Text "b". `` (the official MultilingualPromptFormat with no colour or font); None if empty."""
+    return "".join(f'Text "{t}". ' for t in texts) if texts else None
+
+
+@torch.no_grad()
+def encode_glyphs(
+    byt5, tokenizer, prompts: list[str], device: torch.device, max_length: int = GLYPH_MAX_LENGTH
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Prompts -> ByT5 glyph features (float32 [B, max_length, d_model]) and mask (int64 [B, max_length]).
+
+    ``byt5``: transformers' ``T5EncoderModel``. A prompt without quoted text gives zeros and a zero mask.
+    """
+    width = byt5.config.d_model
+    feats = torch.zeros(len(prompts), max_length, width, device=device)
+    masks = torch.zeros(len(prompts), max_length, dtype=torch.long, device=device)
+    for b, prompt in enumerate(prompts):
+        text = format_glyph_prompt(extract_glyph_texts(prompt))
+        if text is None:
+            continue
+        tok = tokenizer(text, padding="max_length", max_length=max_length, truncation=True,
+                        add_special_tokens=True, return_tensors="pt")  # fmt: skip
+        ids, mask = tok["input_ids"].to(device), tok["attention_mask"].to(device)
+        feats[b] = byt5(input_ids=ids, attention_mask=mask.float())[0][0].float()
+        masks[b] = mask[0]
+    return feats, masks
+
+
+def encode_prompts(
+    llm, tokenizer, byt5, byt5_tokenizer, prompts: list[str], device: torch.device, crop_start: int,
+    max_length: int = TEXT_MAX_LENGTH,
+) -> TextConditioning:  # fmt: skip
+    """Both encoders for a list of prompts (``byt5=None``: a DiT without the glyph path)."""
+    text, mask = encode_text(llm, tokenizer, prompts, device, crop_start, max_length)
+    if byt5 is None:
+        return TextConditioning(text, mask, None, None)
+    glyph, glyph_mask = encode_glyphs(byt5, byt5_tokenizer, prompts, device)
+    return TextConditioning(text, mask, glyph, glyph_mask)
+
+
+def latent_shape(
+    batch: int, frames: int, height: int, width: int, channels: int = 32, temporal: int = 4, spatial: int = 16
+) -> tuple[int, int, int, int, int]:
+    """[B, C, (F-1)/4 + 1, H/16, W/16]; raises ValueError for sizes the VAE cannot map exactly."""
+    if frames < 1 or (frames - 1) % temporal:
+        raise ValueError(f"frames={frames} must be 1 + {temporal}*k (e.g. 121)")
+    if height % spatial or width % spatial or height <= 0 or width <= 0:
+        raise ValueError(f"height={height} and width={width} must be positive multiples of {spatial}")
+    return batch, channels, (frames - 1) // temporal + 1, height // spatial, width // spatial
+
+
+def initial_noise(shape: tuple[int, ...], seed: int, device: torch.device) -> torch.Tensor:
+    """float32 standard normal noise from a CPU generator (the official pipeline draws on the CPU too)."""
+    generator = torch.Generator(device="cpu").manual_seed(seed)
+    return torch.randn(shape, generator=generator, dtype=torch.float32).to(device)
+
+
+def t2v_condition(latents: torch.Tensor) -> torch.Tensor:
+    """t2v conditioning channels: zero cond latents and a zero mask. [B, C, T, h, w] -> [B, C + 1, T, h, w]."""
+    b, c, t, h, w = latents.shape
+    return latents.new_zeros(b, c + 1, t, h, w)
+
+
+def _velocity(dit: Hunyuan15DiT, x, t, t_r, cond: TextConditioning) -> torch.Tensor:
+    return dit(x, t, cond.text, cond.text_mask, cond.glyph, cond.glyph_mask, None, t_r)
+
+
+@torch.no_grad()
+def denoise(
+    dit: Hunyuan15DiT,
+    latents: torch.Tensor,
+    scheduler: FlowScheduler,
+    condition: torch.Tensor | Callable[[float], torch.Tensor],
+    positive: TextConditioning,
+    negative: TextConditioning | None,
+    cfg_scale: float,
+    on_step: Callable[[], None] = lambda: None,
+) -> torch.Tensor:
+    """Run the whole trajectory. latents: [B, C, T, h, w] float32 noise -> denoised latents (float32).
+
+    ``condition``: channels concatenated after the latents ([B, C_cond, T, h, w]), or a function of the
+    step's timestep returning them (the SR stage drops its low-resolution condition late in the trajectory).
+    ``cfg_scale`` 1 runs the conditional pass only (``negative`` may then be None).
+    """
+    if cfg_scale != 1.0 and negative is None:
+        raise ValueError(f"cfg_scale={cfg_scale} needs the negative prompt's conditioning")
+    meanflow = dit.config.use_meanflow
+    timesteps = scheduler.timesteps.to(device=latents.device, dtype=torch.float32)
+    batch = latents.shape[0]
+    for i in range(scheduler.num_steps):
+        t_value = float(scheduler.timesteps[i])
+        cond = condition(t_value) if callable(condition) else condition
+        x = torch.cat([latents, cond.to(latents.dtype)], dim=1)
+        t = timesteps[i].expand(batch)
+        t_r = None
+        if meanflow:  # official: the reference time is the next timestep, 0 after the last step
+            t_r = (timesteps[i + 1] if i + 1 < len(timesteps) else timesteps.new_zeros(())).expand(batch)
+        velocity = _velocity(dit, x, t, t_r, positive)
+        if cfg_scale != 1.0:
+            uncond = _velocity(dit, x, t, t_r, negative)
+            velocity = uncond + cfg_scale * (velocity - uncond)
+        latents = scheduler.step(velocity, i, latents)
+        on_step()
+    return latents
+
+
+def _blend_frames(prev: torch.Tensor, cur: torch.Tensor, extent: int) -> torch.Tensor:
+    """Official ``blend_t``: the first ``extent`` frames of ``cur`` fade in over the last ones of ``prev``."""
+    extent = min(prev.shape[2], cur.shape[2], extent)
+    if extent == 0:
+        return cur
+    w = torch.arange(extent, dtype=torch.float32, device=cur.device).view(1, 1, -1, 1, 1) / extent
+    cur = cur.clone()
+    cur[:, :, :extent] = prev[:, :, -extent:] * (1 - w) + cur[:, :, :extent] * w
+    return cur
+
+
+@torch.no_grad()
+def decode(
+    vae: Hunyuan15VAE,
+    latents: torch.Tensor,
+    temporal_tile: int | None = None,
+    spatial_tile: tuple[int, int] | None = None,
+    tile_overlap: float = 0.25,
+) -> torch.Tensor:
+    """Normalised latents [B, C, T, h, w] -> video [B, 3, 1 + 4(T-1), 16h, 16w] float32 in [-1, 1].
+
+    ``temporal_tile``: latent frames per tile (official 16), tiles every ``tile*(1-overlap)`` latent frames,
+    blended over ``overlap`` of a tile's frames as the official tiled decode does (approximate: the VAE's
+    attention then sees one tile at a time). ``spatial_tile``: (h, w) in latent pixels (official 16, 16 =
+    256 px), overlapping by ``overlap``, blended linearly. None: no tiling on that axis (exact).
+    """
+    cfg = vae.config
+    scale, ratio = cfg.ffactor_spatial, cfg.ffactor_temporal
+
+    def spatial(z: torch.Tensor) -> torch.Tensor:
+        h, w = z.shape[-2:]
+        if spatial_tile is None or (h <= spatial_tile[0] and w <= spatial_tile[1]):
+            return vae.decode(z)
+        stride = tuple(max(1, int(s * (1 - tile_overlap))) for s in spatial_tile)
+        return tiled_decode(vae.decode, z, spatial_tile, stride, scale=scale)
+
+    frames = latents.shape[2]
+    if temporal_tile is None or frames <= temporal_tile:
+        return spatial(latents)
+    stride = int(temporal_tile * (1 - tile_overlap))
+    if not 0 < stride < temporal_tile:
+        raise ValueError(
+            f"temporal_tile={temporal_tile} with tile_overlap={tile_overlap} gives stride {stride}"
+        )
+    extent = int(ratio * temporal_tile * tile_overlap)  # official blend_extent over tile_sample_min_tsize
+    keep = ratio * stride  # official t_limit: decoded frames each tile contributes (all of the last one)
+    out, prev = [], None
+    for start in range(0, frames, stride):
+        tile = spatial(latents[:, :, start : start + temporal_tile])
+        if prev is not None:
+            tile = _blend_frames(prev, tile, extent)
+        out.append(tile[:, :, :keep])
+        prev = tile
+    return torch.cat(out, dim=2)

@@ -1,0 +1,149 @@
+"""HunyuanVideo 1.5 base t2v pipeline vs diffusers' HunyuanVideo15Pipeline on the same tiny weights (float32).
+
+Same tiny directory (written by ``hunyuan15_tiny``), prompt (with quoted glyph text), negative prompt, noise,
+steps and shift; CFG 6. Our text encoding, glyph encoding, scheduler grid, loop and decode are compared.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from telefuser_cli.hunyuan15_tiny import T2V_VERSION, write_tiny_hunyuan15
+from telefuser_cli.loading import hunyuan15 as loading
+from telefuser_cli.loading.hunyuan15_arch import official_to_diffusers_dit, official_to_diffusers_vae
+from telefuser_cli.pipelines import hunyuan15 as hy
+from telefuser_cli.schedulers import make_scheduler
+
+diffusers = pytest.importorskip("diffusers")
+from diffusers import (  # noqa: E402
+    AutoencoderKLHunyuanVideo15,
+    FlowMatchEulerDiscreteScheduler,
+    HunyuanVideo15Pipeline,
+    HunyuanVideo15Transformer3DModel,
+)
+from diffusers.guiders import ClassifierFreeGuidance  # noqa: E402
+
+PROMPT = 'a red ball rolling past a sign with the text "hello", camera moving left'
+NEGATIVE = ""
+STEPS, SHIFT, CFG = 3, 5.0, 6.0
+FRAMES, HEIGHT, WIDTH = 5, 32, 48
+TEXT_LEN = 48  # our max_length and diffusers' tokenizer_max_length (1000 released; shorter keeps it fast)
+DEV = torch.device("cpu")
+
+
+def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
+    return ((a - b).abs().max() / b.abs().max()).item()
+
+
+@pytest.fixture(scope="module")
+def components(tmp_path_factory):
+    root = write_tiny_hunyuan15(tmp_path_factory.mktemp("hy15") / "tiny_hunyuan15", seed=3)
+    llm, tokenizer, crop = loading.load_text_encoder(root, torch.float32, DEV)
+    byt5, byt5_tokenizer = loading.load_byt5(root, torch.float32, DEV)
+    dit = loading.load_dit(root, T2V_VERSION, torch.float32, DEV)
+    vae = loading.load_vae(root, torch.float32, DEV)
+    return root, llm, tokenizer, crop, byt5, byt5_tokenizer, dit, vae
+
+
+def _reference(components) -> HunyuanVideo15Pipeline:
+    _, llm, tokenizer, crop, byt5, byt5_tokenizer, dit, vae = components
+    cfg = dit.config
+    transformer = HunyuanVideo15Transformer3DModel(
+        in_channels=cfg.patch_in_channels, out_channels=cfg.out_channels, num_attention_heads=cfg.heads_num,
+        attention_head_dim=cfg.head_dim, num_layers=cfg.mm_double_blocks_depth, num_refiner_layers=cfg.refiner_depth,
+        mlp_ratio=cfg.mlp_width_ratio, patch_size=cfg.patch_size[1], patch_size_t=cfg.patch_size[0],
+        text_embed_dim=cfg.text_states_dim, text_embed_2_dim=cfg.byt5_dim, image_embed_dim=cfg.vision_states_dim,
+        rope_theta=cfg.rope_theta, rope_axes_dim=cfg.rope_dim_list, use_meanflow=cfg.use_meanflow,
+    )  # fmt: skip
+    transformer.load_state_dict(official_to_diffusers_dit(dit.state_dict()), strict=True)
+    vcfg = vae.config
+    ref_vae = AutoencoderKLHunyuanVideo15(
+        latent_channels=vcfg.latent_channels, block_out_channels=vcfg.block_out_channels,
+        layers_per_block=vcfg.layers_per_block, scaling_factor=vcfg.scaling_factor,
+    )  # fmt: skip
+    ref_vae.load_state_dict(official_to_diffusers_vae(vae.state_dict()), strict=True)
+    pipe = HunyuanVideo15Pipeline(
+        text_encoder=llm, tokenizer=tokenizer, transformer=transformer.eval(), vae=ref_vae.eval(),
+        scheduler=FlowMatchEulerDiscreteScheduler(shift=SHIFT), text_encoder_2=byt5, tokenizer_2=byt5_tokenizer,
+        guider=ClassifierFreeGuidance(guidance_scale=CFG),
+    )  # fmt: skip
+    pipe.prompt_template_encode_start_idx = crop  # 108 for the released tokenizer; ours is another tokenizer
+    pipe.tokenizer_max_length = TEXT_LEN
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def test_prompt_helpers():
+    assert hy.extract_glyph_texts('say "hi" and “你好” and "hi"') == ["hi", "你好"]
+    assert hy.format_glyph_prompt(["hi", "你好"]) == 'Text "hi". Text "你好". '
+    assert hy.format_glyph_prompt([]) is None
+    assert hy.chat_messages("")[1]["content"] == " "
+    assert hy.latent_shape(1, 121, 480, 848) == (1, 32, 31, 30, 53)
+    with pytest.raises(ValueError, match="frames=120"):
+        hy.latent_shape(1, 120, 480, 848)
+
+
+def test_encoders_match_diffusers(components):
+    _, llm, tokenizer, crop, byt5, byt5_tokenizer, _, _ = components
+    ours = hy.encode_prompts(llm, tokenizer, byt5, byt5_tokenizer, [PROMPT, NEGATIVE], DEV, crop, TEXT_LEN)
+    text, mask = HunyuanVideo15Pipeline._get_mllm_prompt_embeds(
+        llm, tokenizer, [PROMPT, NEGATIVE], DEV, tokenizer_max_length=TEXT_LEN, crop_start=crop
+    )
+    glyph, glyph_mask = HunyuanVideo15Pipeline._get_byt5_prompt_embeds(
+        byt5_tokenizer, byt5, [PROMPT, NEGATIVE], DEV
+    )
+    assert torch.equal(ours.text_mask, mask) and torch.equal(ours.glyph_mask, glyph_mask)
+    assert ours.text_mask[0].sum() > 0 and ours.glyph_mask[0].sum() > 0 and ours.glyph_mask[1].sum() == 0
+    assert torch.equal(ours.text, text) and torch.equal(ours.glyph, glyph)
+
+
+def test_scheduler_grid_matches_diffusers():
+    import numpy as np
+
+    ref = FlowMatchEulerDiscreteScheduler(shift=SHIFT)
+    ref.set_timesteps(sigmas=np.linspace(1.0, 0.0, 50 + 1)[:-1])
+    ours = make_scheduler("euler", 50, SHIFT)
+    # diffusers shifts in float32, ours in float64 rounded once: at most two float32 ulps apart
+    assert (ours.sigmas - ref.sigmas).abs().max() <= 1.2e-7
+    assert (ours.timesteps - ref.timesteps).abs().max() <= 1.3e-4
+
+
+@torch.no_grad()
+def test_t2v_latents_and_video_match_diffusers(components):
+    _, llm, tokenizer, crop, byt5, byt5_tokenizer, dit, vae = components
+    noise = hy.initial_noise(
+        hy.latent_shape(1, FRAMES, HEIGHT, WIDTH, channels=dit.config.out_channels), 7, DEV
+    )
+
+    positive = hy.encode_prompts(llm, tokenizer, byt5, byt5_tokenizer, [PROMPT], DEV, crop, TEXT_LEN)
+    negative = hy.encode_prompts(llm, tokenizer, byt5, byt5_tokenizer, [NEGATIVE], DEV, crop, TEXT_LEN)
+    scheduler = make_scheduler("euler", STEPS, SHIFT)
+    ours = hy.denoise(dit, noise.clone(), scheduler, hy.t2v_condition(noise), positive, negative, CFG)
+
+    pipe = _reference(components)
+    ref = pipe(prompt=PROMPT, negative_prompt=NEGATIVE, height=HEIGHT, width=WIDTH, num_frames=FRAMES,
+               num_inference_steps=STEPS, latents=noise.clone(), output_type="latent", return_dict=False)[0]  # fmt: skip
+    err = rel_err(ours, ref)
+    print(f"hunyuan15 t2v latents: max abs {(ours - ref).abs().max().item():.3e}, rel {err:.3e}")
+    assert err < 1e-4
+
+    video = hy.decode(vae, ours)
+    ref_video = pipe.vae.decode(ours / vae.config.scaling_factor, return_dict=False)[0].clamp(-1, 1)
+    assert video.shape == (1, 3, FRAMES, HEIGHT, WIDTH)
+    verr = rel_err(video, ref_video)
+    print(f"hunyuan15 decode: max abs {(video - ref_video).abs().max().item():.3e}, rel {verr:.3e}")
+    assert verr < 1e-4
+
+
+@torch.no_grad()
+def test_tiled_decode_shapes_and_untiled_identity(components):
+    vae = components[-1]
+    z = torch.randn(1, vae.config.latent_channels, 6, 2, 3, generator=torch.Generator().manual_seed(0))
+    full = hy.decode(vae, z)
+    assert torch.equal(
+        hy.decode(vae, z, temporal_tile=8, spatial_tile=(4, 4)), full
+    )  # tiles cover all: exact
+    tiled = hy.decode(vae, z, temporal_tile=4, spatial_tile=(2, 2))
+    assert tiled.shape == full.shape == (1, 3, 21, 32, 48)
+    assert tiled.abs().max() <= 1.0
