@@ -36,13 +36,31 @@ def _fail(message: str, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
-def _validate_for_generate(cfg: Any) -> Any:
+def _validate_for_generate(cfg: Any) -> dict[str, Any]:
+    """Validate one job; returns what the launcher decision needs."""
     from telefuser_cli.config.validate import check_supported, to_settings, validate
 
     settings = to_settings(cfg)
-    plan = validate(settings)
+    validate(settings)
     check_supported(settings)
-    return plan
+    return {"nproc": settings.launcher.nproc_per_node, "run_dir": str(cfg.hydra.run.dir)}
+
+
+def _torchrun_argv(
+    overrides: list[str], config_dir: Path | None, from_config: Path | None, run_dir: str
+) -> list[str]:
+    """This command again, for each torchrun rank: one shared output directory, no nested launch."""
+    from telefuser_cli.runtime.launch import strip_launcher_override
+
+    argv = ["generate"]
+    if config_dir is not None:
+        argv += ["--config-dir", str(config_dir)]
+    if from_config is not None:
+        argv += ["--from-config", str(from_config)]
+    argv += strip_launcher_override(overrides)
+    if not any(arg.startswith("hydra.run.dir=") for arg in overrides):
+        argv.append(f"hydra.run.dir={Path(run_dir).resolve()}")
+    return argv
 
 
 def _replay_overrides(path: Path, overrides: list[str]) -> list[str]:
@@ -74,7 +92,18 @@ def generate(
         args = _replay_overrides(from_config, args)
     try:
         hydra_app = HydraApp(config_dir)
-        hydra_app.validate_all(args, multirun, _validate_for_generate)
+        jobs = hydra_app.validate_all(args, multirun, _validate_for_generate)
+        nproc = max(info["nproc"] for _, info in jobs)
+        if nproc > 1 and not dry_run:
+            from telefuser_cli.runtime.launch import relaunch_with_torchrun, should_relaunch
+
+            if multirun:
+                _fail(
+                    "launcher.nproc_per_node > 1 runs one job on several local processes; with -m use a SLURM preset"
+                )
+            if should_relaunch(nproc):
+                argv = _torchrun_argv(list(overrides or []), config_dir, from_config, jobs[0][1]["run_dir"])
+                raise typer.Exit(relaunch_with_torchrun(nproc, argv))
         task = with_kwargs(run_job, dry_run=dry_run)
         if multirun:
             returns = hydra_app.multirun(task, args)
@@ -107,6 +136,8 @@ def _report_run(ret: Any) -> None:
     result = ret._return_value
     if result.get("status") == "failed":
         _fail(result["error"])
+    if result.get("status") == "worker":  # a torchrun rank other than 0: rank 0 reports
+        return
     if result.get("video"):
         console.print(f"[green]video:[/] {escape(result['video'])}")
     console.print(f"[green]output:[/] {escape(result['output_dir'])}")

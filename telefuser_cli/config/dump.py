@@ -81,6 +81,7 @@ def build_document(
         "layer2_inference_config": to_plain(pipeline),
         "layer3_user_inputs": to_plain(settings.user),
         "output": to_plain(settings.output),
+        "launcher": to_plain(settings.launcher),
     }
     if plan is not None:
         document["derived"] = {

@@ -30,6 +30,7 @@ def overrides_from_document(document: dict[str, Any], overrides: list[str]) -> l
         pipeline = document["layer2_inference_config"]
         user = document["layer3_user_inputs"]
         output = document.get("output", {})
+        launcher = document.get("launcher", {})
     except (KeyError, TypeError):
         raise UserError("--from-config: not a telefuser config.json (layer1/2/3 sections missing)") from None
     recorded = [f"model={choices['model']}", f"pipeline={choices['pipeline']}"]
@@ -38,7 +39,7 @@ def overrides_from_document(document: dict[str, Any], overrides: list[str]) -> l
         root = model["root"].rstrip("/") + "/"
         relative = component["path"][len(root) :] if component["path"].startswith(root) else component["path"]
         recorded.append(f"model.{component['name']}={format_value(relative)}")
-    for section, tree in (("pipeline", pipeline), ("user", user), ("output", output)):
+    for section, tree in (("pipeline", pipeline), ("user", user), ("output", output), ("launcher", launcher)):
         for key, value in _leaves(tree, section):
             recorded.append(f"{key}={format_value(value)}")
     given = {override_key(o) for o in overrides}

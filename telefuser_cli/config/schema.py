@@ -251,8 +251,15 @@ class OutputConfig:
 
 
 @dataclass
+class LauncherConfig:
+    # >1: telefuser starts torch.distributed's launcher (torchrun) with this many processes on this node.
+    nproc_per_node: int = 1
+
+
+@dataclass
 class RootConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
     user: UserConfig = field(default_factory=UserConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
+    launcher: LauncherConfig = field(default_factory=LauncherConfig)

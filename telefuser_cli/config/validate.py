@@ -56,7 +56,7 @@ class RunPlan:
 
 def to_settings(cfg: DictConfig) -> RootConfig:
     """The typed settings of one job: DictConfig stops here."""
-    node = OmegaConf.masked_copy(cfg, ["model", "pipeline", "user", "output"])
+    node = OmegaConf.masked_copy(cfg, ["model", "pipeline", "user", "output", "launcher"])
     settings = OmegaConf.to_object(node)
     return RootConfig(**settings) if isinstance(settings, dict) else settings
 
@@ -155,6 +155,42 @@ def _check_model_and_pipeline(settings: RootConfig) -> None:
             )
 
 
+def _world_size(settings: RootConfig) -> int:
+    """Processes of this run: torchrun's (inside it) or the ones telefuser will start."""
+    if settings.launcher.nproc_per_node < 1:
+        raise UserError(f"launcher.nproc_per_node={settings.launcher.nproc_per_node} must be >= 1")
+    return int(os.environ.get("WORLD_SIZE", settings.launcher.nproc_per_node))
+
+
+def _check_parallel(settings: RootConfig, world_size: int) -> None:
+    """Only the DiT is parallelised (text encoder and VAE run on every rank): its degrees must fill the world."""
+    pipeline = settings.pipeline
+    dits = {n: r for n, r in _runtime_configs(settings).items() if n.startswith("dit")}
+    for name, runtime in dits.items():
+        parallel = runtime.parallel_config
+        unsupported = {
+            k: getattr(parallel, k)
+            for k in ("dp_degree", "pp_degree", "tp_degree")
+            if getattr(parallel, k) != 1
+        }
+        if unsupported or parallel.enable_fsdp:
+            raise UserError(
+                f"pipeline.{name}.parallel_config: only cfg_degree, sp_ulysses_degree and sp_ring_degree are "
+                f"available in this version (got {unsupported or 'enable_fsdp=true'})"
+            )
+        try:
+            parallel.validate(world_size)
+        except ValueError as error:
+            raise UserError(f"pipeline.{name}.parallel_config: {error}") from None
+        if parallel.cfg_degree not in (1, 2):
+            raise UserError(
+                f"pipeline.{name}.parallel_config.cfg_degree={parallel.cfg_degree} must be 1 or 2"
+            )
+    if pipeline.dit_high_config is not None and pipeline.dit_low_config is not None:
+        if pipeline.dit_high_config.parallel_config != pipeline.dit_low_config.parallel_config:
+            raise UserError("pipeline.dit_high_config and dit_low_config must use the same parallel_config")
+
+
 VFI_SCALES = (0.25, 0.5, 1.0, 2.0, 4.0)
 
 
@@ -237,13 +273,10 @@ def validate(settings: RootConfig, *, require_prompt: bool = True) -> RunPlan:
     target_fps = _check_vfi(settings)
     width, height = resolve_size(user.resolution, user.aspect_ratio, model)
     _check_model_and_pipeline(settings)
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    world_size = _world_size(settings)
     for name, runtime in _runtime_configs(settings).items():
         _check_runtime(name, runtime)
-        try:
-            runtime.parallel_config.validate(world_size)
-        except ValueError as error:
-            raise UserError(f"pipeline.{name}.parallel_config: {error}") from None
+    _check_parallel(settings, world_size)
     channels, spatial, temporal = latent_geometry(model.task)
     latent_shape = (channels, (pipeline.num_frames - 1) // temporal + 1, height // spatial, width // spatial)
     negative = effective_negative_prompt(user.negative_prompt, pipeline.negative_prompt)

@@ -25,6 +25,7 @@ from telefuser_cli.io.video import to_uint8_frames, write_video
 from telefuser_cli.loading import wan as wan_loading
 from telefuser_cli.loading.rife_arch import load_rife
 from telefuser_cli.ops.attention import available_backends
+from telefuser_cli.ops.sequence_parallel import parallelize_dit
 from telefuser_cli.ops.tiling import tiled_decode
 from telefuser_cli.paths import cache_dir
 from telefuser_cli.pipelines.image_inputs import (
@@ -35,9 +36,16 @@ from telefuser_cli.pipelines.image_inputs import (
 )
 from telefuser_cli.pipelines.plan import EXPERT_NAMES, build_scheduler, step_schedule
 from telefuser_cli.pipelines.vfi import interpolate, interpolation_plan, network_calls
-from telefuser_cli.pipelines.wan import Expert, denoise, encode_text, initial_noise
+from telefuser_cli.pipelines.wan import Expert, denoise, encode_text, initial_noise, two_pass_guidance
 from telefuser_cli.progress import Reporter
 from telefuser_cli.runtime.device import peak_memory, resolve_device, resolve_dtype
+from telefuser_cli.runtime.distributed import (
+    CfgParallelGuidance,
+    ParallelGroups,
+    init_distributed,
+    is_main_process,
+    validate_parallel,
+)
 from telefuser_cli.tiny import ensure_tiny
 
 log = logging.getLogger(__name__)
@@ -134,7 +142,9 @@ def _is_oom(error: BaseException) -> bool:
     return isinstance(error, torch.OutOfMemoryError) or "can't allocate memory" in str(error)
 
 
-def _load_dit(spec: DitSpec, device: torch.device, settings: RootConfig):
+def _load_dit(
+    spec: DitSpec, device: torch.device, settings: RootConfig, groups: ParallelGroups, cfg_scales: list[float]
+):
     dit = wan_loading.load_dit(
         spec.files,
         dtype=resolve_dtype(spec.runtime),
@@ -145,13 +155,30 @@ def _load_dit(spec: DitSpec, device: torch.device, settings: RootConfig):
         expected_quant=settings.model.quant.value,
         loras=[(lora.path, lora.strength) for lora in spec.runtime.lora_configs],
     )
-    ulysses = spec.runtime.parallel_config.sp_ulysses_degree
-    if dit.config.num_heads % ulysses:
-        raise UserError(
-            f"pipeline.{spec.name}_config.parallel_config.sp_ulysses_degree={ulysses} must divide the DiT's "
-            f"{dit.config.num_heads} attention heads; use sp_ring_degree for the rest"
-        )
-    return dit
+    parallel = spec.runtime.parallel_config
+    try:
+        validate_parallel(
+            world_size=groups.world_size, num_heads=dit.config.num_heads, cfg_scales=cfg_scales,
+            cfg_degree=parallel.cfg_degree, ulysses_degree=parallel.sp_ulysses_degree,
+            ring_degree=parallel.sp_ring_degree,
+        )  # fmt: skip
+    except ValueError as error:
+        raise UserError(f"pipeline.{spec.name}_config.parallel_config: {error}") from None
+    return parallelize_dit(dit, groups)
+
+
+def _dit_runtime(settings: RootConfig) -> ModelRuntimeConfig:
+    pipeline = settings.pipeline
+    return pipeline.dit_high_config if settings.model.moe else pipeline.dit_config
+
+
+def start_parallel(settings: RootConfig) -> ParallelGroups:
+    """Join torch.distributed (under torchrun) and build the DiT's cfg / sequence-parallel groups."""
+    parallel = _dit_runtime(settings).parallel_config
+    try:
+        return init_distributed(parallel.cfg_degree, parallel.sp_ulysses_degree, parallel.sp_ring_degree)
+    except ValueError as error:
+        raise UserError(f"pipeline parallel_config: {error}") from None
 
 
 def _vfi_weights(root: Path, settings: RootConfig) -> Path:
@@ -190,8 +217,13 @@ def _interpolate(frames, path: Path, settings: RootConfig, plan: RunPlan, report
 
 
 def generate(
-    settings: RootConfig, plan: RunPlan, output_dir: Path, config_hash: str = ""
-) -> GenerationResult:
+    settings: RootConfig,
+    plan: RunPlan,
+    output_dir: Path,
+    config_hash: str = "",
+    groups: ParallelGroups | None = None,
+) -> GenerationResult | None:
+    """Run one generation; returns None on the ranks of a distributed run that write nothing."""
     model, pipeline, user = settings.model, settings.pipeline, settings.user
     root = _model_root(settings)
     # 1. Find every file before loading any, so a missing VAE fails in seconds, not after denoising.
@@ -200,7 +232,13 @@ def generate(
     vae_files = wan_loading.locate(root, "vae", model.vae)
     tokenizer_path = wan_loading.tokenizer_dir(root, model.tokenizer)
     vfi_path = _vfi_weights(root, settings) if pipeline.enable_vfi else None
-    device = resolve_device(specs[0].runtime, f"{specs[0].name}_config")
+    groups = groups or ParallelGroups()
+    device = (
+        groups.device
+        if groups.world_size > 1
+        else resolve_device(specs[0].runtime, f"{specs[0].name}_config")
+    )
+    main = is_main_process()
     text_device = resolve_device(pipeline.text_encoding_config, "text_encoding_config")
     vae_device = resolve_device(pipeline.vae_config, "vae_config")
     clip_files = clip_files_of(settings, root) if needs_image(settings) else None
@@ -239,7 +277,7 @@ def generate(
         experts = []
         for spec in specs:
             with reporter.stage(f"load {spec.name}"):
-                dit = _load_dit(spec, device, settings)
+                dit = _load_dit(spec, device, settings, groups, [s.cfg_scale for s in specs])
                 if condition is not None:
                     dit = ConditionedDiT(dit, condition, dit.patch_embedding.weight.device)
                 experts.append(Expert(dit, spec.cfg_scale))
@@ -256,8 +294,13 @@ def generate(
         latents = initial_noise((1, *latent_shape), user.seed, pipeline.rand_device, device)
         with reporter.stage("denoise", total=scheduler.num_steps) as advance:
             try:
+                guidance = (
+                    CfgParallelGuidance(groups.cfg_group, groups.cfg_rank)
+                    if groups.cfg_degree > 1
+                    else two_pass_guidance
+                )
                 latents = denoise(
-                    latents, scheduler, experts, schedule, context, context_null, advance, switch
+                    latents, scheduler, experts, schedule, context, context_null, advance, switch, guidance
                 )
             except (torch.OutOfMemoryError, RuntimeError) as error:
                 if _is_oom(error):
@@ -265,6 +308,8 @@ def generate(
                 raise
         experts.clear()
         _free_memory()
+        if not main:  # every rank holds the same latents; rank 0 decodes and writes
+            return None
 
         latents_path = None
         if settings.output.save_latents:

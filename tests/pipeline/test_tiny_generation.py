@@ -33,7 +33,7 @@ def test_tiny_generation_writes_video_config_and_latents(tmp_path, tiny_root):
     frames = [frame for frame in reader]
     assert len(frames) == 5 and frames[0].shape == (32, 32, 3)
     meta = reader.get_meta_data()
-    assert meta["fps"] == 8.0
+    assert meta["fps"] == 16.0
     document = json.loads((out / "config.json").read_text())
     assert document["run"]["video"] == "video.mp4"
     assert set(document["run"]["timings_s"]) >= {"encode text", "denoise", "decode"}
