@@ -15,9 +15,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import torch
@@ -196,33 +193,17 @@ def _write_sr(directory: Path, generator: torch.Generator) -> None:
                                                      **dataclasses.asdict(TINY_UPSAMPLER)})  # fmt: skip
 
 
-def _write(kind: str, directory: Path, seed: int) -> None:
+def write_layout(directory: Path, seed: int = 0, sr: bool = False) -> None:
+    """Write the tiny model's files into ``directory`` (the staging folder of ``tiny.write_tiny``)."""
     generator = torch.Generator().manual_seed(seed)
     _write_base(directory, generator)
-    if kind == "tiny_hunyuan15_sr":
+    if sr:
         _write_sr(directory, generator)
 
 
-MAKERS = ("tiny_hunyuan15", "tiny_hunyuan15_sr")
-
-
 def write_tiny_hunyuan15(directory: Path, seed: int = 0, sr: bool = False) -> Path:
-    """Write ``tiny_hunyuan15`` (or ``tiny_hunyuan15_sr`` with ``sr``) into an empty or new ``directory``.
+    """Write ``tiny_hunyuan15`` (or ``tiny_hunyuan15_sr`` with ``sr``) into an empty or new ``directory``,
+    atomically (see ``telefuser_cli.tiny.write_tiny``)."""
+    from telefuser_cli.tiny import write_tiny
 
-    Written into a temporary sibling and renamed into place: an interrupted run leaves nothing half-written.
-    """
-    kind = "tiny_hunyuan15_sr" if sr else "tiny_hunyuan15"
-    directory = Path(directory).expanduser()
-    if directory.exists() and any(directory.iterdir()):
-        raise FileExistsError(f"{directory} is not empty; choose a new directory")
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
-    staging.chmod(0o755)
-    try:
-        _write(kind, staging, seed)
-        if directory.exists():
-            directory.rmdir()
-        os.replace(staging, directory)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return directory
+    return write_tiny("tiny_hunyuan15_sr" if sr else "tiny_hunyuan15", directory, seed)

@@ -143,12 +143,29 @@ def _write_wan22_moe_i2v(directory: Path, seed: int) -> None:
     _write_shared(directory, generator)
 
 
-# auto_create name of a model entry -> the function that writes that tiny model.
-MAKERS: dict[str, Callable[[Path, int], None]] = {
-    "tiny_wan21": _write_wan21,
-    "tiny_wan22_moe": _write_wan22_moe,
-    "tiny_wan21_i2v": _write_wan21_i2v,
-    "tiny_wan22_moe_i2v": _write_wan22_moe_i2v,
+def _write_hunyuan15(sr: bool) -> Callable[[Path, int], None]:
+    def write(directory: Path, seed: int) -> None:
+        from telefuser_cli.hunyuan15_tiny import write_layout
+
+        write_layout(directory, seed, sr=sr)
+
+    return write
+
+
+@dataclasses.dataclass(frozen=True)
+class TinyMaker:
+    write: Callable[[Path, int], None]
+    marker: str  # the file whose presence means the model is complete (written last, or by the last step)
+
+
+# auto_create name of a model entry -> how to write that tiny model.
+MAKERS: dict[str, TinyMaker] = {
+    "tiny_wan21": TinyMaker(_write_wan21, VAE_FILE),
+    "tiny_wan22_moe": TinyMaker(_write_wan22_moe, VAE_FILE),
+    "tiny_wan21_i2v": TinyMaker(_write_wan21_i2v, VAE_FILE),
+    "tiny_wan22_moe_i2v": TinyMaker(_write_wan22_moe_i2v, VAE_FILE),
+    "tiny_hunyuan15": TinyMaker(_write_hunyuan15(sr=False), "vae/config.json"),
+    "tiny_hunyuan15_sr": TinyMaker(_write_hunyuan15(sr=True), "upsampler"),
 }
 
 
@@ -167,7 +184,7 @@ def write_tiny(kind: str, directory: Path, seed: int = 0) -> Path:
     staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
     staging.chmod(0o755)
     try:
-        MAKERS[kind](staging, seed)
+        MAKERS[kind].write(staging, seed)
         if directory.exists():
             directory.rmdir()
         os.replace(staging, directory)
@@ -183,13 +200,16 @@ def write_tiny_wan21(directory: Path, seed: int = 0) -> Path:
 def ensure_tiny(kind: str, directory: Path) -> Path:
     """Tiny model `kind` at `directory`, created on first use (safe if two jobs race to create it)."""
     directory = Path(directory).expanduser()
-    if (directory / VAE_FILE).is_file():
-        if not (directory / RIFE_FILE).is_file():  # made by a version without interpolation weights
-            write_tiny_rife(directory / RIFE_FILE, seed=0)
+    if kind not in MAKERS:
+        raise ValueError(f"unknown tiny model {kind!r}; choose one of {', '.join(MAKERS)}")
+    marker = directory / MAKERS[kind].marker
+    if marker.exists():
+        if kind.startswith("tiny_wan") and not (directory / RIFE_FILE).is_file():
+            write_tiny_rife(directory / RIFE_FILE, seed=0)  # made by a version without interpolation weights
         return directory
     try:
         return write_tiny(kind, directory)
     except (FileExistsError, OSError):
-        if (directory / VAE_FILE).is_file():  # another job finished it first
+        if marker.exists():  # another job finished it first
             return directory
         raise

@@ -15,16 +15,26 @@ from telefuser_cli.config.schema import RootConfig
 from telefuser_cli.config.validate import RunPlan
 
 # Component field of the model entry -> the class that loads it (names only: config never imports models).
-COMPONENT_CLASSES = {
+_WAN = {
     "dit": "telefuser_cli.models.wan_dit.WanDiT",
     "dit_high": "telefuser_cli.models.wan_dit.WanDiT",
     "dit_low": "telefuser_cli.models.wan_dit.WanDiT",
     "text_encoder": "telefuser_cli.models.umt5.UMT5Encoder",
     "tokenizer": "transformers.AutoTokenizer",
     "vae": "telefuser_cli.models.wan_vae.WanVAE",
-    "clip": "CLIP vision encoder",
-    "vfi": "telefuser_cli.models.rife.IFNet",
+    "clip": "telefuser_cli.models.clip_vision.WanCLIPVision",
 }
+_HUNYUAN15 = {
+    "dit": "telefuser_cli.models.hunyuan15_dit.Hunyuan15DiT",
+    "text_encoder": "transformers.Qwen2_5_VLForConditionalGeneration (language model)",
+    "tokenizer": "transformers.AutoTokenizer",
+    "glyph_encoder": "transformers.T5EncoderModel (byT5, Glyph-SDXL-v2)",
+    "vae": "telefuser_cli.models.hunyuan15_vae.Hunyuan15VAE",
+    "dit_sr": "telefuser_cli.models.hunyuan15_dit.Hunyuan15DiT",
+    "upsampler": "telefuser_cli.models.hunyuan15_upsampler",
+}
+_VFI = {"vfi": "telefuser_cli.models.rife.IFNet"}
+COMPONENT_CLASSES = {"wan21": {**_WAN, **_VFI}, "wan22": {**_WAN, **_VFI}, "hunyuan15": {**_HUNYUAN15, **_VFI}}
 
 
 def to_plain(value: Any) -> Any:
@@ -49,7 +59,7 @@ def layer1(settings: RootConfig) -> dict[str, Any]:
     root = model_root(settings)
     models = [
         {"name": name, "path": str(root / getattr(model, name)), "class": cls}
-        for name, cls in COMPONENT_CLASSES.items()
+        for name, cls in COMPONENT_CLASSES[model.family.value].items()
         if getattr(model, name)
     ]
     return {

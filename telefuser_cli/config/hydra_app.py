@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import yaml
 from hydra import version
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra._internal.hydra import Hydra
@@ -68,7 +69,7 @@ class HydraApp:
                 run_mode=RunMode.MULTIRUN if multirun else RunMode.RUN,
                 with_log_configuration=False,
             )
-        except (HydraException, OmegaConfBaseException, ValueError) as error:
+        except (HydraException, OmegaConfBaseException, ValueError, yaml.YAMLError) as error:
             raise UserError(_clean_hydra_message(error)) from None
 
     def job_overrides(self, overrides: list[str], multirun: bool) -> list[list[str]]:

@@ -26,6 +26,7 @@ def fact(default: Any) -> Any:
 class Family(Enum):
     wan21 = "wan21"
     wan22 = "wan22"
+    hunyuan15 = "hunyuan15"
 
 
 class Task(Enum):
@@ -75,6 +76,10 @@ class ModelConfig:
     tokenizer: str = "google/umt5-xxl"
     vae: str = "Wan2.1_VAE.pth"
     clip: str | None = None
+    # HunyuanVideo 1.5: the glyph (byT5) text encoder, and the super-resolution transformer and upsampler.
+    glyph_encoder: str | None = None
+    dit_sr: str | None = None
+    upsampler: str | None = None
     # RIFE frame interpolation weights (Practical-RIFE `flownet.pkl`), for pipeline.enable_vfi.
     vfi: str | None = None
     # Tiny models only: the name of the maker (telefuser_cli/tiny.py) that creates them on first use.
@@ -218,6 +223,14 @@ class PipelineConfig:
     # RIFE's flow scale: 0.5 for 4K-ish inputs, 1 otherwise (as Practical-RIFE's --scale).
     vfi_scale: float = 1.0
     vfi_chunk_size: int = 8
+    # HunyuanVideo 1.5 super-resolution: the base video (the user's resolution) lifted to sr_resolution.
+    enable_sr: bool = False
+    sr_resolution: str = "720p"
+    sr_steps: int = 6
+    sr_shift: float = 2.0
+    sr_cfg_scale: float = 1.0
+    lq_noise_strength: float = 0.7
+    save_pre_sr_video: bool = False
 
 
 # ---------------------------------------------------------------- layer 3: the person

@@ -18,6 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from telefuser_cli.config.schema import (
     SOLVERS,
     AttnImpl,
+    Family,
     ModelRuntimeConfig,
     OffloadType,
     RootConfig,
@@ -29,7 +30,7 @@ from telefuser_cli.errors import UserError
 log = logging.getLogger(__name__)
 
 # pipeline_type -> implemented in this version
-SUPPORTED_PIPELINES = ("wan_t2v", "wan_moe", "wan_i2v", "wan_moe_i2v")
+SUPPORTED_PIPELINES = ("wan_t2v", "wan_moe", "wan_i2v", "wan_moe_i2v", "hunyuan15_t2v")
 
 _ATTENTION_PACKAGES = {
     AttnImpl.FLASH_ATTN_2: ("flash_attn", "pip install 'telefuser[gpu]' (flash-attn 2)"),
@@ -68,8 +69,10 @@ def effective_negative_prompt(user: str, default: str) -> str:
     return ", ".join(part for part in (user, default) if part)
 
 
-def latent_geometry(task: Task) -> tuple[int, int, int]:
-    """(latent channels, spatial stride, temporal stride) of the model's VAE."""
+def latent_geometry(family: Family, task: Task) -> tuple[int, int, int]:
+    """(latent channels, spatial stride, temporal stride) of the released VAE of the model."""
+    if family is Family.hunyuan15:
+        return (32, 16, 4)
     return (48, 16, 4) if task is Task.ti2v else (16, 8, 4)
 
 
@@ -125,6 +128,16 @@ def check_supported(settings: RootConfig) -> None:
 
 def _check_model_and_pipeline(settings: RootConfig) -> None:
     model, pipeline = settings.model, settings.pipeline
+    if pipeline.enable_sr:
+        if model.family is not Family.hunyuan15 or not (model.dit_sr and model.upsampler):
+            raise UserError(
+                f"pipeline.enable_sr=true: model {model.name} has no super-resolution stage "
+                "(model.dit_sr and model.upsampler; HunyuanVideo 1.5 entries have them)"
+            )
+        if pipeline.sr_resolution not in ("720p", "1080p"):
+            raise UserError(f"pipeline.sr_resolution={pipeline.sr_resolution!r} must be 720p or 1080p")
+        if not 0.0 <= pipeline.lq_noise_strength <= 1.0:
+            raise UserError(f"pipeline.lq_noise_strength={pipeline.lq_noise_strength} must be in [0, 1]")
     if model.moe:
         if pipeline.dit_high_config is None or pipeline.dit_low_config is None:
             raise UserError(
@@ -277,7 +290,7 @@ def validate(settings: RootConfig, *, require_prompt: bool = True) -> RunPlan:
     for name, runtime in _runtime_configs(settings).items():
         _check_runtime(name, runtime)
     _check_parallel(settings, world_size)
-    channels, spatial, temporal = latent_geometry(model.task)
+    channels, spatial, temporal = latent_geometry(model.family, model.task)
     latent_shape = (channels, (pipeline.num_frames - 1) // temporal + 1, height // spatial, width // spatial)
     negative = effective_negative_prompt(user.negative_prompt, pipeline.negative_prompt)
     return RunPlan(width, height, pipeline.num_frames, latent_shape, negative, world_size, target_fps)

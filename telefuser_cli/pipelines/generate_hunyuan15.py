@@ -1,0 +1,157 @@
+"""One HunyuanVideo 1.5 generation: encode (Qwen2.5-VL + byT5), denoise, optional super-resolution,
+decode, write. The model pieces live in pipelines/hunyuan15*.py; this file only orders them."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+
+from telefuser_cli.config.schema import RootConfig
+from telefuser_cli.config.validate import RunPlan
+from telefuser_cli.errors import UserError
+from telefuser_cli.io.video import to_uint8_frames
+from telefuser_cli.loading import hunyuan15 as loading
+from telefuser_cli.pipelines import hunyuan15 as hy
+from telefuser_cli.pipelines.hunyuan15_sr import SIZE_MAP, sr_target_size, super_resolve
+from telefuser_cli.pipelines.outputs import (
+    GenerationResult,
+    finish_video,
+    free_memory,
+    model_root,
+    oom_as_user_error,
+    result_of,
+    save_latents,
+    vfi_weights,
+)
+from telefuser_cli.progress import Reporter
+from telefuser_cli.runtime.device import resolve_device, resolve_dtype
+from telefuser_cli.runtime.distributed import ParallelGroups
+from telefuser_cli.schedulers import make_scheduler
+
+log = logging.getLogger(__name__)
+
+
+def _sr_size(plan: RunPlan, resolution: str, sr_resolution: str) -> tuple[int, int]:
+    """(height, width) after SR: the official bucket map for bucket sizes, else the size ratio of the two
+    resolutions rounded to the VAE's 16 pixels."""
+    base = resolution if resolution in SIZE_MAP else "480p"
+    try:
+        return sr_target_size(plan.height, plan.width, base, sr_resolution)
+    except ValueError:
+        ratio = SIZE_MAP[sr_resolution] / SIZE_MAP[base]
+        return max(16, round(plan.height * ratio / 16) * 16), max(16, round(plan.width * ratio / 16) * 16)
+
+
+def _decode(vae, latents: torch.Tensor, settings: RootConfig, reporter: Reporter, stage: str, device):
+    pipeline = settings.pipeline
+    with reporter.stage(stage), oom_as_user_error("VAE decode"):
+        tile = tuple(pipeline.tile_size) if pipeline.tiled else None
+        video = hy.decode(vae, latents.to(device), spatial_tile=tile)
+    return to_uint8_frames(video[0])
+
+
+def generate_hunyuan15(
+    settings: RootConfig,
+    plan: RunPlan,
+    output_dir: Path,
+    config_hash: str = "",
+    groups: ParallelGroups | None = None,
+) -> GenerationResult | None:
+    model, pipeline, user = settings.model, settings.pipeline, settings.user
+    if groups is not None and groups.world_size > 1:
+        raise UserError("HunyuanVideo 1.5 runs on one process in this version; drop the parallel degrees")
+    root = model_root(settings)
+    version = Path(model.dit).name
+    facts = loading.dit_facts(root, version)  # checks the transformer files before anything loads
+    if pipeline.enable_sr:
+        sr_version, up_version = Path(model.dit_sr).name, Path(model.upsampler).name
+        if not loading.dit_facts(root, sr_version).super_resolution:
+            raise UserError(f"{root / model.dit_sr} is not a super-resolution transformer (model.dit_sr)")
+    vfi_path = vfi_weights(root, settings)
+    device = resolve_device(pipeline.dit_config, "dit_config")
+    text_device = resolve_device(pipeline.text_encoding_config, "text_encoding_config")
+    vae_device = resolve_device(pipeline.vae_config, "vae_config")
+    text_dtype = resolve_dtype(pipeline.text_encoding_config)
+    guided = pipeline.cfg_scale != 1.0 or (pipeline.enable_sr and pipeline.sr_cfg_scale != 1.0)
+
+    with Reporter() as reporter:
+        # 1. Text: Qwen2.5-VL features and byT5 glyph features (quoted text), negative only when guided.
+        with reporter.stage("load text encoders"):
+            llm, tokenizer, crop_start = loading.load_text_encoder(root, text_dtype, text_device)
+            byt5, byt5_tokenizer = loading.load_byt5(root, text_dtype, text_device)
+        with reporter.stage("encode text"):
+            with torch.no_grad():
+                positive = hy.encode_prompts(
+                    llm, tokenizer, byt5, byt5_tokenizer, [user.prompt], device, crop_start
+                )
+                negative = (
+                    hy.encode_prompts(
+                        llm, tokenizer, byt5, byt5_tokenizer, [plan.negative_prompt], device, crop_start
+                    )
+                    if guided
+                    else None
+                )
+        del llm, byt5
+        free_memory()
+
+        # 2. The base model.
+        with reporter.stage("load dit"):
+            attn = pipeline.dit_config.attention_config.attn_impl.value
+            dit = loading.load_dit(
+                root,
+                version,
+                resolve_dtype(pipeline.dit_config),
+                device,
+                "TORCH_SDPA" if attn == "AUTO" else attn,
+            )
+        channels = dit.config.out_channels
+        shape = hy.latent_shape(1, plan.num_frames, plan.height, plan.width, channels=channels)
+        latents = hy.initial_noise(shape, user.seed, device)
+        scheduler = make_scheduler(
+            "euler", pipeline.num_inference_steps, pipeline.sigma_shift, pipeline.timesteps
+        )
+        with reporter.stage("denoise", total=scheduler.num_steps) as advance, oom_as_user_error("denoising"):
+            latents = hy.denoise(
+                dit, latents, scheduler, hy.t2v_condition(latents), positive,
+                negative if pipeline.cfg_scale != 1.0 else None, pipeline.cfg_scale, advance,
+            )  # fmt: skip
+        del dit
+        free_memory()
+
+        with reporter.stage("load vae"):
+            vae = loading.load_vae(root, resolve_dtype(pipeline.vae_config), vae_device)
+        extra: dict = {"meanflow": facts.meanflow}
+        if pipeline.enable_sr:
+            if pipeline.save_pre_sr_video:
+                frames = _decode(vae, latents, settings, reporter, "decode base", vae_device)
+                finish_video(
+                    frames, settings, plan, output_dir, config_hash, reporter, None, name="video_pre_sr.mp4"
+                )
+            # 3. Super-resolution: upsample the latents, then a few SR steps conditioned on them.
+            height, width = _sr_size(plan, user.resolution, pipeline.sr_resolution)
+            with reporter.stage("load sr"):
+                sr_dit = loading.load_dit(root, sr_version, resolve_dtype(pipeline.dit_config), device)
+                upsampler = loading.load_upsampler(root, up_version, device)
+            with (
+                reporter.stage("super-resolve", total=pipeline.sr_steps) as advance,
+                oom_as_user_error("super-resolution"),
+            ):
+                latents = super_resolve(
+                    sr_dit, upsampler, latents, (height // 16, width // 16), positive,
+                    negative if pipeline.sr_cfg_scale != 1.0 else None, user.seed, steps=pipeline.sr_steps,
+                    shift=pipeline.sr_shift, cfg_scale=pipeline.sr_cfg_scale,
+                    lq_noise_strength=pipeline.lq_noise_strength, on_step=advance,
+                )  # fmt: skip
+            del sr_dit, upsampler
+            free_memory()
+            extra["size_written"] = [width, height]
+            log.info("super-resolution %dx%d -> %dx%d", plan.width, plan.height, width, height)
+
+        latents_path = save_latents(output_dir, latents) if settings.output.save_latents else None
+        frames = _decode(vae, latents, settings, reporter, "decode", vae_device)
+        del vae
+        free_memory()
+        video_path, record = finish_video(frames, settings, plan, output_dir, config_hash, reporter, vfi_path)
+    return result_of(video_path, device, reporter, latents_path, {**record, **extra})

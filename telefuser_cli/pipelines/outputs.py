@@ -1,0 +1,192 @@
+"""What every generation shares after (and around) sampling: memory hygiene, the model directory,
+latents, frame interpolation, the video file, and the record that config.json keeps."""
+
+from __future__ import annotations
+
+import gc
+import logging
+import math
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import save_file
+
+from telefuser_cli.config.schema import RootConfig
+from telefuser_cli.config.validate import RunPlan
+from telefuser_cli.errors import UserError
+from telefuser_cli.io.files import atomic_path
+from telefuser_cli.io.video import write_video
+from telefuser_cli.loading.rife_arch import load_rife
+from telefuser_cli.paths import cache_dir
+from telefuser_cli.pipelines.vfi import interpolate, interpolation_plan, network_calls
+from telefuser_cli.progress import Reporter
+from telefuser_cli.runtime.device import peak_memory, resolve_device, resolve_dtype
+from telefuser_cli.tiny import ensure_tiny
+
+log = logging.getLogger(__name__)
+
+VIDEO = "video.mp4"
+LATENTS = "latents.safetensors"
+
+
+@dataclass
+class GenerationResult:
+    video_path: Path
+    device: str
+    timings: dict[str, float]
+    peak_memory: dict[str, float]
+    latents_path: Path | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def record(self) -> dict[str, Any]:
+        """What config.json records about the run."""
+        return {
+            "video": self.video_path.name,
+            "latents": self.latents_path.name if self.latents_path else None,
+            "timings_s": self.timings,
+            "peak_memory": self.peak_memory,
+            **self.extra,
+        }
+
+
+def model_root(settings: RootConfig) -> Path:
+    """The weights' directory; a tiny model is made on first use, but only inside telefuser's cache."""
+    root = Path(settings.model.root).expanduser()
+    if settings.model.auto_create and root.resolve().is_relative_to(cache_dir().resolve()):
+        ensure_tiny(settings.model.auto_create, root)
+    return root
+
+
+def free_memory() -> None:
+    """Return released modules' memory now (call after the last reference is gone)."""
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def _is_oom(error: BaseException) -> bool:
+    return isinstance(error, torch.OutOfMemoryError) or "can't allocate memory" in str(error)
+
+
+@contextmanager
+def oom_as_user_error(stage: str) -> Iterator[None]:
+    """Out of memory in `stage` becomes one message with what to try instead."""
+    try:
+        yield
+    except (torch.OutOfMemoryError, RuntimeError) as error:
+        if _is_oom(error):
+            raise UserError(
+                f"out of memory during {stage}; try pipeline.tiled=true (VAE decode in tiles), "
+                "a smaller resolution or fewer frames, or "
+                "pipeline.dit_config.offload_config.offload_type=MODEL_CPU_OFFLOAD"
+            ) from None
+        raise
+
+
+def save_latents(output_dir: Path, latents: torch.Tensor, name: str = LATENTS) -> Path:
+    """[1, C, T, h, w] -> `latents.safetensors` (key `latents`, float32 [C, T, h, w])."""
+    path = output_dir / name
+    with atomic_path(path) as temporary:
+        save_file({"latents": latents[0].float().cpu().contiguous()}, str(temporary))
+    return path
+
+
+def vfi_weights(root: Path, settings: RootConfig) -> Path | None:
+    """The RIFE weights when interpolation is on (checked before any model loads)."""
+    if not settings.pipeline.enable_vfi:
+        return None
+    path = root / settings.model.vfi
+    if not path.is_file():
+        raise UserError(
+            f"pipeline.enable_vfi=true but the interpolation weights {path} do not exist; "
+            "set model.vfi=/path/to/flownet.pkl (Practical-RIFE) or pipeline.enable_vfi=false"
+        )
+    return path
+
+
+def _interpolate(frames: np.ndarray, path: Path, settings: RootConfig, plan: RunPlan, reporter: Reporter):
+    """RIFE from the pipeline's fps to the plan's output fps; returns the frames and what to record."""
+    pipeline = settings.pipeline
+    runtime = pipeline.vfi_config
+    device = resolve_device(runtime, "vfi_config")
+    with reporter.stage("load interpolation"):
+        rife = load_rife(path, device=device, dtype=resolve_dtype(runtime))
+    calls = network_calls(interpolation_plan(len(frames), pipeline.fps, plan.output_fps))
+    source_frames = len(frames)
+    with reporter.stage("interpolate", total=max(1, math.ceil(calls / pipeline.vfi_chunk_size))) as advance:
+        frames = interpolate(
+            rife, frames, pipeline.fps, plan.output_fps, device, chunk_size=pipeline.vfi_chunk_size,
+            scale=pipeline.vfi_scale, advance=advance,
+        )  # fmt: skip
+    record = {
+        "base_fps": pipeline.fps,
+        "target_fps": plan.output_fps,
+        "model_path": str(path),
+        "source_frames": source_frames,
+        "output_frames": int(len(frames)),
+        "scale": pipeline.vfi_scale,
+    }
+    return frames, record
+
+
+def finish_video(
+    frames: np.ndarray,
+    settings: RootConfig,
+    plan: RunPlan,
+    output_dir: Path,
+    config_hash: str,
+    reporter: Reporter,
+    vfi_path: Path | None,
+    name: str = VIDEO,
+) -> tuple[Path, dict[str, Any]]:
+    """Interpolate (if asked) and write `frames` ([F, H, W, 3] uint8); returns the path and the record."""
+    record: dict[str, Any] = {}
+    if vfi_path is not None:
+        frames, record["vfi"] = _interpolate(frames, vfi_path, settings, plan, reporter)
+    user = settings.user
+    metadata = {
+        "title": user.prompt,
+        "prompt": user.prompt,
+        "seed": str(user.seed),
+        "model": settings.model.name,
+        "config_sha256": config_hash,
+        "encoder": "telefuser",
+    }
+    with reporter.stage(f"write {name}"):
+        path = write_video(
+            output_dir / name,
+            frames,
+            fps=plan.output_fps,
+            metadata=metadata,
+            quality=settings.output.video_quality,
+        )
+    record.update({"frames_written": int(len(frames)), "fps_written": plan.output_fps})
+    return path, record
+
+
+def result_of(
+    video_path: Path,
+    device: torch.device,
+    reporter: Reporter,
+    latents_path: Path | None,
+    extra: dict[str, Any],
+) -> GenerationResult:
+    result = GenerationResult(
+        video_path=video_path,
+        device=str(device),
+        timings=reporter.timings,
+        peak_memory=peak_memory(device),
+        latents_path=latents_path,
+        extra=extra,
+    )
+    timings = ", ".join(f"{name} {seconds:.1f}s" for name, seconds in reporter.timings.items())
+    log.info("wrote %s (%s)", video_path, timings)
+    return result
+
+
+Generator = Callable[..., GenerationResult | None]
