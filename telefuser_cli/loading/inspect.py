@@ -11,8 +11,7 @@ from telefuser_cli.errors import UserError
 from telefuser_cli.loading.checkpoint import read_shapes
 from telefuser_cli.loading.fp8 import detect_quant, read_dtypes
 from telefuser_cli.loading.umt5_arch import infer_umt5_config
-from telefuser_cli.loading.wan import dit_config_json, locate
-from telefuser_cli.loading.wan_dit_arch import infer_dit_config
+from telefuser_cli.loading.wan import dit_architecture, dit_shapes, locate
 from telefuser_cli.loading.wan_vae_arch import infer_vae_config
 
 DIT_PATTERNS = {
@@ -29,13 +28,8 @@ def _exists(root: Path, pattern: str) -> bool:
 
 def _describe_dit(root: Path, name: str, pattern: str) -> dict[str, Any]:
     files = locate(root, name, pattern)
-    shapes = read_shapes(files.files)
-    if files.diffusers:
-        from telefuser_cli.loading.wan_dit_arch import diffusers_to_official_dit
-
-        shapes = {k: v.shape for k, v in diffusers_to_official_dit(_meta(shapes)).items()}
-    config = infer_dit_config(shapes, dit_config_json(files))
-    params = sum(_numel(shape) for shape in shapes.values())
+    config = dit_architecture(files)
+    params = sum(_numel(shape) for shape in dit_shapes(files).values())
     return {
         "files": [str(f) for f in files.files],
         "layout": "diffusers" if files.diffusers else "official",
@@ -43,12 +37,6 @@ def _describe_dit(root: Path, name: str, pattern: str) -> dict[str, Any]:
         "parameters": params,
         "config": dataclasses.asdict(config),
     }
-
-
-def _meta(shapes):
-    import torch
-
-    return {key: torch.empty(shape, device="meta") for key, shape in shapes.items()}
 
 
 def _numel(shape) -> int:

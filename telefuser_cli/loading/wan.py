@@ -22,7 +22,7 @@ from telefuser_cli.loading.umt5_arch import hf_to_official_umt5, infer_umt5_conf
 from telefuser_cli.loading.wan_dit_arch import diffusers_to_official_dit, infer_dit_config
 from telefuser_cli.loading.wan_vae_arch import diffusers_to_official_vae, infer_vae_config
 from telefuser_cli.models.umt5 import UMT5Encoder
-from telefuser_cli.models.wan_dit import WanDiT
+from telefuser_cli.models.wan_dit import WanDiT, WanDiTConfig
 from telefuser_cli.models.wan_vae import WanVAE
 
 # Sub-folders of a diffusers pipeline directory (WanPipeline.save_pretrained).
@@ -167,8 +167,20 @@ def load_vae(files: ComponentFiles, *, dtype: torch.dtype, device: torch.device)
 
 
 def dit_shapes(files: ComponentFiles) -> dict[str, torch.Size]:
-    """Header-only view of the DiT (for cheap checks such as head counts before loading)."""
-    return read_shapes(files.files)
+    """Official-layout key -> shape, from the file headers only (no tensor data is read)."""
+    shapes = read_shapes(files.files)
+    if files.diffusers:
+        meta = {key: torch.empty(shape, device="meta") for key, shape in shapes.items()}
+        shapes = {key: tensor.shape for key, tensor in diffusers_to_official_dit(meta).items()}
+    return shapes
+
+
+def dit_architecture(files: ComponentFiles) -> WanDiTConfig:
+    """The DiT's architecture without loading it (cheap checks before any work, `telefuser inspect`)."""
+    try:
+        return infer_dit_config(dit_shapes(files), dit_config_json(files))
+    except ValueError as error:
+        raise UserError(f"{files.source}: {error}") from None
 
 
 def load_wan_tokenizer(path: Path):

@@ -93,9 +93,7 @@ def _offloaded(runtime: ModelRuntimeConfig, device: torch.device) -> bool:
     return runtime.offload_config.offload_type is OffloadType.MODEL_CPU_OFFLOAD and device.type != "cpu"
 
 
-def _load_dit(
-    spec: DitSpec, device: torch.device, settings: RootConfig, groups: ParallelGroups, cfg_scales: list[float]
-):
+def _load_dit(spec: DitSpec, device: torch.device, settings: RootConfig, groups: ParallelGroups):
     dit = wan_loading.load_dit(
         spec.files,
         dtype=resolve_dtype(spec.runtime),
@@ -106,16 +104,22 @@ def _load_dit(
         expected_quant=settings.model.quant.value,
         loras=[(lora.path, lora.strength) for lora in spec.runtime.lora_configs],
     )
-    parallel = spec.runtime.parallel_config
-    try:
-        validate_parallel(
-            world_size=groups.world_size, num_heads=dit.config.num_heads, cfg_scales=cfg_scales,
-            cfg_degree=parallel.cfg_degree, ulysses_degree=parallel.sp_ulysses_degree,
-            ring_degree=parallel.sp_ring_degree,
-        )  # fmt: skip
-    except ValueError as error:
-        raise UserError(f"pipeline.{spec.name}_config.parallel_config: {error}") from None
     return parallelize_dit(dit, groups)
+
+
+def _check_parallel(specs: list[DitSpec], groups: ParallelGroups) -> None:
+    """Degrees against the world and the heads read from the DiT headers: before any work starts."""
+    cfg_scales = [spec.cfg_scale for spec in specs]
+    for spec in specs:
+        parallel = spec.runtime.parallel_config
+        try:
+            validate_parallel(
+                world_size=groups.world_size, num_heads=wan_loading.dit_architecture(spec.files).num_heads,
+                cfg_scales=cfg_scales, cfg_degree=parallel.cfg_degree, ulysses_degree=parallel.sp_ulysses_degree,
+                ring_degree=parallel.sp_ring_degree,
+            )  # fmt: skip
+        except ValueError as error:
+            raise UserError(f"pipeline.{spec.name}_config.parallel_config: {error}") from None
 
 
 def _dit_runtime(settings: RootConfig) -> ModelRuntimeConfig:
@@ -149,6 +153,7 @@ def generate_wan(
     tokenizer_path = wan_loading.tokenizer_dir(root, model.tokenizer)
     vfi_path = vfi_weights(root, settings)
     groups = groups or ParallelGroups()
+    _check_parallel(specs, groups)
     device = (
         groups.device
         if groups.world_size > 1
@@ -193,7 +198,7 @@ def generate_wan(
         experts = []
         for spec in specs:
             with reporter.stage(f"load {spec.name}"):
-                dit = _load_dit(spec, device, settings, groups, [s.cfg_scale for s in specs])
+                dit = _load_dit(spec, device, settings, groups)
                 if condition is not None:
                     dit = ConditionedDiT(dit, condition, dit.patch_embedding.weight.device)
                 experts.append(Expert(dit, spec.cfg_scale))
