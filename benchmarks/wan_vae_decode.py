@@ -88,7 +88,11 @@ def child(args) -> None:
         pass
     seconds, _, _ = timed(fn, z)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    print(json.dumps({"seconds": seconds, "maxrss_kib": peak, "base_kib": base, "hwm_kib": _status_kib("VmHWM")}))
+    print(
+        json.dumps(
+            {"seconds": seconds, "maxrss_kib": peak, "base_kib": base, "hwm_kib": _status_kib("VmHWM")}
+        )
+    )
 
 
 def measure_memory(args, which: str) -> dict:

@@ -9,8 +9,9 @@ Precision (the official numerics under autocast): the sinusoidal time embedding 
 the time MLP, modulation, norms, the residual stream and the output head in float32; linear layers and
 attention in the run dtype, which is the dtype of ``patch_embedding.weight``.
 
-No buffers: the RoPE table is computed in forward from the grid shape, so a model built under
-``torch.device("meta")`` is complete after ``load_state_dict(sd, strict=True, assign=True)``.
+No buffers: the RoPE table is computed from the grid shape on first use and kept in a plain attribute (one
+entry, keyed by grid and device; see :meth:`WanDiT.rope`), so a model built under ``torch.device("meta")`` is
+complete after ``load_state_dict(sd, strict=True, assign=True)`` and nothing needs recomputing after it.
 """
 
 from __future__ import annotations
@@ -302,6 +303,19 @@ class WanDiT(nn.Module):
         self.head = Head(config)
         if config.image_dim is not None:
             self.img_emb = MLPProj(config.image_dim, dim, flf=config.model_type == "flf2v")
+        # (grid, device) -> RoPE table of the last grid seen: computed once per run, not once per step.
+        # A plain attribute (not a buffer): no state-dict key, nothing for .to() or meta construction to handle.
+        self._rope_cache: tuple[tuple, torch.Tensor] | None = None
+
+    def rope(self, grid: tuple[int, int, int], device: torch.device) -> torch.Tensor:
+        """RoPE table [F*H*W, head_dim/2] complex64 for ``grid``, cached for the last (grid, device).
+
+        Callers must not modify it in place (every step shares it).
+        """
+        key = (tuple(grid), torch.device(device))
+        if self._rope_cache is None or self._rope_cache[0] != key:
+            self._rope_cache = (key, rope_table(grid, self.config.head_dim, device=device))
+        return self._rope_cache[1]
 
     def _check_inputs(self, x, timestep, context, y, clip_fea) -> None:
         cfg = self.config
@@ -374,17 +388,23 @@ class WanDiT(nn.Module):
         if y is not None:
             x = torch.cat([x, y], dim=1)
         grid = tuple(s // p for s, p in zip(x.shape[2:], cfg.patch_size, strict=True))
-        # [B, L, C] float32 residual stream
-        x = self.patch_embedding(x.to(dtype)).flatten(2).transpose(1, 2).float().contiguous()
-        rope = rope_table(grid, cfg.head_dim, device=x.device)
+        # [B, L, C] float32 residual stream. The convolution runs per sample: oneDNN picks another algorithm
+        # for batch 2 than for batch 1 (~1e-6 apart), which would make batched CFG differ from two passes.
+        x = torch.cat([self.patch_embedding(xi[None].to(dtype)) for xi in x])
+        x = x.flatten(2).transpose(1, 2).float().contiguous()
+        rope = self.rope(grid, x.device)
 
         # time: float64 sinusoid, float32 MLP; e: [B, Lt, C], e0: [B, Lt, 6, C] with Lt = 1 or L
         t = timestep if timestep.ndim == 2 else timestep[:, None]
-        sin = sinusoidal_embedding(t.flatten(), cfg.freq_dim).float()
-        e = _f32_linear(F.silu(_f32_linear(sin, self.time_embedding[0])), self.time_embedding[2])
-        e0 = _f32_linear(F.silu(e), self.time_projection[1])
-        e = e.unflatten(0, t.shape)
-        e0 = e0.unflatten(0, t.shape).unflatten(2, (6, cfg.dim))
+        # Per sample, like the patch embedding: a [1, freq] row goes through a matrix-vector kernel and [2, freq]
+        # through a matrix-matrix one, which round differently; batched CFG must equal two passes.
+        e, e0 = [], []
+        for row in t:
+            sin = sinusoidal_embedding(row, cfg.freq_dim).float()
+            e.append(_f32_linear(F.silu(_f32_linear(sin, self.time_embedding[0])), self.time_embedding[2]))
+            e0.append(_f32_linear(F.silu(e[-1]), self.time_projection[1]))
+        e = torch.stack(e)
+        e0 = torch.stack(e0).unflatten(2, (6, cfg.dim))
 
         # official behaviour: zero-pad to text_len; the padded tokens are attended to (no mask)
         context = F.pad(context.to(dtype), (0, 0, 0, cfg.text_len - context.shape[1]))

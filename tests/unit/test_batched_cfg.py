@@ -1,0 +1,118 @@
+"""Batched CFG (one forward on [cond; uncond]) against the two-pass guidance, on the tiny DiT."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from telefuser_cli.models.wan_dit import WanDiT
+from telefuser_cli.pipelines.wan import Expert, batched_cfg_guidance, denoise, two_pass_guidance
+from telefuser_cli.schedulers import make_scheduler
+from telefuser_cli.tiny import TINY_DIT
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One intra-op thread: tiny ops on a loaded 2-core machine run ~100x faster than with two."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def tiny_dit(seed: int = 0, **changes) -> WanDiT:
+    torch.manual_seed(seed)
+    dit = WanDiT(dataclasses.replace(TINY_DIT, **changes)).eval()
+    with torch.no_grad():
+        for p in dit.parameters():
+            p.normal_(0, 0.1)  # nothing zero-initialised (the head would hide differences)
+    return dit
+
+
+def inputs(seed: int = 1):
+    g = torch.Generator().manual_seed(seed)
+    latents = torch.randn(1, 16, 3, 8, 8, generator=g)
+    context = torch.randn(1, 7, TINY_DIT.text_dim, generator=g)
+    context_null = torch.randn(1, 5, TINY_DIT.text_dim, generator=g)  # a different length, as in a real run
+    return latents, context, context_null
+
+
+@pytest.mark.parametrize("cfg_scale", [5.0, 1.0])
+def test_one_step_equals_two_pass_bitwise(cfg_scale):
+    dit = tiny_dit()
+    latents, context, context_null = inputs()
+    t = torch.tensor([937.0])
+    with torch.no_grad():
+        two = two_pass_guidance(dit, latents, t, context, context_null, cfg_scale)
+        one = batched_cfg_guidance(dit, latents, t, context, context_null, cfg_scale)
+    assert torch.equal(one, two), (one - two).abs().max().item()
+
+
+def test_trajectory_equals_two_pass_bitwise():
+    dit = tiny_dit()
+    latents, context, context_null = inputs()
+    results = []
+    for guidance in (two_pass_guidance, batched_cfg_guidance):
+        scheduler = make_scheduler("unipc", 4, 5.0)
+        experts = [Expert(dit, 5.0)]
+        results.append(
+            denoise(latents, scheduler, experts, [0] * 4, context, context_null, guidance=guidance)
+        )
+    assert torch.equal(results[0], results[1]), (results[0] - results[1]).abs().max().item()
+
+
+def test_needs_negative_context():
+    dit = tiny_dit()
+    latents, context, _ = inputs()
+    with pytest.raises(ValueError, match="negative prompt"):
+        batched_cfg_guidance(dit, latents, torch.tensor([500.0]), context, None, 5.0)
+
+
+# Ops that copy a value to the host (a device sync on CUDA); none may run inside the denoising loop.
+SYNC_OPS = {"_local_scalar_dense", "item", "is_nonzero", "equal", "nonzero", "allclose"}
+
+
+class SyncRecorder(TorchDispatchMode):
+    def __init__(self):
+        super().__init__()
+        self.seen: list[str] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func.overloadpacket.__name__ in SYNC_OPS:
+            self.seen.append(str(func))
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("guidance", [two_pass_guidance, batched_cfg_guidance])
+@pytest.mark.parametrize("sampler", ["unipc", "dpm++", "euler"])
+def test_denoising_loop_makes_no_host_syncs(monkeypatch, guidance, sampler):
+    """No .item()/.tolist()/bool(tensor)/cuda.synchronize per step: the loop only queues device work."""
+    dit = tiny_dit()
+    latents, context, context_null = inputs()
+    scheduler = make_scheduler(sampler, 3, 5.0)  # built before: its one-off tables may sync
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("host sync in the denoising loop")
+
+    monkeypatch.setattr(torch.Tensor, "item", forbidden)
+    monkeypatch.setattr(torch.Tensor, "tolist", forbidden)
+    monkeypatch.setattr(torch.cuda, "synchronize", forbidden)
+    with SyncRecorder() as recorder:
+        denoise(latents, scheduler, [Expert(dit, 5.0)], [0] * 3, context, context_null, guidance=guidance)
+    assert recorder.seen == []
+
+
+def test_rope_table_computed_once_per_run(monkeypatch):
+    import telefuser_cli.models.wan_dit as wan_dit
+
+    calls = []
+    real = wan_dit.rope_table
+    monkeypatch.setattr(wan_dit, "rope_table", lambda *a, **k: calls.append(a) or real(*a, **k))
+    dit = tiny_dit()
+    latents, context, context_null = inputs()
+    scheduler = make_scheduler("unipc", 3, 5.0)
+    denoise(latents, scheduler, [Expert(dit, 5.0)], [0] * 3, context, context_null)
+    assert len(calls) == 1  # 3 steps x 2 passes, one table
