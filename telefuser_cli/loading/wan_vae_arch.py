@@ -100,7 +100,11 @@ def diffusers_to_official_vae(state_dict: Mapping[str, torch.Tensor]) -> dict[st
     number of residual blocks (diffusers' forward map hard-codes 2). Tensors are not copied.
     """
     n_up = 1 + max(
-        (int(m.group(1)) for k in state_dict if (m := re.match(r"decoder\.up_blocks\.0\.resnets\.(\d+)\.", k))),
+        (
+            int(m.group(1))
+            for k in state_dict
+            if (m := re.match(r"decoder\.up_blocks\.0\.resnets\.(\d+)\.", k))
+        ),
         default=-1,
     )
     out: dict[str, torch.Tensor] = {}
