@@ -1,0 +1,213 @@
+"""CPU offload of model weights, applied from outside: whole-model (per stage) and block-sequential (DiT).
+
+Both keep one host copy of every parameter and buffer (pinned on CUDA, so host-to-device copies are
+asynchronous DMA) and swap ``tensor.data`` between it and a device copy. Weights are never copied back:
+inference does not change them, so releasing a module is dropping its device copy.
+
+- :func:`model_offload` / :class:`ModelOffload`: a component comes to the device for its stage and leaves
+  after (MODEL_CPU_OFFLOAD).
+- :func:`apply_sequential_offload`: the DiT's non-block modules (embeddings, head; < 3% of the weights) stay
+  on the device, each transformer block comes to the device right before it runs, and the next block is
+  copied on a side CUDA stream while the current one computes; a block leaves right after it ran. At most two
+  blocks are on the device at a time (SEQUENTIAL_CPU_OFFLOAD). After the last block, block 0 is prefetched
+  for the next step.
+
+On a CPU device there is nothing to offload: both are no-ops and say so (return value and a log line).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+
+log = logging.getLogger(__name__)
+
+
+def _tensors(module: nn.Module) -> list[torch.Tensor]:
+    """Parameters and buffers of ``module``, each once (shared ones are not copied twice)."""
+    seen: dict[int, torch.Tensor] = {}
+    for t in (*module.parameters(), *module.buffers()):
+        seen.setdefault(id(t), t)
+    return list(seen.values())
+
+
+class _HostCopy:
+    """The host copies of a module's tensors, and the swap of their ``.data`` to a device copy and back."""
+
+    def __init__(self, module: nn.Module, pin: bool):
+        self.tensors = _tensors(module)
+        self.host = []
+        for t in self.tensors:
+            data = t.data.to("cpu")
+            self.host.append(data.pin_memory() if pin and not data.is_pinned() else data)
+            t.data = self.host[-1]
+        self.nbytes = sum(h.nbytes for h in self.host)
+
+    def to_device(self, device: torch.device) -> None:
+        """Point every tensor at a fresh device copy (asynchronous from pinned memory on the current stream)."""
+        for t, h in zip(self.tensors, self.host, strict=True):
+            t.data = h.to(device, non_blocking=True, copy=True)  # copy: a CPU "device" too (tests)
+
+    def to_host(self, stream: torch.cuda.Stream | None = None) -> None:
+        """Point every tensor back at its host copy; the device copies are freed when the kernels using them
+        on ``stream`` are done (``record_stream`` keeps the caching allocator from reusing them earlier)."""
+        for t, h in zip(self.tensors, self.host, strict=True):
+            if stream is not None and t.data.is_cuda:
+                t.data.record_stream(stream)
+            t.data = h
+
+
+@dataclass
+class OffloadReport:
+    """What an offload call did: ``applied`` False means a no-op, ``reason`` says why."""
+
+    applied: bool
+    reason: str
+    offloaded_bytes: int = 0
+    resident_bytes: int = 0
+
+
+class ModelOffload:
+    """A module whose weights live on the host and come to ``device`` between :meth:`load` and :meth:`release`."""
+
+    def __init__(self, module: nn.Module, device: torch.device):
+        self.module, self.device = module, torch.device(device)
+        self.copy = _HostCopy(module, pin=self.device.type == "cuda")
+
+    def load(self) -> None:
+        self.copy.to_device(self.device)
+
+    def release(self) -> None:
+        stream = torch.cuda.current_stream(self.device) if self.device.type == "cuda" else None
+        self.copy.to_host(stream)
+
+
+@contextlib.contextmanager
+def model_offload(module: nn.Module, device: torch.device) -> Iterator[OffloadReport]:
+    """Within the block, ``module`` is on ``device``; before and after, on the host (pinned on CUDA).
+
+    On a CPU device the module is left as it is and the report says so.
+    """
+    device = torch.device(device)
+    if device.type == "cpu":
+        yield OffloadReport(False, "the device is the CPU: nothing to offload")
+        return
+    offload = ModelOffload(module, device)
+    offload.load()
+    try:
+        yield OffloadReport(True, f"model offload to {device}", offload.copy.nbytes)
+    finally:
+        offload.release()
+
+
+class SequentialOffloader:
+    """Moves ``blocks`` to ``device`` one at a time around their forward, prefetching the next one.
+
+    Hooks: before block i runs, wait for its copy (or start it, if nothing prefetched it) and start copying
+    block i+1 (i+1 wraps to 0) on the side stream; after block i ran, drop its device copy. Device-agnostic:
+    on a non-CUDA device the copies are synchronous and there is no side stream, which is what tests use to
+    check the order of events in ``trace`` (a list of ``(event, block index)``, when given).
+    """
+
+    def __init__(self, blocks: nn.ModuleList, device: torch.device, trace: list | None = None):
+        self.device = torch.device(device)
+        cuda = self.device.type == "cuda"
+        self.blocks = list(blocks)
+        self.copies = [_HostCopy(block, pin=cuda) for block in self.blocks]
+        self.stream = torch.cuda.Stream(self.device) if cuda else None
+        self.ready: dict[int, torch.cuda.Event | None] = {}  # block index -> copy done event (prefetched)
+        self.trace = trace
+        self.handles = []
+        for i, block in enumerate(self.blocks):
+            self.handles.append(block.register_forward_pre_hook(self._before(i)))
+            self.handles.append(block.register_forward_hook(self._after(i)))
+
+    def _log(self, event: str, i: int) -> None:
+        if self.trace is not None:
+            self.trace.append((event, i))
+
+    def _prefetch(self, i: int) -> None:
+        if i in self.ready:
+            return
+        self._log("prefetch", i)
+        if self.stream is None:
+            self.copies[i].to_device(self.device)
+            self.ready[i] = None
+            return
+        # No wait on the main stream: the copy reads immutable pinned host memory into fresh device memory,
+        # and memory freed by released blocks is guarded by record_stream.
+        with torch.cuda.stream(self.stream):
+            self.copies[i].to_device(self.device)
+            event = torch.cuda.Event()
+            event.record(self.stream)
+        self.ready[i] = event
+
+    def _before(self, i: int):
+        def hook(module, args):
+            if i in self.ready:
+                event = self.ready.pop(i)
+                self._log("wait", i)
+                if event is not None:
+                    torch.cuda.current_stream(self.device).wait_event(event)
+            else:
+                self._log("load", i)
+                self.copies[i].to_device(self.device)
+            self._prefetch((i + 1) % len(self.blocks))
+
+        return hook
+
+    def _after(self, i: int):
+        def hook(module, args, output):
+            self._log("release", i)
+            stream = torch.cuda.current_stream(self.device) if self.stream is not None else None
+            self.copies[i].to_host(stream)
+
+        return hook
+
+    def remove(self) -> None:
+        """Remove the hooks and drop every device copy (the blocks stay on the host)."""
+        for handle in self.handles:
+            handle.remove()
+        self.handles.clear()
+        for i in list(self.ready):
+            self.ready.pop(i)
+            self.copies[i].to_host(None)
+
+
+def apply_sequential_offload(
+    dit: nn.Module, device: torch.device, blocks_attr: str = "blocks"
+) -> tuple[OffloadReport, SequentialOffloader | None]:
+    """Block-sequential offload of ``dit`` (a model with a ``blocks`` ModuleList) onto ``device``, in place.
+
+    Everything but the blocks moves to ``device`` and stays; the blocks go to host memory (pinned) and come
+    to the device one at a time (see :class:`SequentialOffloader`). Returns the report and the offloader
+    (``None`` on a CPU device, where this is a no-op: the report says so and a log line too). Do not call
+    ``dit.to(...)`` afterwards: it would move the host copies' views, not the offloaded blocks.
+    """
+    device = torch.device(device)
+    if device.type == "cpu":
+        reason = "the device is the CPU: SEQUENTIAL_CPU_OFFLOAD is a no-op"
+        log.info("%s", reason)
+        return OffloadReport(False, reason), None
+    blocks = getattr(dit, blocks_attr)
+    for name, child in dit.named_children():
+        if name != blocks_attr:
+            child.to(device)
+    for p in dit.parameters(recurse=False):
+        p.data = p.data.to(device)
+    offloader = SequentialOffloader(blocks, device)
+    offloaded = sum(copy.nbytes for copy in offloader.copies)
+    resident = sum(t.nbytes for t in _tensors(dit)) - offloaded
+    report = OffloadReport(True, f"blocks offloaded to the host, prefetched to {device}", offloaded, resident)
+    log.info(
+        "sequential offload: %.2f GiB of blocks on the host, %.2f GiB resident on %s",
+        offloaded / 2**30,
+        resident / 2**30,
+        device,
+    )
+    return report, offloader
