@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 from pathlib import Path
 
 import torch
@@ -24,6 +23,7 @@ from telefuser_cli.models.hunyuan15_dit import Hunyuan15DiT, Hunyuan15DiTConfig
 from telefuser_cli.models.hunyuan15_upsampler import SRTo720pConfig, SRTo720pUpsampler
 from telefuser_cli.models.hunyuan15_vae import Hunyuan15VAE, Hunyuan15VAEConfig
 from telefuser_cli.pipelines.hunyuan15 import SYSTEM_MESSAGE_VIDEO
+from telefuser_cli.tiny import randomise
 
 T2V_VERSION = "480p_t2v"
 SR_VERSION = "720p_sr_distilled"
@@ -53,20 +53,6 @@ _CORPUS = [
     "system user assistant a photo of a cat",
     "a red ball rolling on a table, a dog running in the park, a sign with the text hello, camera moving left",
 ]
-
-
-def _randomise(model: torch.nn.Module, generator: torch.Generator) -> None:
-    """Every parameter random, nothing zero (the official init zeroes some, which would hide bugs)."""
-    with torch.no_grad():
-        for name, param in sorted(model.named_parameters()):
-            if param.ndim >= 2:
-                param.copy_(
-                    torch.randn(param.shape, generator=generator) / math.sqrt(math.prod(param.shape[1:]))
-                )
-            elif "norm" in name or name.endswith("gamma"):
-                param.copy_(1.0 + 0.1 * torch.randn(param.shape, generator=generator))
-            else:
-                param.copy_(0.1 * torch.randn(param.shape, generator=generator))
 
 
 def _save(module: torch.nn.Module, folder: Path, config: dict) -> None:
@@ -131,7 +117,7 @@ def _write_llm(folder: Path, generator: torch.Generator) -> None:
         **specials,
     )  # fmt: skip
     model = Qwen2_5_VLForConditionalGeneration(config)
-    _randomise(model, generator)
+    randomise(model, generator, bias_std=0.1)
     model.save_pretrained(str(folder))
 
 
@@ -149,7 +135,7 @@ def _write_byt5(text_encoder: Path, generator: torch.Generator) -> None:
     config.save_pretrained(str(base))
     config.vocab_size = vocab
     encoder = T5EncoderModel(config)
-    _randomise(encoder, generator)
+    randomise(encoder, generator, bias_std=0.1)
     # official training checkpoint: the encoder stack under module.text_tower.encoder., wrapped in state_dict
     stack = {f"module.text_tower.encoder.{k}": v.clone() for k, v in encoder.encoder.state_dict().items()}
     glyph = text_encoder / "Glyph-SDXL-v2"
@@ -162,10 +148,10 @@ def _write_byt5(text_encoder: Path, generator: torch.Generator) -> None:
 
 def _write_base(directory: Path, generator: torch.Generator) -> None:
     dit = Hunyuan15DiT(TINY_DIT)
-    _randomise(dit, generator)
+    randomise(dit, generator, bias_std=0.1)
     _save(dit, directory / "transformer" / T2V_VERSION, _dit_json(TINY_DIT, "480p", "t2v"))
     vae = Hunyuan15VAE(TINY_VAE)
-    _randomise(vae, generator)
+    randomise(vae, generator, bias_std=0.1)
     cfg = TINY_VAE
     _save(vae, directory / "vae", {
         "_class_name": "AutoencoderKLConv3D", "in_channels": 3, "out_channels": 3,
@@ -185,10 +171,10 @@ def _write_base(directory: Path, generator: torch.Generator) -> None:
 
 def _write_sr(directory: Path, generator: torch.Generator) -> None:
     dit = Hunyuan15DiT(TINY_SR_DIT)
-    _randomise(dit, generator)
+    randomise(dit, generator, bias_std=0.1)
     _save(dit, directory / "transformer" / SR_VERSION, _dit_json(TINY_SR_DIT, "720p", "sr"))
     up = SRTo720pUpsampler(TINY_UPSAMPLER)
-    _randomise(up, generator)
+    randomise(up, generator, bias_std=0.1)
     _save(up, directory / "upsampler" / SR_VERSION, {"_class_name": "SRTo720pUpsampler",
                                                      **dataclasses.asdict(TINY_UPSAMPLER)})  # fmt: skip
 

@@ -55,17 +55,18 @@ is are video frame background foreground plain simple surfing riding playing
 """.split()
 
 
-def _randomise(model: torch.nn.Module, generator: torch.Generator) -> None:
-    """Every parameter random (the official init zeroes some, which would hide bugs)."""
+def randomise(model: torch.nn.Module, generator: torch.Generator, bias_std: float = 0.02) -> None:
+    """Every parameter random, nothing zero (the official inits zero some, which would hide bugs):
+    matrices scaled by 1/sqrt(fan-in), norm scales near 1, biases small."""
     with torch.no_grad():
         for name, param in sorted(model.named_parameters()):
-            if param.ndim >= 2:
+            if param.ndim >= 2 and not name.endswith("gamma"):
                 fan_in = math.prod(param.shape[1:])
                 param.copy_(torch.randn(param.shape, generator=generator) / math.sqrt(fan_in))
-            elif "norm" in name:
+            elif "norm" in name or name.endswith("gamma"):
                 param.copy_(1.0 + 0.1 * torch.randn(param.shape, generator=generator))
             else:
-                param.copy_(0.02 * torch.randn(param.shape, generator=generator))
+                param.copy_(bias_std * torch.randn(param.shape, generator=generator))
 
 
 def _dit_config_json(config: WanDiTConfig) -> dict:
@@ -89,7 +90,7 @@ def _dit_config_json(config: WanDiTConfig) -> dict:
 def _write_dit(directory: Path, generator: torch.Generator, config: WanDiTConfig = TINY_DIT) -> None:
     directory.mkdir(parents=True, exist_ok=True)
     dit = WanDiT(config)
-    _randomise(dit, generator)
+    randomise(dit, generator)
     save_file({k: v.contiguous() for k, v in dit.state_dict().items()}, str(directory / DIT_FILE))
     (directory / "config.json").write_text(json.dumps(_dit_config_json(config), indent=2) + "\n")
 
@@ -97,12 +98,12 @@ def _write_dit(directory: Path, generator: torch.Generator, config: WanDiTConfig
 def _write_shared(directory: Path, generator: torch.Generator) -> None:
     """Text encoder, tokenizer and VAE: shared by Wan2.1 and the Wan2.2 A14B experts."""
     t5 = UMT5Encoder(TINY_T5)
-    _randomise(t5, generator)
+    randomise(t5, generator)
     # The released file is bf16; so is ours, to exercise the same casting.
     torch.save({k: v.to(torch.bfloat16) for k, v in t5.state_dict().items()}, directory / T5_FILE)
 
     vae = WanVAE(TINY_VAE)
-    _randomise(vae, generator)
+    randomise(vae, generator)
     torch.save(vae.state_dict(), directory / VAE_FILE)
 
     write_tiny_tokenizer(directory / TOKENIZER_DIR, _WORDS[: TINY_T5.vocab_size - 3])
@@ -129,7 +130,7 @@ def _write_wan21_i2v(directory: Path, seed: int) -> None:
     generator = torch.Generator().manual_seed(seed)
     _write_dit(directory, generator, TINY_DIT_I2V_CLIP)
     clip = WanCLIPVision(TINY_CLIP)
-    _randomise(clip, generator)
+    randomise(clip, generator)
     # The released file holds both CLIP towers (keys visual.* and textual.*); Wan uses the visual one.
     torch.save(clip.state_dict(), directory / CLIP_FILE)
     _write_shared(directory, generator)

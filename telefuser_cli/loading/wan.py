@@ -7,7 +7,7 @@ model entry; the entry's facts (task) are checked against what the weights say.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -140,27 +140,26 @@ def load_dit(
     )
 
 
-def load_text_encoder(files: ComponentFiles, *, dtype: torch.dtype, device: torch.device) -> UMT5Encoder:
+def _official_weights(files: ComponentFiles, from_diffusers: Callable[[dict], dict], infer: Callable):
+    """The component's tensors in the official layout and the architecture read from their shapes."""
     state_dict = read_state_dict(files.files)
     if files.diffusers:
-        state_dict = hf_to_official_umt5(state_dict)
+        state_dict = from_diffusers(state_dict)
     try:
-        config = infer_umt5_config({key: tensor.shape for key, tensor in state_dict.items()})
+        return state_dict, infer({key: tensor.shape for key, tensor in state_dict.items()})
     except ValueError as error:
         raise UserError(f"{files.source}: {error}") from None
+
+
+def load_text_encoder(files: ComponentFiles, *, dtype: torch.dtype, device: torch.device) -> UMT5Encoder:
+    state_dict, config = _official_weights(files, hf_to_official_umt5, infer_umt5_config)
     return build_module(
         lambda: UMT5Encoder(config), state_dict, dtype=dtype, device=device, source=files.source
     )
 
 
 def load_vae(files: ComponentFiles, *, dtype: torch.dtype, device: torch.device) -> WanVAE:
-    state_dict = read_state_dict(files.files)
-    if files.diffusers:
-        state_dict = diffusers_to_official_vae(state_dict)
-    try:
-        config = infer_vae_config({key: tensor.shape for key, tensor in state_dict.items()})
-    except ValueError as error:
-        raise UserError(f"{files.source}: {error}") from None
+    state_dict, config = _official_weights(files, diffusers_to_official_vae, infer_vae_config)
     vae = build_module(lambda: WanVAE(config), state_dict, dtype=dtype, device=device, source=files.source)
     vae.reset_buffers()
     return vae
