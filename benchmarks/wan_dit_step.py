@@ -33,6 +33,8 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
 from telefuser_cli.models.wan_dit import WanDiT, WanDiTConfig
+from telefuser_cli.pipelines.wan import batched_cfg_guidance, two_pass_guidance
+from telefuser_cli.runtime.compile import compile_blocks
 
 
 def rss_bytes() -> int:
@@ -158,6 +160,19 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument(
+        "--cfg",
+        choices=("none", "batched", "two-pass"),
+        default="none",
+        help="time a guided step (scale 5, a second context) instead of one forward: ours with "
+        "batched_cfg_guidance or two_pass_guidance, diffusers with two forwards as WanPipeline does",
+    )
+    ap.add_argument(
+        "--compile",
+        action="store_true",
+        help="regional torch.compile: ours runtime.compile.compile_blocks, diffusers compile_repeated_blocks; "
+        "the first call (compilation) is timed apart; peak memory is then RSS only",
+    )
     args = ap.parse_args()
 
     torch.set_num_threads(args.threads)
@@ -187,10 +202,36 @@ def main() -> None:
         f"latent {lat}, {tokens} video tokens, {cfg.text_len} text tokens"
     )
 
-    runs = {
-        "telefuser": (ours, lambda: ours(x, t, context)),
-        "diffusers": (peer, lambda: peer(x.to(dtype), t, context.to(dtype), return_dict=False)[0]),
-    }
+    context_null = torch.randn(1, cfg.text_len, cfg.text_dim, generator=g).to(device)
+
+    def peer_forward(ctx: torch.Tensor) -> torch.Tensor:
+        return peer(x.to(dtype), t, ctx.to(dtype), return_dict=False)[0].float()
+
+    if args.cfg == "none":
+        runs = {
+            "telefuser": (ours, lambda: ours(x, t, context)),
+            "diffusers": (peer, lambda: peer_forward(context)),
+        }
+    else:
+        guidance = batched_cfg_guidance if args.cfg == "batched" else two_pass_guidance
+
+        def peer_guided() -> torch.Tensor:
+            cond, uncond = peer_forward(context), peer_forward(context_null)
+            return uncond + 5.0 * (cond - uncond)
+
+        runs = {
+            "telefuser": (ours, lambda: guidance(ours, x, t, context, context_null, 5.0)),
+            "diffusers": (peer, peer_guided),
+        }
+        print(f"guided step (CFG 5): telefuser {guidance.__name__}, diffusers two forwards")
+    if args.compile:
+        compile_blocks(ours)
+        peer.compile_repeated_blocks()
+        with torch.inference_mode():
+            for name, (_, fn) in runs.items():
+                start = time.perf_counter()
+                fn()
+                print(f"{name:10s} first call (compilation) {time.perf_counter() - start:8.1f} s")
     samples: dict[str, list[tuple[float, int]]] = {name: [] for name in runs}
     with torch.inference_mode():
         # the output comparison doubles as the warm-up
@@ -198,7 +239,10 @@ def main() -> None:
         for _ in range(args.repeats):
             for name, (_, fn) in runs.items():
                 samples[name].append(measure(fn, device))
-        tensor_peaks = {name: tensor_peak(fn, m, (x, t, context)) for name, (m, fn) in runs.items()}
+        tensor_peaks = {
+            name: 0 if args.compile else tensor_peak(fn, m, (x, t, context, context_null))
+            for name, (m, fn) in runs.items()
+        }
     # time: best run (least disturbed by other load); RSS: median run (sampling is noisy)
     result = {name: (min(s for s, _ in v), statistics.median(m for _, m in v)) for name, v in samples.items()}
     mem_kind = "CUDA allocated" if device.type == "cuda" else "RSS"
@@ -209,7 +253,7 @@ def main() -> None:
         )
     print(f"max abs difference of outputs: {diff:.3e}")
     t_ratio = result["telefuser"][0] / result["diffusers"][0]
-    if device.type == "cuda":
+    if device.type == "cuda" or args.compile:
         m_ours, m_peer = result["telefuser"][1], result["diffusers"][1]
     else:  # the deterministic measure; the RSS ratio is printed above for comparison
         m_ours, m_peer = tensor_peaks["telefuser"], tensor_peaks["diffusers"]
