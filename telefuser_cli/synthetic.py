@@ -102,7 +102,9 @@ def make_clip(
             list(DIRECTIONS)[rng.integers(len(DIRECTIONS))],
         )
     if num_frames < 2 or height < 16 or width < 16:
-        raise ValueError(f"num_frames={num_frames}, height={height}, width={width}: need >= 2 frames and >= 16 px")
+        raise ValueError(
+            f"num_frames={num_frames}, height={height}, width={width}: need >= 2 frames and >= 16 px"
+        )
     extent = min(height, width)
     size = extent * rng.uniform(0.14, 0.19)
     ux, uy = DIRECTIONS[spec.direction]
@@ -155,11 +157,18 @@ def analyse_clip(frames: torch.Tensor | np.ndarray, min_travel: float = 0.12) ->
         rgb = array.astype(np.float32) / 255.0  # [F, H, W, 3]
     else:
         if array.ndim != 4 or array.shape[0] != 3:
-            raise ValueError(f"frames of shape {array.shape}: expected [3, F, H, W] floats or [F, H, W, 3] uint8")
+            raise ValueError(
+                f"frames of shape {array.shape}: expected [3, F, H, W] floats or [F, H, W, 3] uint8"
+            )
         rgb = (np.transpose(array, (1, 2, 3, 0)) + 1.0) / 2.0
     num_frames, height, width, _ = rgb.shape
     border = np.concatenate(
-        [rgb[:, 0].reshape(-1, 3), rgb[:, -1].reshape(-1, 3), rgb[:, :, 0].reshape(-1, 3), rgb[:, :, -1].reshape(-1, 3)]
+        [
+            rgb[:, 0].reshape(-1, 3),
+            rgb[:, -1].reshape(-1, 3),
+            rgb[:, :, 0].reshape(-1, 3),
+            rgb[:, :, -1].reshape(-1, 3),
+        ]
     )
     background = np.median(border, axis=0)
     mask = np.linalg.norm(rgb - background, axis=-1) > 0.25  # [F, H, W]

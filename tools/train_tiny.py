@@ -40,7 +40,7 @@ from telefuser_cli.models.umt5 import UMT5Config, UMT5Encoder
 from telefuser_cli.models.wan_vae import WAN21_LATENT_MEAN, WAN21_LATENT_STD
 from telefuser_cli.pipelines.wan import Expert, denoise, encode_text, initial_noise
 from telefuser_cli.schedulers import make_scheduler
-from telefuser_cli.synthetic import VOCABULARY, ClipSpec, all_specs, analyse_clip, make_clip
+from telefuser_cli.synthetic import BACKGROUND, VOCABULARY, ClipSpec, all_specs, analyse_clip, make_clip
 
 SIZE, FRAMES = 32, 9  # what the DiT is trained on (and the pipeline defaults for this model)
 DIT_FILE = "diffusion_pytorch_model.safetensors"
@@ -89,36 +89,76 @@ def clip_batch(rng: np.random.Generator, n: int, frames: int, specs: list[ClipSp
 
 
 # ----------------------------------------------------------------------------------------------- VAE
-def train_vae(steps: int, rng: np.random.Generator, lr: float = 2e-3):
+@torch.no_grad()
+def inflate_(vae) -> None:
+    """Start as a per-frame image autoencoder: causal convolutions see only the current frame (past taps
+    zero, the current tap scaled to keep the output variance), the encoder's temporal downsampling keeps
+    the last frame of each window and the decoder's temporal upsampling repeats each frame. Training then
+    learns the spatial code first and the motion inside a latent frame from there (CPU steps are scarce)."""
+    for name, module in vae.named_modules():
+        weight = getattr(module, "weight", None)
+        if weight is None or weight.ndim != 5 or weight.shape[2] != 3:
+            continue
+        if name.endswith("time_conv"):
+            out_dim, in_dim = weight.shape[:2]
+            weight.zero_()
+            for start in range(0, out_dim, in_dim):
+                weight[start : start + in_dim, :, 2, 0, 0] = torch.eye(in_dim)
+            module.bias.zero_()
+        else:
+            weight[:, :, 2] *= math.sqrt(3.0)
+            weight[:, :, :2] = 0.0
+
+
+def train_vae(steps: int, rng: np.random.Generator, device: torch.device, lr: float = 2e-3,
+              foreground_weight: float = 8.0, noise: float = 0.1, vae=None):  # fmt: skip
+    """Train (or continue training `vae`) for `steps` steps -> (diffusers AutoencoderKLWan on cpu, losses)."""
     from diffusers import AutoencoderKLWan
 
-    vae = AutoencoderKLWan(**VAE_ARGS).train()
+    if vae is None:
+        vae = AutoencoderKLWan(**VAE_ARGS)
+        inflate_(vae)
+    vae.train().to(device)
     opt = torch.optim.AdamW(vae.parameters(), lr=lr, betas=(0.9, 0.99), weight_decay=0.0)
-    background = torch.tensor([0.25, 0.25, 0.27]).view(1, 3, 1, 1, 1) * 2 - 1
+    background = torch.tensor(BACKGROUND, device=device).view(1, 3, 1, 1, 1) * 2 - 1
     losses = []
     with _progress() as progress:
         task = progress.add_task("VAE", total=steps, info="")
         for step in range(steps):
-            # Mostly 5-frame clips (one chunk after the first frame); every third step 9 frames, so the
-            # causal caches also learn a chunk that follows another.
-            frames, batch = (9, 2) if step % 3 == 2 else (5, 4)
-            x, _ = clip_batch(rng, batch, frames)
+            # 5-frame clips (one chunk after the first frame) and 9-frame ones, so that the causal caches
+            # also learn a chunk that follows another.
+            frames, batch = (9, 2) if step % 2 else (5, 4)
+            x = clip_batch(rng, batch, frames)[0].to(device)
             for group in opt.param_groups:
                 group["lr"] = _lr(step, steps, lr, 30)
             mu = vae.encode(x).latent_dist.mean
             # Noise at 10% of each channel's spread: the decoder must tolerate imprecise latents.
             scale = mu.detach().std(dim=(0, 2, 3, 4), keepdim=True)
-            z = mu + 0.1 * scale * torch.randn_like(mu)
+            z = mu + noise * scale * torch.randn_like(mu)
             y = vae.decode(z).sample
             foreground = ((x - background).abs().amax(dim=1, keepdim=True) > 0.1).float()
-            loss = ((y - x) ** 2 * (1 + 8 * foreground)).mean()
+            loss = ((y - x) ** 2 * (1 + foreground_weight * foreground)).mean()
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
             opt.step()
             losses.append(loss.item())
             _advance(progress, task, step, steps, losses)
-    return vae.eval(), losses
+    return vae.eval().cpu(), losses
+
+
+@torch.no_grad()
+def reconstruction_check(vae, n: int = 24) -> dict[str, float]:
+    """How often a reconstructed clip still reads back as its caption (colour, direction), and its MSE."""
+    x, index = clip_batch(np.random.default_rng(99), n, FRAMES)
+    y = torch.cat([vae.decode(vae.encode(part).latent_dist.mean).sample for part in x.split(8)])
+    specs = [all_specs()[i] for i in index]
+    found = [analyse_clip(clip) for clip in y]
+    result = {"mse": ((y - x) ** 2).mean().item(),
+              "colour": float(np.mean([a.colour == s.colour for a, s in zip(found, specs, strict=True)])),
+              "direction": float(np.mean([a.direction == s.direction for a, s in zip(found, specs, strict=True)]))}  # fmt: skip
+    console.print(f"VAE reconstruction: {result}")
+    return result
 
 
 @torch.no_grad()
@@ -199,8 +239,8 @@ def _with_bias(processors: list[_PaddedCrossAttention], bias: torch.Tensor) -> N
         processor.bias = bias[:, None, None, :]
 
 
-def train_dit(latents, labels, contexts, lengths, steps: int, seed: int, batch: int = 32, lr: float = 5e-4,
-              dropout: float = 0.15):  # fmt: skip
+def train_dit(latents, labels, contexts, lengths, steps: int, seed: int, device: torch.device, batch: int = 32,
+              lr: float = 1e-3, dropout: float = 0.15):  # fmt: skip
     from diffusers import WanTransformer3DModel
 
     torch.manual_seed(seed + 2)
@@ -217,7 +257,11 @@ def train_dit(latents, labels, contexts, lengths, steps: int, seed: int, batch: 
         fast = dit(x, t, short[[0, -1]], return_dict=False)[0]
         full = ema(x, t, contexts[[0, -1]], return_dict=False)[0]
         if _rel(fast, full) > 1e-4:
-            raise RuntimeError(f"compressed cross-attention differs from the padded one: {_rel(fast, full):.2e}")
+            raise RuntimeError(
+                f"compressed cross-attention differs from the padded one: {_rel(fast, full):.2e}"
+            )
+    dit.to(device)
+    ema.to(device)
     opt = torch.optim.AdamW(dit.parameters(), lr=lr, betas=(0.9, 0.99), weight_decay=0.01)
     generator = torch.Generator().manual_seed(seed + 3)
     null = contexts.shape[0] - 1
@@ -226,32 +270,33 @@ def train_dit(latents, labels, contexts, lengths, steps: int, seed: int, batch: 
         task = progress.add_task("DiT", total=steps, info="")
         for step in range(steps):
             index = torch.randint(len(latents), (batch,), generator=generator)
-            x0 = latents[index]
+            x0 = latents[index].to(device)
             label = labels[index].clone()
             label[torch.rand(batch, generator=generator) < dropout] = null
             # Half the sigmas as the shifted sampling grid spends them, half uniform (the low-noise end).
             u = torch.rand(batch, generator=generator)
             shifted = SHIFT * u / (1 + (SHIFT - 1) * u)
             sigma = torch.where(torch.rand(batch, generator=generator) < 0.5, shifted, u)
-            noise = torch.randn(x0.shape, generator=generator)
+            noise = torch.randn(x0.shape, generator=generator).to(device)
+            sigma = sigma.to(device)
             s = sigma.view(-1, 1, 1, 1, 1)
             xt = (1 - s) * x0 + s * noise
             for group in opt.param_groups:
                 group["lr"] = _lr(step, steps, lr, 100)
-            _with_bias(processors, bias[label])
-            pred = dit(xt, sigma * 1000, short[label], return_dict=False)[0]
+            _with_bias(processors, bias[label].to(device))
+            pred = dit(xt, sigma * 1000, short[label].to(device), return_dict=False)[0]
             loss = F.mse_loss(pred, noise - x0)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(dit.parameters(), 1.0)
             opt.step()
-            decay = min(0.998, (1 + step) / (10 + step))
+            decay = min(0.995, (1 + step) / (10 + step))
             with torch.no_grad():
                 for p_ema, p in zip(ema.parameters(), dit.parameters(), strict=True):
                     p_ema.lerp_(p, 1 - decay)
             losses.append(loss.item())
             _advance(progress, task, step, steps, losses)
-    return ema, losses
+    return ema.cpu(), losses
 
 
 def dit_config_json(dit) -> dict:
@@ -271,7 +316,9 @@ def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
 def verify(directory: Path, vae_ref, dit_ref, contexts) -> dict[str, float]:
     """Reload through telefuser's loaders and compare with the diffusers modules that were trained."""
     cpu = torch.device("cpu")
-    vae = wan_loading.load_vae(wan_loading.locate(directory, "vae", VAE_FILE), dtype=torch.float32, device=cpu)
+    vae = wan_loading.load_vae(
+        wan_loading.locate(directory, "vae", VAE_FILE), dtype=torch.float32, device=cpu
+    )
     mean = torch.tensor(WAN21_LATENT_MEAN).view(1, -1, 1, 1, 1)
     std = torch.tensor(WAN21_LATENT_STD).view(1, -1, 1, 1, 1)
     x, _ = clip_batch(np.random.default_rng(123), 2, FRAMES)
@@ -298,7 +345,9 @@ def sample(directory: Path, prompts: list[str], seeds: list[int], cfg: float, st
                                        dtype=torch.float32, device=cpu)  # fmt: skip
     dit = wan_loading.load_dit(wan_loading.locate(directory, "dit", DIT_FILE), dtype=torch.float32, device=cpu,
                                attn_backend="TORCH_SDPA", expected_task="t2v", model_name="tiny_wan21")  # fmt: skip
-    vae = wan_loading.load_vae(wan_loading.locate(directory, "vae", VAE_FILE), dtype=torch.float32, device=cpu)
+    vae = wan_loading.load_vae(
+        wan_loading.locate(directory, "vae", VAE_FILE), dtype=torch.float32, device=cpu
+    )
     null = encode_text(t5, tokenizer, [""], cpu)[0][None]
     videos = []
     for prompt in prompts:
@@ -352,11 +401,12 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("telefuser_cli/assets/tiny_wan21"))
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--vae-steps", type=int, default=200)
-    parser.add_argument("--dit-steps", type=int, default=1500)
-    parser.add_argument("--clips", type=int, default=768, help="clips encoded for the DiT")
+    parser.add_argument("--vae-steps", type=int, default=120)
+    parser.add_argument("--dit-steps", type=int, default=800)
+    parser.add_argument("--clips", type=int, default=384, help="clips encoded for the DiT")
     parser.add_argument("--eval-seeds", type=int, default=1, help="seeds per caption in the final check")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--device", default="cpu", help="where to train (cpu reproduces the shipped weights)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
@@ -367,8 +417,9 @@ def main(argv: list[str] | None = None) -> None:
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
         start = time.perf_counter()
-        vae_ref, vae_losses = train_vae(args.vae_steps, rng)
+        vae_ref, vae_losses = train_vae(args.vae_steps, rng, torch.device(args.device))
         fold_latent_stats(vae_ref, rng)
+        reconstruction = reconstruction_check(vae_ref)
         torch.save(diffusers_to_official_vae({k: v.detach().clone() for k, v in vae_ref.state_dict().items()}),
                    staging / VAE_FILE)  # fmt: skip
         times["vae"] = time.perf_counter() - start
@@ -386,12 +437,18 @@ def main(argv: list[str] | None = None) -> None:
             latents.append(vae.encode(x))
             labels += index
         latents, labels = torch.cat(latents), torch.tensor(labels)
-        console.print(f"encoded {len(latents)} clips: latent std {latents.std():.3f} mean {latents.mean():.3f}")
+        console.print(
+            f"encoded {len(latents)} clips: latent std {latents.std():.3f} mean {latents.mean():.3f}"
+        )
         times["encode"] = time.perf_counter() - start
 
         start = time.perf_counter()
-        dit_ref, dit_losses = train_dit(latents, labels, contexts, lengths, args.dit_steps, args.seed)
-        state = diffusers_to_official_dit({k: v.detach().contiguous() for k, v in dit_ref.state_dict().items()})
+        dit_ref, dit_losses = train_dit(
+            latents, labels, contexts, lengths, args.dit_steps, args.seed, torch.device(args.device)
+        )
+        state = diffusers_to_official_dit(
+            {k: v.detach().contiguous() for k, v in dit_ref.state_dict().items()}
+        )
         save_file(state, str(staging / DIT_FILE))
         (staging / "config.json").write_text(json.dumps(dit_config_json(dit_ref), indent=2) + "\n")
         times["dit"] = time.perf_counter() - start
@@ -402,9 +459,15 @@ def main(argv: list[str] | None = None) -> None:
         seeds = list(range(100, 100 + args.eval_seeds))
         rates = {cfg: match_rates(staging, cfg, seeds, order) for cfg in (1.0, 4.0)} if seeds else {}
         times["eval"] = time.perf_counter() - start
-        report = {"seed": args.seed, "times_s": times, "checks": checks, "match_rates": rates,
-                  "final_loss": {"vae": float(np.mean(vae_losses[-50:])), "dit": float(np.mean(dit_losses[-200:]))},
-                  "args": {k: str(v) for k, v in vars(args).items()}}  # fmt: skip
+        report = {
+            "seed": args.seed,
+            "times_s": times,
+            "checks": checks,
+            "vae_reconstruction": reconstruction,
+            "match_rates": rates,
+            "final_loss": {"vae": float(np.mean(vae_losses[-50:])), "dit": float(np.mean(dit_losses[-200:]))},
+            "args": {k: str(v) for k, v in vars(args).items()},
+        }
         (staging / "training.json").write_text(json.dumps(report, indent=2) + "\n")
         console.print_json(json.dumps(report))
         if out.exists():
