@@ -61,9 +61,12 @@ def parse(output: str) -> dict[str, float | str]:
     values: dict[str, float | str] = {}
     for side, key in (("telefuser", "ours"), ("ours", "ours"), ("diffusers", "peer")):
         # wan_dit_step: "telefuser    1.234 s   peak RSS +  12.3 MiB   peak tensors +  4.5 MiB"
-        m = re.search(rf"^{side}\s+([\d.]+) s\s+peak (RSS|CUDA allocated) \+\s*([\d.]+) MiB", output, re.M)
+        pattern = rf"^{side}\s+([\d.]+) s\s+peak (RSS|CUDA allocated) \+\s*([\d.]+) MiB\s+peak tensors \+\s*([\d.]+)"
+        m = re.search(pattern, output, re.M)
         if m:
-            values[f"{key}_s"], values[f"{key}_mem"] = float(m[1]), f"{m[2]} +{float(m[3]):.1f} MiB"
+            values[f"{key}_s"] = float(m[1])
+            tensors = f"tensors +{float(m[4]):.1f} MiB, " if float(m[4]) > 0 else ""
+            values[f"{key}_mem"] = f"{tensors}{m[2]} +{float(m[3]):.1f} MiB"
         # wan_vae_decode: "ours      1.23 s wall  1.20 s CPU" and "ours decode peak 1.23 GiB (..."
         m = re.search(rf"^{side}\s+([\d.]+) s wall", output, re.M)
         if m:
@@ -167,8 +170,9 @@ def main() -> None:
             f"{cell(values, 'ratio')} | {cell(values, 'ours_mem')} | {cell(values, 'peer_mem')} | "
             f"{cell(values, 'mem_ratio')} | `{display(bench.args)}` |"
         )
-    lines += ["", "Peak memory: see each script's docstring (DiT: growth during the forward, the mem ratio from",
-              "the exact tensor-allocation peak on CPU; VAE: the decode's high-water mark in its own process).",
+    lines += ["", "Peak memory: see each script's docstring. DiT: growth during the forward, as the exact peak of",
+              "tensor allocations (on CPU; the mem ratio uses it) and as sampled RSS (noisy); with --compile RSS",
+              "only. VAE: the decode's high-water mark in its own process.",
               "", "## Raw output", ""]  # fmt: skip
     for bench, log in logs:
         lines += [f"### {bench.name}", "", f"`{display(bench.args)}`", "", "```", log.strip(), "```", ""]
