@@ -345,6 +345,9 @@ class WanDiT(nn.Module):
             raise ValueError(
                 f"clip_fea {tuple(clip_fea.shape)} must be [B, {cfg.clip_tokens}, {cfg.image_dim}]"
             )
+        for name, cond in (("y", y), ("clip_fea", clip_fea)):
+            if cond is not None and cond.shape[0] not in (1, x.shape[0]):
+                raise ValueError(f"{name} has batch {cond.shape[0]}; it must be 1 or x's batch {x.shape[0]}")
         if timestep.ndim not in (1, 2) or timestep.shape[0] != x.shape[0]:
             raise ValueError(f"timestep {tuple(timestep.shape)} must be [B] or [B, L] with B={x.shape[0]}")
 
@@ -361,8 +364,9 @@ class WanDiT(nn.Module):
         x: [B, C, F, H, W] latents (float32; cast to the run dtype inside).
         timestep: [B] float32 in [0, 1000], or [B, L] per video token (Wan2.2 ti2v, L = F*H*W / prod(patch)).
         context: [B, L_text, text_dim] text features, L_text <= text_len; zero-padded to text_len here.
-        y: [B, C_y, F, H, W] condition latents concatenated on channels (i2v/flf2v), C + C_y == in_dim.
-        clip_fea: [B, 257, image_dim] CLIP features (Wan2.1 i2v) or [B, 514, image_dim] first-frame tokens
+        y: [B or 1, C_y, F, H, W] condition latents concatenated on channels (i2v/flf2v), C + C_y == in_dim;
+            batch 1 serves every sample (batched CFG: one image condition for both halves).
+        clip_fea: [B or 1, 257, image_dim] CLIP features (Wan2.1 i2v) or [B, 514, image_dim] first-frame tokens
             followed by last-frame tokens (flf2v).
         Returns [B, out_dim, F, H, W] float32.
         """
@@ -386,7 +390,7 @@ class WanDiT(nn.Module):
         cfg = self.config
         dtype = self.patch_embedding.weight.dtype
         if y is not None:
-            x = torch.cat([x, y], dim=1)
+            x = torch.cat([x, y.expand(x.shape[0], *y.shape[1:])], dim=1)
         grid = tuple(s // p for s, p in zip(x.shape[2:], cfg.patch_size, strict=True))
         # [B, L, C] float32 residual stream. The convolution runs per sample: oneDNN picks another algorithm
         # for batch 2 than for batch 1 (~1e-6 apart), which would make batched CFG differ from two passes.
@@ -409,7 +413,10 @@ class WanDiT(nn.Module):
         # official behaviour: zero-pad to text_len; the padded tokens are attended to (no mask)
         context = F.pad(context.to(dtype), (0, 0, 0, cfg.text_len - context.shape[1]))
         context = self.text_embedding(context)
-        context_img = None if clip_fea is None else self.img_emb(clip_fea, dtype)
+        context_img = None
+        if clip_fea is not None:  # projected once, for the whole batch when clip_fea has batch 1
+            context_img = self.img_emb(clip_fea, dtype)
+            context_img = context_img.expand(x.shape[0], *context_img.shape[1:])
         return Tokens(x, e, e0, rope, context, context_img, grid)
 
     def run_blocks(self, tokens: Tokens, self_attn: AttentionFn) -> torch.Tensor:

@@ -116,3 +116,29 @@ def test_rope_table_computed_once_per_run(monkeypatch):
     scheduler = make_scheduler("unipc", 3, 5.0)
     denoise(latents, scheduler, [Expert(dit, 5.0)], [0] * 3, context, context_null)
     assert len(calls) == 1  # 3 steps x 2 passes, one table
+
+
+def test_image_conditioned_dit_batched_equals_two_pass():
+    """i2v with the CLIP path through the pipeline's ConditionedDiT: y and clip_fea of batch 1 serve both halves."""
+    from types import SimpleNamespace
+
+    from telefuser_cli.pipelines.image_inputs import ConditionedDiT
+    from telefuser_cli.tiny import TINY_DIT_I2V_CLIP
+
+    torch.manual_seed(0)
+    dit = WanDiT(TINY_DIT_I2V_CLIP).eval()
+    with torch.no_grad():
+        for p in dit.parameters():
+            p.normal_(0, 0.1)
+    latents, context, context_null = inputs()
+    g = torch.Generator().manual_seed(3)
+    condition = SimpleNamespace(
+        y=torch.randn(1, 20, *latents.shape[2:], generator=g),
+        clip_fea=torch.randn(1, 257, TINY_DIT_I2V_CLIP.image_dim, generator=g),
+    )
+    wrapped = ConditionedDiT(dit, condition, torch.device("cpu"))
+    t = torch.tensor([937.0])
+    with torch.no_grad():
+        two = two_pass_guidance(wrapped, latents, t, context, context_null, 5.0)
+        one = batched_cfg_guidance(wrapped, latents, t, context, context_null, 5.0)
+    assert torch.equal(one, two), (one - two).abs().max().item()
