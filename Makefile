@@ -30,8 +30,7 @@ lint: install
 	$(VENV)/bin/ruff format --check .
 
 bench: install
-	$(PY) benchmarks/wan_dit_step.py --layers 2
-	$(PY) benchmarks/wan_vae_decode.py --frames 2 --height 16 --width 16
+	$(PY) benchmarks/run_all.py
 
 clean:
 	rm -rf $(VENV) outputs multirun dist build

@@ -34,7 +34,11 @@ _HUNYUAN15 = {
     "upsampler": "telefuser_cli.models.hunyuan15_upsampler",
 }
 _VFI = {"vfi": "telefuser_cli.models.rife.IFNet"}
-COMPONENT_CLASSES = {"wan21": {**_WAN, **_VFI}, "wan22": {**_WAN, **_VFI}, "hunyuan15": {**_HUNYUAN15, **_VFI}}
+COMPONENT_CLASSES = {
+    "wan21": {**_WAN, **_VFI},
+    "wan22": {**_WAN, **_VFI},
+    "hunyuan15": {**_HUNYUAN15, **_VFI},
+}
 
 
 def to_plain(value: Any) -> Any:

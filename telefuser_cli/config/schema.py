@@ -211,6 +211,11 @@ class PipelineConfig:
     negative_prompt: str = ""
     # Device on which the initial noise is drawn: "cpu" makes a seed mean the same video everywhere.
     rand_device: str = "cpu"
+    # The conditional and unconditional passes as one batch of 2 (faster, more activation memory).
+    cfg_batch: bool = False
+    # First-block residual caching: skip the other blocks while the first one's output changes less than
+    # this (relative); 0 = off (exact).
+    step_cache_threshold: float = 0.0
     tiled: bool = False
     tile_size: list[int] = field(default_factory=lambda: [34, 34])
     tile_stride: list[int] = field(default_factory=lambda: [18, 16])

@@ -20,7 +20,6 @@ from telefuser_cli.config.schema import (
     AttnImpl,
     Family,
     ModelRuntimeConfig,
-    OffloadType,
     RootConfig,
     Task,
 )
@@ -104,11 +103,6 @@ def _check_runtime(name: str, runtime: ModelRuntimeConfig) -> None:
                 f"pipeline.{name}.attention_config.attn_impl={impl.name} needs the '{module}' package, "
                 f"which is not installed: {how}; or use TORCH_SDPA"
             )
-    if runtime.offload_config.offload_type is OffloadType.SEQUENTIAL_CPU_OFFLOAD:
-        raise UserError(
-            f"pipeline.{name}.offload_config.offload_type=SEQUENTIAL_CPU_OFFLOAD is not available in this "
-            "version; use MODEL_CPU_OFFLOAD or NO_CPU_OFFLOAD"
-        )
     for index, lora in enumerate(runtime.lora_configs):
         if not name.startswith("dit"):
             raise UserError(f"pipeline.{name}.lora_configs: LoRA applies to the DiT only (dit_config, ...)")
@@ -199,6 +193,14 @@ def _check_parallel(settings: RootConfig, world_size: int) -> None:
             raise UserError(
                 f"pipeline.{name}.parallel_config.cfg_degree={parallel.cfg_degree} must be 1 or 2"
             )
+    if pipeline.step_cache_threshold < 0:
+        raise UserError(
+            f"pipeline.step_cache_threshold={pipeline.step_cache_threshold} must be >= 0 (0 = off)"
+        )
+    if pipeline.step_cache_threshold > 0 and any(
+        r.parallel_config.sp_ulysses_degree * r.parallel_config.sp_ring_degree > 1 for r in dits.values()
+    ):
+        raise UserError("pipeline.step_cache_threshold > 0 cannot be combined with sequence parallelism")
     if pipeline.dit_high_config is not None and pipeline.dit_low_config is not None:
         if pipeline.dit_high_config.parallel_config != pipeline.dit_low_config.parallel_config:
             raise UserError("pipeline.dit_high_config and dit_low_config must use the same parallel_config")

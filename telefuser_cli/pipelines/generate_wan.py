@@ -8,8 +8,9 @@ Components are loaded one at a time and released after their stage, so at most o
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -23,6 +24,7 @@ from telefuser_cli.ops.sequence_parallel import parallelize_dit
 from telefuser_cli.ops.tiling import tiled_decode
 from telefuser_cli.pipelines.image_inputs import (
     ConditionedDiT,
+    ImageCondition,
     clip_files_of,
     needs_image,
     prepare_image_condition,
@@ -38,8 +40,16 @@ from telefuser_cli.pipelines.outputs import (
     vfi_weights,
 )
 from telefuser_cli.pipelines.plan import EXPERT_NAMES, build_scheduler, step_schedule
-from telefuser_cli.pipelines.wan import Expert, denoise, encode_text, initial_noise, two_pass_guidance
+from telefuser_cli.pipelines.wan import (
+    Expert,
+    batched_cfg_guidance,
+    denoise,
+    encode_text,
+    initial_noise,
+    two_pass_guidance,
+)
 from telefuser_cli.progress import Reporter
+from telefuser_cli.runtime.compile import compile_blocks
 from telefuser_cli.runtime.device import resolve_device, resolve_dtype
 from telefuser_cli.runtime.distributed import (
     CfgParallelGuidance,
@@ -48,6 +58,8 @@ from telefuser_cli.runtime.distributed import (
     is_main_process,
     validate_parallel,
 )
+from telefuser_cli.runtime.offload import ModelOffload, apply_sequential_offload
+from telefuser_cli.runtime.step_cache import FirstBlockCache, apply_step_cache
 
 log = logging.getLogger(__name__)
 
@@ -89,22 +101,70 @@ def _attention_backend(runtime: ModelRuntimeConfig, device: torch.device) -> str
     return AttnImpl.TORCH_SDPA.value
 
 
-def _offloaded(runtime: ModelRuntimeConfig, device: torch.device) -> bool:
-    return runtime.offload_config.offload_type is OffloadType.MODEL_CPU_OFFLOAD and device.type != "cpu"
+@dataclass
+class PlacedDiT:
+    """A loaded DiT and how it comes to the device for its steps (model offload) and leaves after."""
+
+    module: torch.nn.Module
+    offload: ModelOffload | None = None
+    cache: FirstBlockCache | None = None
+    record: dict[str, Any] = field(default_factory=dict)
+
+    def load(self) -> None:
+        if self.offload is not None:
+            self.offload.load()
+
+    def release(self) -> None:
+        if self.offload is not None:
+            self.offload.release()
+        if self.cache is not None:
+            self.cache.reset()
 
 
-def _load_dit(spec: DitSpec, device: torch.device, settings: RootConfig, groups: ParallelGroups):
+def _load_dit(
+    spec: DitSpec,
+    device: torch.device,
+    settings: RootConfig,
+    groups: ParallelGroups,
+    condition: ImageCondition | None,
+) -> PlacedDiT:
+    """Load, then transform from outside: sequence parallel, compile, step cache, image condition, offload."""
+    offload_type = spec.runtime.offload_config.offload_type
+    offloaded = offload_type is not OffloadType.NO_CPU_OFFLOAD and device.type != "cpu"
     dit = wan_loading.load_dit(
         spec.files,
         dtype=resolve_dtype(spec.runtime),
-        device=torch.device("cpu") if _offloaded(spec.runtime, device) else device,
+        device=torch.device("cpu") if offloaded else device,
         attn_backend=_attention_backend(spec.runtime, device),
         expected_task=settings.model.task.value,
         model_name=settings.model.name,
         expected_quant=settings.model.quant.value,
         loras=[(lora.path, lora.strength) for lora in spec.runtime.lora_configs],
     )
-    return parallelize_dit(dit, groups)
+    dit = parallelize_dit(dit, groups)
+    if spec.runtime.compile:
+        compile_blocks(dit)
+    placed = PlacedDiT(dit)
+    threshold = settings.pipeline.step_cache_threshold
+    if threshold > 0:
+        placed.cache = apply_step_cache(dit, threshold)
+    if offload_type is OffloadType.SEQUENTIAL_CPU_OFFLOAD:
+        report, _ = apply_sequential_offload(dit, device)
+        placed.record["offload"] = {
+            "type": offload_type.name,
+            "applied": report.applied,
+            "reason": report.reason,
+        }
+    module = dit if condition is None else ConditionedDiT(dit, condition, dit.patch_embedding.weight.device)
+    if offload_type is OffloadType.MODEL_CPU_OFFLOAD:
+        placed.offload = ModelOffload(module, device) if offloaded else None
+        placed.record["offload"] = {
+            "type": offload_type.name,
+            "applied": offloaded,
+            "reason": "" if offloaded else "the device is the CPU: MODEL_CPU_OFFLOAD is a no-op",
+        }
+    placed.module = module
+    return placed
 
 
 def _check_parallel(specs: list[DitSpec], groups: ParallelGroups) -> None:
@@ -194,35 +254,37 @@ def generate_wan(
         del text_encoder
         free_memory()
 
-        # 4. The DiT(s); offloaded experts wait on the CPU until their steps.
-        experts = []
+        # 4. The DiT(s); offloaded experts wait on the host until their steps.
+        placed = []
         for spec in specs:
             with reporter.stage(f"load {spec.name}"):
-                dit = _load_dit(spec, device, settings, groups)
-                if condition is not None:
-                    dit = ConditionedDiT(dit, condition, dit.patch_embedding.weight.device)
-                experts.append(Expert(dit, spec.cfg_scale))
+                placed.append(_load_dit(spec, device, settings, groups, condition))
+        experts = [Expert(p.module, spec.cfg_scale) for p, spec in zip(placed, specs, strict=True)]
 
         def switch(old: int, new: int) -> None:
-            if _offloaded(specs[old].runtime, device):
-                experts[old].dit.to("cpu")
-            experts[new].dit.to(device)
+            placed[old].release()
+            placed[new].load()
 
-        if _offloaded(specs[schedule[0]].runtime, device):
-            experts[schedule[0]].dit.to(device)
+        placed[schedule[0]].load()
 
         # 5. Noise and the denoising loop (float32 latents and timesteps throughout).
         latents = initial_noise((1, *latent_shape), user.seed, pipeline.rand_device, device)
-        guidance = (
-            CfgParallelGuidance(groups.cfg_group, groups.cfg_rank)
-            if groups.cfg_degree > 1
-            else two_pass_guidance
-        )
+        if groups.cfg_degree > 1:
+            guidance = CfgParallelGuidance(groups.cfg_group, groups.cfg_rank)
+        else:
+            guidance = batched_cfg_guidance if pipeline.cfg_batch else two_pass_guidance
         with reporter.stage("denoise", total=scheduler.num_steps) as advance, oom_as_user_error("denoising"):
             latents = denoise(
                 latents, scheduler, experts, schedule, context, context_null, advance, switch, guidance
             )
+        run_record: dict[str, Any] = {}
+        for spec, p in zip(specs, placed, strict=True):
+            if p.cache is not None:
+                p.record["step_cache"] = {"calls": p.cache.calls, "skipped": p.cache.skipped}
+            if p.record:
+                run_record[spec.name] = p.record
         experts.clear()
+        placed.clear()
         free_memory()
         if not main:  # every rank holds the same latents; rank 0 decodes and writes
             return None
@@ -246,6 +308,7 @@ def generate_wan(
         video_path, extra = finish_video(frames, settings, plan, output_dir, config_hash, reporter, vfi_path)
     if condition is not None:
         extra["size_written"] = [condition.width, condition.height]
+    extra.update(run_record)
     if model.moe:
         extra["expert_steps"] = {name: schedule.count(i) for i, name in enumerate(EXPERT_NAMES)}
     return result_of(video_path, device, reporter, latents_path, extra)
