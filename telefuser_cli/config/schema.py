@@ -266,6 +266,8 @@ class OutputConfig:
     # ffmpeg quality 0-10 (imageio scale); 10 is near lossless.
     video_quality: int = 8
     keep_intermediate: bool = False
+    # Also write frames.png beside the video: a strip of up to 8 frames, for a person without a player.
+    frame_strip: bool = False
 
 
 @dataclass

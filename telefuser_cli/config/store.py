@@ -11,6 +11,7 @@ from pathlib import Path
 
 import yaml
 from hydra.core.config_store import ConfigStore
+from omegaconf import OmegaConf
 
 from telefuser_cli.config.schema import RootConfig
 from telefuser_cli.paths import recipes_dir
@@ -31,7 +32,13 @@ def recipe_description(path: Path) -> str:
     return ""
 
 
+def asset_path(name: str) -> str:
+    """`${asset:NAME}`: a folder shipped inside the package (the tiny trained model)."""
+    return str(Path(__file__).resolve().parents[1] / "assets" / name)
+
+
 def register_configs() -> None:
+    OmegaConf.register_new_resolver("asset", asset_path, replace=True)
     store = ConfigStore.instance()
     store.store(name=SCHEMA_NAME, node=RootConfig)
     for name, path in recipe_files().items():

@@ -20,6 +20,7 @@ from telefuser_cli.config.schema import RootConfig
 from telefuser_cli.config.validate import RunPlan
 from telefuser_cli.errors import UserError
 from telefuser_cli.io.files import atomic_path
+from telefuser_cli.io.strip import write_frame_strip
 from telefuser_cli.io.video import write_video
 from telefuser_cli.loading.rife_arch import load_rife
 from telefuser_cli.paths import cache_dir
@@ -166,6 +167,9 @@ def finish_video(
             quality=settings.output.video_quality,
         )
     record.update({"frames_written": int(len(frames)), "fps_written": plan.output_fps})
+    if settings.output.frame_strip:
+        strip = write_frame_strip(frames, path.with_name(f"{path.stem}_frames.png"))
+        record["frame_strip"] = strip.name
     return path, record
 
 

@@ -191,17 +191,17 @@ def test_a_file_may_not_change_facts(tmp_path):
 
 def test_user_config_dir_shadows_packaged_entries(tmp_path):
     (tmp_path / "model").mkdir()
-    source = (config_dir() / "model" / "tiny_wan21.yaml").read_text()
-    (tmp_path / "model" / "tiny_wan21.yaml").write_text(source.replace("made locally", "MINE"))
+    source = (config_dir() / "model" / "tiny_wan21_random.yaml").read_text()
+    (tmp_path / "model" / "tiny_wan21_random.yaml").write_text(source.replace("made locally", "MINE"))
     entries = {e.name: e for e in catalog("model", tmp_path)}
-    assert "shadows packaged" in entries["tiny_wan21"].source
+    assert "shadows packaged" in entries["tiny_wan21_random"].source
     assert dump_with_dir(tmp_path)["layer1_model_definition"]["description"].endswith("MINE on first use")
     result = run_cli("list", "model", "--config-dir", str(tmp_path))
     assert result.exit_code == 0 and "shadows" in result.stdout
 
 
 def dump_with_dir(directory: Path) -> dict:
-    result = run_cli("dump-config", "--config-dir", str(directory), "model=tiny_wan21")
+    result = run_cli("dump-config", "--config-dir", str(directory), "model=tiny_wan21_random")
     assert result.exit_code == 0, result.stderr
     return json.loads(result.stdout)
 

@@ -62,9 +62,19 @@ def test_same_seed_gives_identical_latents_and_replay_reproduces(tmp_path, tiny_
 
 
 def test_tiny_model_is_created_on_first_use(tmp_path):
-    result = generate(tmp_path / "run", "prompt=a dog")
+    from telefuser_cli.paths import cache_dir
+
+    result = generate(tmp_path / "run", "model=tiny_wan21_random", "prompt=a dog")
     assert result.exit_code == 0, result.stderr
     assert (tmp_path / "run" / "video.mp4").is_file()
+    assert (cache_dir() / "tiny_wan21_random" / "diffusion_pytorch_model.safetensors").is_file()
+
+
+def test_the_packaged_trained_model_needs_no_download_or_creation(tmp_path):
+    result = generate(tmp_path / "run", "prompt=a red ball moving right")
+    assert result.exit_code == 0, result.stderr
+    root = json.loads((tmp_path / "run" / "config.json").read_text())["layer1_model_definition"]["root"]
+    assert root.endswith("telefuser_cli/assets/tiny_wan21")
 
 
 def _copy(tiny_root, tmp_path):
