@@ -68,7 +68,9 @@ class WanVAEConfig:
         # The decoder's spatial upsampling convolutions halve the channel count.
         odd = [self.dim * m for m in self.dim_mult[1:] if (self.dim * m) % 2]
         if odd:
-            raise ValueError(f"dim * dim_mult must be even after the first level, got {odd} for dim={self.dim}")
+            raise ValueError(
+                f"dim * dim_mult must be even after the first level, got {odd} for dim={self.dim}"
+            )
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout={self.dropout} must be in [0, 1)")
 
@@ -135,7 +137,9 @@ class CausalConv3d(nn.Conv3d):
             return super().forward(x)
         return self._conv_with_past(self._buffer(x, 0, None), 0)
 
-    def step(self, x: Tensor, cache: CausalCache, act: Callable[[Tensor, Tensor], None] | None = None) -> Tensor:
+    def step(
+        self, x: Tensor, cache: CausalCache, act: Callable[[Tensor, Tensor], None] | None = None
+    ) -> Tensor:
         """One chunk with past frames from ``cache``: ``run(*prepare(x, cache, act))``.
 
         x: [B, C, T, H, W] -> [B, C', T, H', W'].
@@ -279,7 +283,8 @@ class Resample(nn.Module):
         self.mode = mode
         if mode in ("upsample2d", "upsample3d"):
             self.resample = nn.Sequential(
-                nn.Upsample(scale_factor=(2.0, 2.0), mode="nearest-exact"), nn.Conv2d(dim, dim // 2, 3, padding=1)
+                nn.Upsample(scale_factor=(2.0, 2.0), mode="nearest-exact"),
+                nn.Conv2d(dim, dim // 2, 3, padding=1),
             )
         elif mode in ("downsample2d", "downsample3d"):
             self.resample = nn.Sequential(nn.ZeroPad2d((0, 1, 0, 1)), nn.Conv2d(dim, dim, 3, stride=(2, 2)))
@@ -315,7 +320,9 @@ class Resample(nn.Module):
             cache.update(x.new_empty((b, c, 0, h, w)))
             return x
         y = self.time_conv.step(x, cache)  # [B, 2C, T, H, W]: channel half j is output frame 2t + j
-        out = torch.empty((b, c, 2 * t, h, w), dtype=y.dtype, device=y.device, memory_format=_memory_format(y))
+        out = torch.empty(
+            (b, c, 2 * t, h, w), dtype=y.dtype, device=y.device, memory_format=_memory_format(y)
+        )
         out.unflatten(2, (t, 2)).copy_(y.unflatten(1, (2, c)).permute(0, 2, 3, 1, 4, 5))
         return out
 
@@ -339,7 +346,9 @@ def _level_blocks(in_dim: int, out_dim: int, n: int, attn: bool, dropout: float)
 
 
 def _middle(dim: int, dropout: float) -> nn.ModuleList:
-    return nn.ModuleList([ResidualBlock(dim, dim, dropout), AttentionBlock(dim), ResidualBlock(dim, dim, dropout)])
+    return nn.ModuleList(
+        [ResidualBlock(dim, dim, dropout), AttentionBlock(dim), ResidualBlock(dim, dim, dropout)]
+    )
 
 
 class Encoder3d(nn.Module):
@@ -352,9 +361,13 @@ class Encoder3d(nn.Module):
         blocks: list[nn.Module] = []
         scale = 1.0
         for i, (in_dim, out_dim) in enumerate(zip(dims[:-1], dims[1:], strict=True)):
-            blocks += _level_blocks(in_dim, out_dim, cfg.num_res_blocks, scale in cfg.attn_scales, cfg.dropout)
+            blocks += _level_blocks(
+                in_dim, out_dim, cfg.num_res_blocks, scale in cfg.attn_scales, cfg.dropout
+            )
             if i != len(cfg.dim_mult) - 1:
-                blocks.append(Resample(out_dim, "downsample3d" if cfg.temperal_downsample[i] else "downsample2d"))
+                blocks.append(
+                    Resample(out_dim, "downsample3d" if cfg.temperal_downsample[i] else "downsample2d")
+                )
                 scale /= 2.0
         self.downsamples = nn.ModuleList(blocks)
         self.middle = _middle(dims[-1], cfg.dropout)
@@ -384,7 +397,9 @@ class Decoder3d(nn.Module):
         for i, (in_dim, out_dim) in enumerate(zip(dims[:-1], dims[1:], strict=True)):
             # The previous level's upsampling conv halved the channels.
             in_dim = in_dim // 2 if i > 0 else in_dim
-            blocks += _level_blocks(in_dim, out_dim, cfg.num_res_blocks + 1, scale in cfg.attn_scales, cfg.dropout)
+            blocks += _level_blocks(
+                in_dim, out_dim, cfg.num_res_blocks + 1, scale in cfg.attn_scales, cfg.dropout
+            )
             if i != len(mult) - 1:
                 blocks.append(Resample(out_dim, "upsample3d" if temperal_upsample[i] else "upsample2d"))
                 scale *= 2.0

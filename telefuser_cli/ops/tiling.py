@@ -62,7 +62,9 @@ def tiled_decode(
     """
     size, stride = _check("tile_size", tile_size), _check("tile_stride", tile_stride)
     if stride[0] > size[0] or stride[1] > size[1]:
-        raise ValueError(f"tile_stride={tuple(tile_stride)} must be <= tile_size={tuple(tile_size)} (no gaps)")
+        raise ValueError(
+            f"tile_stride={tuple(tile_stride)} must be <= tile_size={tuple(tile_size)} (no gaps)"
+        )
     if int(scale) != scale or scale <= 0:
         raise ValueError(f"scale={scale} must be a positive integer")
     h, w = z.shape[-2:]
@@ -76,7 +78,9 @@ def tiled_decode(
         for j, x0 in enumerate(xs):
             tile = decode_fn(z[..., y0 : y0 + size[0], x0 : x0 + size[1]]).float()
             if out is None:
-                out = torch.zeros((*tile.shape[:-2], h * scale, w * scale), dtype=torch.float32, device=z.device)
+                out = torch.zeros(
+                    (*tile.shape[:-2], h * scale, w * scale), dtype=torch.float32, device=z.device
+                )
             mask = (wy[i][:, None] * wx[j][None, :]).to(torch.float32).to(z.device)
             py, px = y0 * scale, x0 * scale
             if tile.shape[-2:] != mask.shape:

@@ -20,7 +20,9 @@ def test_wheel_installs_and_dumps_a_recipe_from_elsewhere(tmp_path):
     wheel = next(dist.glob("telefuser-*.whl"))
     with zipfile.ZipFile(wheel) as archive:
         names = set(archive.namelist())
-    assert "telefuser_cli/assets/tiny_wan21/diffusion_pytorch_model.safetensors" in names  # the trained tiny model
+    assert (
+        "telefuser_cli/assets/tiny_wan21/diffusion_pytorch_model.safetensors" in names
+    )  # the trained tiny model
     assert "telefuser_cli/_conf/config.yaml" in names and "telefuser_cli/_recipes/tiny.yaml" in names
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)

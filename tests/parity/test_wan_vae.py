@@ -109,7 +109,9 @@ def test_single_latent_frame_gives_one_frame(pair):
 def test_diffusers_to_official_general_layout():
     """A diffusers model with 1 residual block and another dim_mult: our inverse map loads it strictly
     and reproduces its decode and encode (diffusers' own forward converter cannot express this layout)."""
-    cfg = WanVAEConfig(dim=8, dim_mult=(1, 2, 2, 2), num_res_blocks=1, temperal_downsample=(False, True, True))
+    cfg = WanVAEConfig(
+        dim=8, dim_mult=(1, 2, 2, 2), num_res_blocks=1, temperal_downsample=(False, True, True)
+    )
     ref = randomize_(diffusers_vae(cfg), seed=4)
     official = diffusers_to_official_vae(ref.state_dict())
     assert infer_vae_config({k: v.shape for k, v in official.items()}) == cfg
