@@ -34,7 +34,7 @@ class StepRateColumn(TextColumn):
 class Reporter:
     """`with reporter.stage("denoise", total=50) as advance: ... advance()`; timings in seconds."""
 
-    def __init__(self, console: Console | None = None) -> None:
+    def __init__(self, console: Console | None = None, enabled: bool = True) -> None:
         self.console = console or Console(stderr=True)
         self.timings: dict[str, float] = {}
         self._progress = Progress(
@@ -48,6 +48,7 @@ class Reporter:
             TimeRemainingColumn(),
             console=self.console,
             transient=False,
+            disable=not enabled,  # other ranks of a distributed run stay quiet
         )
 
     def __enter__(self) -> Reporter:

@@ -227,7 +227,7 @@ def generate_wan(
     scheduler = build_scheduler(pipeline)
     schedule = step_schedule(pipeline, model.moe, scheduler)
 
-    with Reporter() as reporter:
+    with Reporter(enabled=main) as reporter:
         # 2. Image-to-video: the output size follows the image; the condition is encoded up front.
         condition = None
         latent_shape = plan.latent_shape
