@@ -265,6 +265,7 @@ class OutputConfig:
     save_latents: bool = False
     # ffmpeg quality 0-10 (imageio scale); 10 is near lossless.
     video_quality: int = 8
+    # Keep the videos before post-processing too (before frame interpolation; before super-resolution).
     keep_intermediate: bool = False
     # Also write frames.png beside the video: a strip of up to 8 frames, for a person without a player.
     frame_strip: bool = False

@@ -124,7 +124,7 @@ def generate_hunyuan15(
             vae = loading.load_vae(root, resolve_dtype(pipeline.vae_config), vae_device)
         extra: dict = {"meanflow": facts.meanflow}
         if pipeline.enable_sr:
-            if pipeline.save_pre_sr_video:
+            if pipeline.save_pre_sr_video or settings.output.keep_intermediate:
                 frames = _decode(vae, latents, settings, reporter, "decode base", vae_device)
                 finish_video(
                     frames, settings, plan, output_dir, config_hash, reporter, None, name="video_pre_sr.mp4"

@@ -145,10 +145,11 @@ def finish_video(
     vfi_path: Path | None,
     name: str = VIDEO,
 ) -> tuple[Path, dict[str, Any]]:
-    """Interpolate (if asked) and write `frames` ([F, H, W, 3] uint8); returns the path and the record."""
+    """Interpolate (if asked) and write `frames` ([F, H, W, 3] uint8); returns the path and the record.
+
+    With output.keep_intermediate the video before interpolation is kept too (`<name>_before_vfi.mp4`).
+    """
     record: dict[str, Any] = {}
-    if vfi_path is not None:
-        frames, record["vfi"] = _interpolate(frames, vfi_path, settings, plan, reporter)
     user = settings.user
     metadata = {
         "title": user.prompt,
@@ -158,14 +159,24 @@ def finish_video(
         "config_sha256": config_hash,
         "encoder": "telefuser",
     }
-    with reporter.stage(f"write {name}"):
-        path = write_video(
-            output_dir / name,
-            frames,
-            fps=plan.output_fps,
-            metadata=metadata,
-            quality=settings.output.video_quality,
-        )
+
+    def write(frames: np.ndarray, filename: str, fps: int) -> Path:
+        with reporter.stage(f"write {filename}"):
+            return write_video(
+                output_dir / filename,
+                frames,
+                fps=fps,
+                metadata=metadata,
+                quality=settings.output.video_quality,
+            )
+
+    if vfi_path is not None:
+        if settings.output.keep_intermediate:
+            record["before_vfi"] = write(
+                frames, f"{Path(name).stem}_before_vfi.mp4", settings.pipeline.fps
+            ).name
+        frames, record["vfi"] = _interpolate(frames, vfi_path, settings, plan, reporter)
+    path = write(frames, name, plan.output_fps)
     record.update({"frames_written": int(len(frames)), "fps_written": plan.output_fps})
     if settings.output.frame_strip:
         strip = write_frame_strip(frames, path.with_name(f"{path.stem}_frames.png"))

@@ -197,12 +197,15 @@ def test_bf16_run_stays_close_to_float32(tmp_path, tiny_root):
 def test_frame_interpolation_to_the_target_fps(tmp_path, tiny_root):
     out = tmp_path / "run"
     result = generate(
-        out, f"model.root={tiny_root}", "prompt=x", "pipeline.enable_vfi=true", "user.target_fps=32"
-    )
+        out, f"model.root={tiny_root}", "prompt=x", "pipeline.enable_vfi=true", "user.target_fps=32",
+        "output.keep_intermediate=true",
+    )  # fmt: skip
     assert result.exit_code == 0, result.stderr
     reader = imageio.get_reader(out / "video.mp4")
     assert reader.get_meta_data()["fps"] == 32.0
     assert len([frame for frame in reader]) == 10  # 5 frames at 16 fps -> 10 at 32 fps
+    before = imageio.get_reader(out / "video_before_vfi.mp4")  # output.keep_intermediate
+    assert len([frame for frame in before]) == 5 and before.get_meta_data()["fps"] == 16.0
     vfi = json.loads((out / "config.json").read_text())["run"]["vfi"]
     assert (vfi["base_fps"], vfi["target_fps"], vfi["source_frames"], vfi["output_frames"]) == (16, 32, 5, 10)
     assert vfi["model_path"].endswith("flownet.pkl")
