@@ -5,7 +5,7 @@ models on the same random weights in one process and print both numbers. Times: 
 DiT script also takes the best of its own repeats), as the machine may be shared. Memory: as each script
 measures it (see their docstrings).
 
-    .venv/bin/python benchmarks/run_all.py                  # about 5 minutes on 2 CPU cores
+    .venv/bin/python benchmarks/run_all.py                  # about 6-9 minutes on 2 CPU cores
     .venv/bin/python benchmarks/run_all.py --compile        # adds a regional torch.compile comparison
 """
 
@@ -26,6 +26,7 @@ import torch
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
+QUICK_LOAD = ["--layers", "4", "--repeats", "3"]
 QUICK_DIT = ["--layers", "2", "--frames", "9", "--height", "128", "--width", "128", "--repeats", "3"]
 
 
@@ -43,6 +44,8 @@ class Bench:
 def benches(compile_: bool) -> list[Bench]:
     dit = str(HERE / "wan_dit_step.py")
     vae = str(HERE / "wan_vae_decode.py")
+    load = str(HERE / "load_time.py")
+    cli = str(HERE / "cli_time.py")
     found = [
         Bench("DiT forward (1 step), bf16", [dit, *QUICK_DIT], 1),
         Bench("DiT guided step, CFG batched (ours) vs 2 forwards", [dit, *QUICK_DIT, "--cfg", "batched"], 1),
@@ -50,6 +53,9 @@ def benches(compile_: bool) -> list[Bench]:
             "DiT guided step, CFG two-pass (ours) vs 2 forwards", [dit, *QUICK_DIT, "--cfg", "two-pass"], 1
         ),
         Bench("VAE decode, fp32", [vae, "--frames", "2", "--height", "16", "--width", "16"], 2),
+        Bench("DiT checkpoint load, disk to model (from_single_file)", [load, *QUICK_LOAD], 1),
+        Bench("CLI end to end: generate recipe=tiny (ours only)", [cli, "--what", "generate"], 1),
+        Bench("CLI start-up: telefuser --help vs python -c pass", [cli, "--what", "help"], 1),
     ]
     if compile_:
         found.append(Bench("DiT forward, regional torch.compile both", [dit, *QUICK_DIT, "--compile"], 1))
@@ -59,7 +65,8 @@ def benches(compile_: bool) -> list[Bench]:
 def parse(output: str) -> dict[str, float | str]:
     """Times (s) and peak memory (MiB) of both sides from a script's output."""
     values: dict[str, float | str] = {}
-    for side, key in (("telefuser", "ours"), ("ours", "ours"), ("diffusers", "peer")):
+    sides = (("telefuser", "ours"), ("ours", "ours"), ("diffusers", "peer"), ("baseline", "peer"))
+    for side, key in sides:
         # wan_dit_step: "telefuser    1.234 s   peak RSS +  12.3 MiB   peak tensors +  4.5 MiB"
         pattern = rf"^{side}\s+([\d.]+) s\s+peak (RSS|CUDA allocated) \+\s*([\d.]+) MiB\s+peak tensors \+\s*([\d.]+)"
         m = re.search(pattern, output, re.M)
@@ -67,15 +74,16 @@ def parse(output: str) -> dict[str, float | str]:
             values[f"{key}_s"] = float(m[1])
             tensors = f"tensors +{float(m[4]):.1f} MiB, " if float(m[4]) > 0 else ""
             values[f"{key}_mem"] = f"{tensors}{m[2]} +{float(m[3]):.1f} MiB"
-        # wan_vae_decode: "ours      1.23 s wall  1.20 s CPU" and "ours decode peak 1.23 GiB (..."
+        # wan_vae_decode, load_time, cli_time: "ours      1.23 s wall  1.20 s CPU";
+        # wan_vae_decode, load_time: "ours decode peak 1.23 GiB (..." / "telefuser load peak 1.23 GiB (..."
         m = re.search(rf"^{side}\s+([\d.]+) s wall", output, re.M)
         if m:
             values[f"{key}_s"] = float(m[1])
-        m = re.search(rf"^{side}\s+decode peak\s+([\d.]+) GiB", output, re.M)
+        m = re.search(rf"^{side}\s+(?:decode|load) peak\s+([\d.]+) GiB", output, re.M)
         if m:
             values[f"{key}_mem"] = f"{float(m[1]):.2f} GiB"
     m = re.search(r"ratio=([\d.naninf]+) mem_ratio=([\d.naninf]+)", output)
-    if m:
+    if m and m[2] != "nan":
         values["mem_ratio"] = m[2]
     return values
 
@@ -172,7 +180,9 @@ def main() -> None:
         )
     lines += ["", "Peak memory: see each script's docstring. DiT: growth during the forward, as the exact peak of",
               "tensor allocations (on CPU; the mem ratio uses it) and as sampled RSS (noisy); with --compile RSS",
-              "only. VAE: the decode's high-water mark in its own process.",
+              "only. VAE: the decode's high-water mark in its own process. Load: peak RSS growth during the",
+              "load, each load in a fresh process. CLI rows: wall time of whole processes; the start-up row's",
+              "peer is `python -c pass`, not diffusers; the generate row has no peer.",
               "", "## Raw output", ""]  # fmt: skip
     for bench, log in logs:
         lines += [f"### {bench.name}", "", f"`{display(bench.args)}`", "", "```", log.strip(), "```", ""]
