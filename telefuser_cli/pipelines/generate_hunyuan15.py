@@ -26,7 +26,7 @@ from telefuser_cli.pipelines.outputs import (
     vfi_weights,
 )
 from telefuser_cli.progress import Reporter
-from telefuser_cli.runtime.device import resolve_device, resolve_dtype
+from telefuser_cli.runtime.device import attention_backend, resolve_device, resolve_dtype
 from telefuser_cli.runtime.distributed import ParallelGroups
 from telefuser_cli.schedulers import make_scheduler
 
@@ -98,14 +98,8 @@ def generate_hunyuan15(
 
         # 2. The base model.
         with reporter.stage("load dit"):
-            attn = pipeline.dit_config.attention_config.attn_impl.value
-            dit = loading.load_dit(
-                root,
-                version,
-                resolve_dtype(pipeline.dit_config),
-                device,
-                "TORCH_SDPA" if attn == "AUTO" else attn,
-            )
+            attn = attention_backend(pipeline.dit_config, device)
+            dit = loading.load_dit(root, version, resolve_dtype(pipeline.dit_config), device, attn)
         channels = dit.config.out_channels
         shape = hy.latent_shape(1, plan.num_frames, plan.height, plan.width, channels=channels)
         latents = hy.initial_noise(shape, user.seed, device)
@@ -132,7 +126,7 @@ def generate_hunyuan15(
             # 3. Super-resolution: upsample the latents, then a few SR steps conditioned on them.
             height, width = _sr_size(plan, user.resolution, pipeline.sr_resolution)
             with reporter.stage("load sr"):
-                sr_dit = loading.load_dit(root, sr_version, resolve_dtype(pipeline.dit_config), device)
+                sr_dit = loading.load_dit(root, sr_version, resolve_dtype(pipeline.dit_config), device, attn)
                 upsampler = loading.load_upsampler(root, up_version, device)
             with (
                 reporter.stage("super-resolve", total=pipeline.sr_steps) as advance,

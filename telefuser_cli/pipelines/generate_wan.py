@@ -14,12 +14,11 @@ from typing import Any
 
 import torch
 
-from telefuser_cli.config.schema import AttnImpl, ModelRuntimeConfig, OffloadType, RootConfig
+from telefuser_cli.config.schema import ModelRuntimeConfig, OffloadType, RootConfig
 from telefuser_cli.config.validate import RunPlan
 from telefuser_cli.errors import UserError
 from telefuser_cli.io.video import to_uint8_frames
 from telefuser_cli.loading import wan as wan_loading
-from telefuser_cli.ops.attention import available_backends
 from telefuser_cli.ops.sequence_parallel import parallelize_dit
 from telefuser_cli.ops.tiling import tiled_decode
 from telefuser_cli.pipelines.image_inputs import (
@@ -50,7 +49,7 @@ from telefuser_cli.pipelines.wan import (
 )
 from telefuser_cli.progress import Reporter
 from telefuser_cli.runtime.compile import compile_blocks
-from telefuser_cli.runtime.device import resolve_device, resolve_dtype
+from telefuser_cli.runtime.device import attention_backend, resolve_device, resolve_dtype
 from telefuser_cli.runtime.distributed import (
     CfgParallelGuidance,
     ParallelGroups,
@@ -88,19 +87,6 @@ def _dit_specs(settings: RootConfig, root: Path) -> list[DitSpec]:
     ]
 
 
-def _attention_backend(runtime: ModelRuntimeConfig, device: torch.device) -> str:
-    """AUTO: the fastest installed backend for the device; otherwise exactly the one asked for."""
-    impl = runtime.attention_config.attn_impl
-    if impl is not AttnImpl.AUTO:
-        return impl.value
-    if device.type == "cuda":
-        installed = available_backends()
-        for candidate in ("FLASH_ATTN_3", "FLASH_ATTN_2"):
-            if candidate in installed:
-                return candidate
-    return AttnImpl.TORCH_SDPA.value
-
-
 @dataclass
 class PlacedDiT:
     """A loaded DiT and how it comes to the device for its steps (model offload) and leaves after."""
@@ -135,7 +121,7 @@ def _load_dit(
         spec.files,
         dtype=resolve_dtype(spec.runtime),
         device=torch.device("cpu") if offloaded else device,
-        attn_backend=_attention_backend(spec.runtime, device),
+        attn_backend=attention_backend(spec.runtime, device),
         expected_task=settings.model.task.value,
         model_name=settings.model.name,
         expected_quant=settings.model.quant.value,

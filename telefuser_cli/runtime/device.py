@@ -10,8 +10,9 @@ from collections.abc import Iterator
 
 import torch
 
-from telefuser_cli.config.schema import DeviceType, DType, ModelRuntimeConfig, RootConfig
+from telefuser_cli.config.schema import AttnImpl, DeviceType, DType, ModelRuntimeConfig, RootConfig
 from telefuser_cli.errors import UserError
+from telefuser_cli.ops.attention import available_backends
 from telefuser_cli.runtime.device_claims import claim_devices
 
 DTYPES = {DType.float32: torch.float32, DType.bfloat16: torch.bfloat16, DType.float16: torch.float16}
@@ -28,6 +29,19 @@ def resolve_device(runtime: ModelRuntimeConfig, name: str) -> torch.device:
             raise UserError(f"pipeline.{name}.device_id={runtime.device_id}: this machine has {count} GPU(s)")
         return torch.device("cuda", runtime.device_id)
     return torch.device("cpu")
+
+
+def attention_backend(runtime: ModelRuntimeConfig, device: torch.device) -> str:
+    """AUTO: the fastest installed backend for the device; otherwise exactly the one asked for."""
+    impl = runtime.attention_config.attn_impl
+    if impl is not AttnImpl.AUTO:
+        return impl.value
+    if device.type == "cuda":
+        installed = available_backends()
+        for candidate in ("FLASH_ATTN_3", "FLASH_ATTN_2"):
+            if candidate in installed:
+                return candidate
+    return AttnImpl.TORCH_SDPA.value
 
 
 def resolve_dtype(runtime: ModelRuntimeConfig) -> torch.dtype:
