@@ -4,7 +4,7 @@ PYTHON ?= python3
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install test demo lint bench clean
+.PHONY: install test demo lint bench gpu-wheels clean
 
 install: $(STAMP)
 
@@ -36,6 +36,15 @@ lint: install
 
 bench: install
 	$(PY) benchmarks/run_all.py
+
+# What benchmarks/gpu_check.sh installs on a CUDA machine that has torch but cannot download: the pure-Python
+# dependencies, pinned to the versions tested here (antlr4 4.9.3 exists only as a source archive). imageio-ffmpeg
+# as its source archive too: the wheel bundles a 68 MB ffmpeg, over what a device call carries, so the
+# machine's own ffmpeg (or IMAGEIO_FFMPEG_EXE) writes the videos there.
+gpu-wheels: install
+	$(PY) -m pip download --quiet --no-deps -d .wheels hydra-core==1.3.8 omegaconf==2.3.1 \
+		antlr4-python3-runtime==4.9.3 ftfy==6.3.1 wcwidth==0.9.4 diffusers==0.42.1 importlib_metadata==10.2.0
+	$(PY) -m pip download --quiet --no-deps --no-binary imageio-ffmpeg -d .wheels imageio-ffmpeg==0.8.1
 
 clean:
 	rm -rf $(VENV) outputs multirun dist build
