@@ -1,12 +1,15 @@
 """Tiny HunyuanVideo 1.5 models in the official directory layout, with deterministic random weights.
 
-``tiny_hunyuan15``: transformer/480p_t2v, vae, text_encoder/{llm, byt5-small, Glyph-SDXL-v2}, scheduler.
-``tiny_hunyuan15_sr``: the same plus transformer/720p_sr_distilled and upsampler/720p_sr_distilled.
+``tiny_hunyuan15``: transformer/{480p_t2v, 480p_i2v}, vae, text_encoder/{llm, byt5-small, Glyph-SDXL-v2},
+vision_encoder/siglip/{image_encoder, feature_extractor}, scheduler (one directory holds every task, as the
+released one does). ``tiny_hunyuan15_sr``: the same plus transformer/720p_sr_distilled and
+upsampler/720p_sr_distilled.
 
 Same file names, key layouts and config files as the released weights, so they go through the real loaders.
 The text encoder is a tiny Qwen2.5-VL (transformers config, 3 layers) saved with ``save_pretrained``, with a
 byte-level BPE tokenizer trained here on the template text and carrying the Qwen chat template; the glyph
-encoder is a tiny ByT5 with the official special-token scheme. Nothing is downloaded. The latents have 4
+encoder is a tiny ByT5 with the official special-token scheme; the image encoder a tiny SigLIP vision tower
+(FLUX.1-Redux-dev's folder layout, which the official code reads) with a 32x32 image processor. Nothing is downloaded. The latents have 4
 channels (32 released) to stay small; the ByT5 projection keeps its hard-coded hidden width 2048.
 """
 
@@ -26,9 +29,11 @@ from telefuser_cli.pipelines.hunyuan15 import SYSTEM_MESSAGE_VIDEO
 from telefuser_cli.tiny import randomise
 
 T2V_VERSION = "480p_t2v"
+I2V_VERSION = "480p_i2v"
 SR_VERSION = "720p_sr_distilled"
 LLM_HIDDEN = 32
 BYT5_DIM = 24
+SIGLIP_SIZE = 32  # pixels: 16 tokens of 8x8 patches (released: 384 px, 729 tokens)
 LATENT = 4
 TINY_DIT = Hunyuan15DiTConfig(
     patch_size=(1, 1, 1), in_channels=LATENT, out_channels=LATENT, hidden_size=32, heads_num=2,
@@ -179,12 +184,39 @@ def _write_sr(directory: Path, generator: torch.Generator) -> None:
                                                      **dataclasses.asdict(TINY_UPSAMPLER)})  # fmt: skip
 
 
+def _write_siglip(folder: Path, generator: torch.Generator) -> None:
+    from transformers import SiglipVisionConfig, SiglipVisionModel
+
+    from telefuser_cli.loading.hunyuan15 import siglip_processor_class
+
+    config = SiglipVisionConfig(
+        hidden_size=TINY_DIT.vision_states_dim, intermediate_size=32, num_hidden_layers=2, num_attention_heads=2,
+        image_size=SIGLIP_SIZE, patch_size=8,
+    )  # fmt: skip
+    model = SiglipVisionModel(config)
+    randomise(model, generator, bias_std=0.1)
+    model.save_pretrained(str(folder / "image_encoder"), safe_serialization=True)
+    processor = siglip_processor_class()(
+        size={"height": SIGLIP_SIZE, "width": SIGLIP_SIZE}, image_mean=[0.5] * 3, image_std=[0.5] * 3
+    )
+    processor.save_pretrained(str(folder / "feature_extractor"))
+
+
+def _write_i2v(directory: Path, generator: torch.Generator) -> None:
+    dit = Hunyuan15DiT(TINY_DIT)
+    randomise(dit, generator, bias_std=0.1)
+    _save(dit, directory / "transformer" / I2V_VERSION, _dit_json(TINY_DIT, "480p", "i2v"))
+    _write_siglip(directory / "vision_encoder" / "siglip", generator)
+
+
 def write_layout(directory: Path, seed: int = 0, sr: bool = False) -> None:
     """Write the tiny model's files into ``directory`` (the staging folder of ``tiny.write_tiny``)."""
     generator = torch.Generator().manual_seed(seed)
     _write_base(directory, generator)
     if sr:
         _write_sr(directory, generator)
+    # its own stream: the t2v and SR weights stay what they were before the i2v parts existed
+    _write_i2v(directory, torch.Generator().manual_seed(seed + 1))
 
 
 def write_tiny_hunyuan15(directory: Path, seed: int = 0, sr: bool = False) -> Path:

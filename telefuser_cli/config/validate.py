@@ -29,7 +29,7 @@ from telefuser_cli.errors import UserError
 log = logging.getLogger(__name__)
 
 # pipeline_type -> implemented in this version
-SUPPORTED_PIPELINES = ("wan_t2v", "wan_moe", "wan_i2v", "wan_moe_i2v", "hunyuan15_t2v")
+SUPPORTED_PIPELINES = ("wan_t2v", "wan_moe", "wan_i2v", "wan_moe_i2v", "hunyuan15_t2v", "hunyuan15_i2v")
 
 _ATTENTION_PACKAGES = {
     AttnImpl.FLASH_ATTN_2: ("flash_attn", "pip install 'telefuser[gpu]' (flash-attn 2)"),
@@ -120,8 +120,27 @@ def check_supported(settings: RootConfig) -> None:
         )
 
 
+def _check_hunyuan15_task(settings: RootConfig) -> None:
+    """HunyuanVideo 1.5: the pipeline's task is the model's; i2v has no super-resolution stage here."""
+    model, pipeline = settings.model, settings.pipeline
+    if model.family is not Family.hunyuan15:
+        return
+    expected = "hunyuan15_i2v" if model.task is Task.i2v else "hunyuan15_t2v"
+    if model.task not in (Task.t2v, Task.i2v) or pipeline.pipeline_type != expected:
+        raise UserError(
+            f"model {model.name} ({model.task.value}) needs pipeline_type {expected}, but the pipeline "
+            f"is {pipeline.pipeline_type}: choose a matching pipeline (pipeline={model.name}_default)"
+        )
+    if model.task is Task.i2v and pipeline.enable_sr:
+        raise UserError(
+            f"pipeline.enable_sr=true: super-resolution after HunyuanVideo 1.5 image-to-video is not "
+            f"available in this version (model {model.name}); set pipeline.enable_sr=false"
+        )
+
+
 def _check_model_and_pipeline(settings: RootConfig) -> None:
     model, pipeline = settings.model, settings.pipeline
+    _check_hunyuan15_task(settings)
     if pipeline.enable_sr:
         if model.family is not Family.hunyuan15 or not (model.dit_sr and model.upsampler):
             raise UserError(

@@ -7,11 +7,12 @@
     text_encoder/byt5-small/            google/byt5-small (config + tokenizer files)
     text_encoder/Glyph-SDXL-v2/{checkpoints/byt5_model.pt, assets/color_idx.json,
                                 assets/multilingual_10-lang_idx.json}
+    vision_encoder/siglip/{image_encoder/, feature_extractor/}   i2v: SigLIP (FLUX.1-Redux-dev's folders)
     scheduler/scheduler_config.json
 
 DiT, VAE and upsampler go through :func:`build_module` (meta device, strict keys, shapes checked); their
 architecture comes from the shapes plus the config.json beside them. The two text encoders are transformers
-models read offline (``local_files_only=True``). Every mistake a user can cause raises UserError naming the path.
+models read offline (``local_files_only=True``), as is the SigLIP image encoder (safetensors only). Every mistake a user can cause raises UserError naming the path.
 """
 
 from __future__ import annotations
@@ -45,6 +46,9 @@ GLYPH_CKPT = "checkpoints/byt5_model.pt"
 GLYPH_COLORS = "assets/color_idx.json"
 GLYPH_FONTS = "assets/multilingual_10-lang_idx.json"
 SCHEDULER_CONFIG = "scheduler/scheduler_config.json"
+SIGLIP_DIR = "vision_encoder/siglip"
+SIGLIP_MODEL = "image_encoder"
+SIGLIP_PROCESSOR = "feature_extractor"
 _GLYPH_PREFIX = "module.text_tower.encoder."  # official: keys of a training checkpoint's state_dict
 
 
@@ -67,6 +71,7 @@ class DiTFacts:
 
     meanflow: bool  # `time_r_in` present (step-distilled): the DiT also takes timestep_r
     super_resolution: bool  # input = latents + [cond, mask] + [lq latents, mask]: 3*C + 2 channels
+    vision: bool  # `vision_in` present: the DiT can read SigLIP image tokens (i2v)
     resolution: str | None  # config.json ideal_resolution ("480p", "720p"), when present
     task: str | None  # config.json ideal_task ("t2v", "i2v"), when present
 
@@ -86,6 +91,7 @@ def dit_facts(root: Path, version: str) -> DiTFacts:
     return DiTFacts(
         meanflow=cfg.use_meanflow,
         super_resolution=cfg.patch_in_channels == 3 * cfg.out_channels + 2,
+        vision=cfg.vision_states_dim is not None,
         resolution=json_.get("ideal_resolution"),
         task=json_.get("ideal_task"),
     )
@@ -236,6 +242,48 @@ def load_byt5(root: Path, dtype: torch.dtype, device: torch.device):
     full["shared.weight"] = state["embed_tokens.weight"]
     model = build_module(lambda: T5EncoderModel(config), full, dtype=dtype, device=device, source=str(ckpt))
     return model, tokenizer
+
+
+def siglip_processor_class():
+    """The PIL SigLIP image processor: the class transformers 4 called ``SiglipImageProcessor`` and the official
+    code uses; transformers 5 renamed it ``SiglipImageProcessorPil`` (its ``SiglipImageProcessor`` resizes with
+    torchvision when installed, which gives other pixels)."""
+    import transformers
+
+    return getattr(transformers, "SiglipImageProcessorPil", None) or transformers.SiglipImageProcessor
+
+
+def check_vision_encoder(root: Path) -> Path:
+    """``vision_encoder/siglip`` with both official sub-folders, checked before anything loads."""
+    path = Path(root) / SIGLIP_DIR
+    for sub, config in ((SIGLIP_MODEL, "config.json"), (SIGLIP_PROCESSOR, "preprocessor_config.json")):
+        if not (path / sub / config).is_file():
+            raise UserError(
+                f"image encoder: {path / sub / config} is missing; image-to-video needs the SigLIP encoder in "
+                f"{SIGLIP_DIR}/ ({SIGLIP_MODEL}/ and {SIGLIP_PROCESSOR}/, as in black-forest-labs/FLUX.1-Redux-dev)"
+            )
+    return path
+
+
+def load_vision_encoder(root: Path, dtype: torch.dtype, device: torch.device):
+    """``vision_encoder/siglip`` -> (transformers SiglipVisionModel, its PIL image processor), offline.
+
+    Weights are read from safetensors only (``use_safetensors=True``: a folder holding only a pickled
+    ``pytorch_model.bin`` is refused rather than unpickled).
+    """
+    from transformers import SiglipVisionModel
+
+    path = check_vision_encoder(root)
+    try:
+        processor = siglip_processor_class().from_pretrained(
+            str(path / SIGLIP_PROCESSOR), local_files_only=True
+        )
+        model = SiglipVisionModel.from_pretrained(
+            str(path / SIGLIP_MODEL), local_files_only=True, use_safetensors=True, dtype=dtype
+        )
+    except (OSError, ValueError) as error:
+        raise UserError(f"image encoder: cannot load {path} offline: {error}") from None
+    return model.to(device).eval().requires_grad_(False), processor
 
 
 def scheduler_config(root: Path) -> dict | None:

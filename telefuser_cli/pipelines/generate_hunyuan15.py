@@ -1,5 +1,6 @@
-"""One HunyuanVideo 1.5 generation: encode (Qwen2.5-VL + byT5), denoise, optional super-resolution,
-decode, write. The model pieces live in pipelines/hunyuan15*.py; this file only orders them."""
+"""One HunyuanVideo 1.5 generation: encode (Qwen2.5-VL + byT5; i2v: the image through SigLIP and the VAE),
+denoise, optional super-resolution (t2v), decode, write. The model pieces live in pipelines/hunyuan15*.py;
+this file only orders them."""
 
 from __future__ import annotations
 
@@ -8,12 +9,13 @@ from pathlib import Path
 
 import torch
 
-from telefuser_cli.config.schema import RootConfig
+from telefuser_cli.config.schema import RootConfig, Task
 from telefuser_cli.config.validate import RunPlan
 from telefuser_cli.errors import UserError
 from telefuser_cli.io.video import to_uint8_frames
 from telefuser_cli.loading import hunyuan15 as loading
 from telefuser_cli.pipelines import hunyuan15 as hy
+from telefuser_cli.pipelines import hunyuan15_image_cond as ic
 from telefuser_cli.pipelines.hunyuan15_sr import SIZE_MAP, sr_target_size, super_resolve
 from telefuser_cli.pipelines.outputs import (
     GenerationResult,
@@ -25,6 +27,7 @@ from telefuser_cli.pipelines.outputs import (
     save_latents,
     vfi_weights,
 )
+from telefuser_cli.pipelines.wan_image_cond import load_image
 from telefuser_cli.progress import Reporter
 from telefuser_cli.runtime.device import attention_backend, resolve_device, resolve_dtype
 from telefuser_cli.runtime.distributed import ParallelGroups
@@ -52,6 +55,49 @@ def _decode(vae, latents: torch.Tensor, settings: RootConfig, reporter: Reporter
     return to_uint8_frames(video[0])
 
 
+def _check_task(facts: loading.DiTFacts, settings: RootConfig, path: Path) -> None:
+    """The base transformer must suit the entry's task: i2v needs ``vision_in``; config.json's
+    ``ideal_task`` (when it names t2v or i2v) must agree, since t2v and i2v weights have the same shapes."""
+    task = settings.model.task.value
+    if facts.task in ("t2v", "i2v") and facts.task != task:
+        raise UserError(
+            f"{path} is a {facts.task} transformer (config.json ideal_task), but model entry "
+            f"'{settings.model.name}' is {task}"
+        )
+    if settings.model.task is Task.i2v and not facts.vision:
+        raise UserError(f"{path} has no vision_in (SigLIP image tokens): not an image-to-video transformer")
+
+
+def _image_inputs(root: Path, settings: RootConfig, plan: RunPlan, reporter: Reporter, device):
+    """i2v: (condition channels [1, C + 1, T, h, w], SigLIP tokens [1, N, D], width, height) on ``device``."""
+    user, pipeline = settings.user, settings.pipeline
+    image = ic.to_pil(load_image(user.input_image))
+    base = ic.bucket_base(user.resolution, plan.width, plan.height)
+    width, height = ic.bucket_size(image.width, image.height, base)
+    log.info(
+        "image-to-video size %dx%d: the bucket of user.resolution=%s closest to the %dx%d image's aspect "
+        "ratio (user.aspect_ratio is not used)", width, height, user.resolution, image.width, image.height,
+    )  # fmt: skip
+    image = ic.crop_to(image, width, height)
+    encoder_device = resolve_device(pipeline.text_encoding_config, "text_encoding_config")
+    with reporter.stage("load image encoder"):
+        encoder, processor = loading.load_vision_encoder(
+            root, resolve_dtype(pipeline.text_encoding_config), encoder_device
+        )
+    with reporter.stage("encode image"):
+        tokens = ic.image_embeds(encoder, processor, image, encoder_device).to(device)
+    del encoder
+    vae_device = resolve_device(pipeline.vae_config, "vae_config")
+    with reporter.stage("load vae"):
+        vae = loading.load_vae(root, resolve_dtype(pipeline.vae_config), vae_device)
+    with reporter.stage("encode first frame"), oom_as_user_error("VAE encode"):
+        frames = hy.latent_shape(1, plan.num_frames, height, width)[2]
+        condition = ic.image_condition(vae, image, frames).to(device)
+    del vae
+    free_memory()
+    return condition, tokens, width, height
+
+
 def generate_hunyuan15(
     settings: RootConfig,
     plan: RunPlan,
@@ -65,6 +111,10 @@ def generate_hunyuan15(
     root = model_root(settings)
     version = Path(model.dit).name
     facts = loading.dit_facts(root, version)  # checks the transformer files before anything loads
+    _check_task(facts, settings, root / model.dit)
+    i2v = model.task is Task.i2v
+    if i2v:
+        loading.check_vision_encoder(root)
     if pipeline.enable_sr:
         sr_version, up_version = Path(model.dit_sr).name, Path(model.upsampler).name
         if not loading.dit_facts(root, sr_version).super_resolution:
@@ -77,6 +127,11 @@ def generate_hunyuan15(
     guided = pipeline.cfg_scale != 1.0 or (pipeline.enable_sr and pipeline.sr_cfg_scale != 1.0)
 
     with Reporter() as reporter:
+        # 0. Image-to-video: the image sets the size; its first-frame latents and SigLIP tokens condition.
+        image_tokens, height, width = None, plan.height, plan.width
+        if i2v:
+            condition, image_tokens, width, height = _image_inputs(root, settings, plan, reporter, device)
+
         # 1. Text: Qwen2.5-VL features and byT5 glyph features (quoted text), negative only when guided.
         with reporter.stage("load text encoders"):
             llm, tokenizer, crop_start = loading.load_text_encoder(root, text_dtype, text_device)
@@ -101,15 +156,17 @@ def generate_hunyuan15(
             attn = attention_backend(pipeline.dit_config, device)
             dit = loading.load_dit(root, version, resolve_dtype(pipeline.dit_config), device, attn)
         channels = dit.config.out_channels
-        shape = hy.latent_shape(1, plan.num_frames, plan.height, plan.width, channels=channels)
+        shape = hy.latent_shape(1, plan.num_frames, height, width, channels=channels)
         latents = hy.initial_noise(shape, user.seed, device)
+        if not i2v:
+            condition = hy.t2v_condition(latents)
         scheduler = make_scheduler(
             "euler", pipeline.num_inference_steps, pipeline.sigma_shift, pipeline.timesteps
         )
         with reporter.stage("denoise", total=scheduler.num_steps) as advance, oom_as_user_error("denoising"):
             latents = hy.denoise(
-                dit, latents, scheduler, hy.t2v_condition(latents), positive,
-                negative if pipeline.cfg_scale != 1.0 else None, pipeline.cfg_scale, advance,
+                dit, latents, scheduler, condition, positive, negative if pipeline.cfg_scale != 1.0 else None,
+                pipeline.cfg_scale, advance, image_tokens,
             )  # fmt: skip
         del dit
         free_memory()
@@ -117,6 +174,8 @@ def generate_hunyuan15(
         with reporter.stage("load vae"):
             vae = loading.load_vae(root, resolve_dtype(pipeline.vae_config), vae_device)
         extra: dict = {"meanflow": facts.meanflow}
+        if i2v:
+            extra["size_written"] = [width, height]
         if pipeline.enable_sr:
             if pipeline.save_pre_sr_video or settings.output.keep_intermediate:
                 frames = _decode(vae, latents, settings, reporter, "decode base", vae_device)

@@ -1,4 +1,4 @@
-"""HunyuanVideo 1.5 text-to-video sampling over loaded modules: prompts, latents, the loop, decoding.
+"""HunyuanVideo 1.5 sampling over loaded modules: prompts, latents, the loop, decoding.
 
 Plain arguments only (no configuration objects). The steps follow the official
 ``HunyuanVideo_1_5_Pipeline`` (Tencent-Hunyuan/HunyuanVideo-1.5) and diffusers' ``HunyuanVideo15Pipeline``:
@@ -12,7 +12,7 @@ Plain arguments only (no configuration objects). The steps follow the official
    the Glyph-SDXL-v2 ByT5 encoder (256 tokens); without quoted text the glyph features are zeros with an
    all-zero mask (the DiT then sees no glyph token).
 3. Latents: float32 noise [B, 32, (F-1)/4 + 1, H/16, W/16] from a CPU generator; t2v conditioning is zeros
-   (cond latents) and a zero mask, concatenated on channels.
+   (cond latents) and a zero mask, concatenated on channels (i2v: :mod:`.hunyuan15_image_cond`).
 4. Loop: flow-matching Euler with shift (:func:`telefuser_cli.schedulers.make_scheduler` "euler": the
    official grid ``shift(linspace(1, 0, N + 1))``, timesteps ``sigma * 1000`` as float32, the same grid as
    diffusers' scheduler given ``sigmas=linspace(1, 0, N + 1)[:-1]``); CFG ``uncond + s * (cond - uncond)``,
@@ -185,8 +185,8 @@ def t2v_condition(latents: torch.Tensor) -> torch.Tensor:
     return latents.new_zeros(b, c + 1, t, h, w)
 
 
-def _velocity(dit: Hunyuan15DiT, x, t, t_r, cond: TextConditioning) -> torch.Tensor:
-    return dit(x, t, cond.text, cond.text_mask, cond.glyph, cond.glyph_mask, None, t_r)
+def _velocity(dit: Hunyuan15DiT, x, t, t_r, cond: TextConditioning, image) -> torch.Tensor:
+    return dit(x, t, cond.text, cond.text_mask, cond.glyph, cond.glyph_mask, image, t_r)
 
 
 @torch.no_grad()
@@ -199,12 +199,14 @@ def denoise(
     negative: TextConditioning | None,
     cfg_scale: float,
     on_step: Callable[[], None] = lambda: None,
+    image_embeds: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Run the whole trajectory. latents: [B, C, T, h, w] float32 noise -> denoised latents (float32).
 
     ``condition``: channels concatenated after the latents ([B, C_cond, T, h, w]), or a function of the
     step's timestep returning them (the SR stage drops its low-resolution condition late in the trajectory).
-    ``cfg_scale`` 1 runs the conditional pass only (``negative`` may then be None).
+    ``cfg_scale`` 1 runs the conditional pass only (``negative`` may then be None). ``image_embeds``
+    ([B, N, D] SigLIP tokens, i2v) go to both guidance branches alike, as in both reference pipelines.
     """
     if cfg_scale != 1.0 and negative is None:
         raise ValueError(f"cfg_scale={cfg_scale} needs the negative prompt's conditioning")
@@ -219,9 +221,9 @@ def denoise(
         t_r = None
         if meanflow:  # official: the reference time is the next timestep, 0 after the last step
             t_r = (timesteps[i + 1] if i + 1 < len(timesteps) else timesteps.new_zeros(())).expand(batch)
-        velocity = _velocity(dit, x, t, t_r, positive)
+        velocity = _velocity(dit, x, t, t_r, positive, image_embeds)
         if cfg_scale != 1.0:
-            uncond = _velocity(dit, x, t, t_r, negative)
+            uncond = _velocity(dit, x, t, t_r, negative, image_embeds)
             velocity = uncond + cfg_scale * (velocity - uncond)
         latents = scheduler.step(velocity, i, latents)
         on_step()

@@ -1,10 +1,13 @@
-"""HunyuanVideo 1.5 through the CLI on the tiny model: base generation, super-resolution, refusals."""
+"""HunyuanVideo 1.5 through the CLI on the tiny models: base generation, super-resolution, image-to-video,
+refusals."""
 
 from __future__ import annotations
 
 import json
+import shutil
 
 import imageio.v2 as imageio
+import numpy as np
 import pytest
 from helpers import dump, run_cli
 
@@ -59,8 +62,69 @@ def test_super_resolution_needs_a_model_that_has_it():
     assert result.exit_code == 2 and "no super-resolution stage" in " ".join(result.stderr.split())
 
 
-def test_image_to_video_is_not_available_yet():
+@pytest.fixture
+def image(tmp_path):
+    from PIL import Image
+
+    path = tmp_path / "input.png"
+    rng = np.random.default_rng(0)
+    Image.fromarray((rng.random((50, 90, 3)) * 255).astype(np.uint8)).save(path)
+    return path
+
+
+def _refused(result, message: str) -> None:
+    text = " ".join(result.stderr.split())
+    assert result.exit_code == 2, text
+    assert message in text, text
+    assert "Traceback" not in text
+
+
+def test_image_to_video(tmp_path, image):
+    out = tmp_path / "run"
     result = run_cli(
-        "generate", "--dry-run", "recipe=hunyuan15_480p_i2v", "prompt=x", "user.input_image=x.png"
-    )
-    assert result.exit_code == 2
+        "generate", "recipe=tiny_hunyuan15_i2v", "prompt=the ball starts rolling", f"user.input_image={image}",
+        "pipeline.num_inference_steps=2", f"hydra.run.dir={out}",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    document = json.loads((out / "config.json").read_text())
+    assert document["pipeline_type"] == "hunyuan15_i2v"
+    assert document["run"]["size_written"] == [48, 32]  # the 90x50 image's bucket at the 48x32 budget
+    reader = imageio.get_reader(out / "video.mp4")
+    assert reader.count_frames() == 5 and next(iter(reader)).shape == (32, 48, 3)
+
+
+def test_image_to_video_needs_an_image():
+    result = run_cli("generate", "recipe=tiny_hunyuan15_i2v", "prompt=x")
+    _refused(result, "turns an image into a video: set user.input_image=PATH")
+
+
+def test_image_to_video_needs_the_image_encoder(tmp_path, image):
+    root = tmp_path / "model"
+    first = run_cli("generate", "recipe=tiny_hunyuan15_i2v", "prompt=x", f"user.input_image={image}",
+                    "pipeline.num_inference_steps=1", f"hydra.run.dir={tmp_path / 'first'}")  # fmt: skip
+    assert first.exit_code == 0, first.stderr
+    cache = json.loads((tmp_path / "first" / "config.json").read_text())["layer1_model_definition"]["root"]
+    shutil.copytree(cache, root)
+    shutil.rmtree(root / "vision_encoder")
+    result = run_cli("generate", "recipe=tiny_hunyuan15_i2v", "prompt=x", f"user.input_image={image}",
+                     f"model.root={root}", f"hydra.run.dir={tmp_path / 'run'}")  # fmt: skip
+    _refused(result, "image-to-video needs the SigLIP encoder in vision_encoder/siglip/")
+    assert not (tmp_path / "run" / "video.mp4").exists()
+
+
+def test_image_to_video_refusals(image):
+    sr = run_cli("generate", "--dry-run", "recipe=tiny_hunyuan15_i2v", "prompt=x", f"user.input_image={image}",
+                 "pipeline.enable_sr=true")  # fmt: skip
+    _refused(sr, "super-resolution after HunyuanVideo 1.5 image-to-video is not available")
+    mixed = run_cli("generate", "--dry-run", "model=tiny_hunyuan15_i2v", "pipeline=tiny_hunyuan15_default",
+                    "prompt=x", f"user.input_image={image}")  # fmt: skip
+    _refused(mixed, "needs pipeline_type hunyuan15_i2v, but the pipeline is hunyuan15_t2v")
+
+
+@pytest.mark.parametrize("recipe", ["hunyuan15_480p_i2v", "hunyuan15_480p_i2v_step_distill"])
+def test_real_image_to_video_recipes_validate(recipe, image):
+    config = dump(f"recipe={recipe}")
+    assert config["pipeline_type"] == "hunyuan15_i2v"
+    assert config["layer1_model_definition"]["facts"]["task"] == "i2v"
+    result = run_cli("generate", "--dry-run", f"recipe={recipe}", "prompt=x", f"user.input_image={image}")
+    assert result.exit_code == 0, result.stderr
