@@ -128,9 +128,9 @@ def generate_hunyuan15(
 
     with Reporter() as reporter:
         # 0. Image-to-video: the image sets the size; its first-frame latents and SigLIP tokens condition.
-        image_tokens, height, width = None, plan.height, plan.width
+        image_cond, image_tokens, height, width = None, None, plan.height, plan.width
         if i2v:
-            condition, image_tokens, width, height = _image_inputs(root, settings, plan, reporter, device)
+            image_cond, image_tokens, width, height = _image_inputs(root, settings, plan, reporter, device)
 
         # 1. Text: Qwen2.5-VL features and byT5 glyph features (quoted text), negative only when guided.
         with reporter.stage("load text encoders"):
@@ -158,8 +158,7 @@ def generate_hunyuan15(
         channels = dit.config.out_channels
         shape = hy.latent_shape(1, plan.num_frames, height, width, channels=channels)
         latents = hy.initial_noise(shape, user.seed, device)
-        if not i2v:
-            condition = hy.t2v_condition(latents)
+        condition = hy.t2v_condition(latents) if image_cond is None else image_cond
         scheduler = make_scheduler(
             "euler", pipeline.num_inference_steps, pipeline.sigma_shift, pipeline.timesteps
         )

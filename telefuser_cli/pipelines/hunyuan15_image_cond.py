@@ -38,8 +38,8 @@ def bucket_size(image_w: int, image_h: int, base: float, patch: int = 16) -> tup
     ``calculate_default_height_width``, list order and tie-breaking included)."""
     if min(image_w, image_h) < 1:
         raise ValueError(f"image size {image_w}x{image_h} must be positive")
-    # the official code reads each bucket as (h, w) here, though the list is built as (w, h): the set of
-    # sizes is symmetric, and reading it the same way keeps the same winner on ties
+    # diffusers and the official code read each entry of this (w, h) list as (h, w); the set of sizes is
+    # symmetric, so only the winner among equal ratios could differ: read it their way
     buckets = crop_size_list(base, patch)
     if not buckets:
         raise ValueError(f"bucket base {base} is below one {patch}-pixel patch")

@@ -9,6 +9,7 @@ tokens) are compared one by one, then whole runs: CFG 6, and a meanflow (step-di
 from __future__ import annotations
 
 import dataclasses
+import shutil
 
 import numpy as np
 import pytest
@@ -64,7 +65,7 @@ def components(tmp_path_factory):
     dit = loading.load_dit(root, I2V_VERSION, torch.float32, DEV)
     vae = loading.load_vae(root, torch.float32, DEV)
     siglip, processor = loading.load_vision_encoder(root, torch.float32, DEV)
-    return dict(llm=llm, tokenizer=tokenizer, crop=crop, byt5=byt5, byt5_tokenizer=byt5_tokenizer, dit=dit,
+    return dict(root=root, llm=llm, tokenizer=tokenizer, crop=crop, byt5=byt5, byt5_tokenizer=byt5_tokenizer, dit=dit,
                 vae=vae, siglip=siglip, processor=processor)  # fmt: skip
 
 
@@ -113,6 +114,22 @@ def _ours(c: dict, dit: Hunyuan15DiT, image, cfg_scale: float, seed: int = 7):
     latents = hy.denoise(dit, noise.clone(), scheduler, condition, positive, negative, cfg_scale,
                          image_embeds=tokens)  # fmt: skip
     return latents, hy.decode(c["vae"], latents), noise
+
+
+def test_vision_encoder_folder_errors(components, tmp_path):
+    from telefuser_cli.errors import UserError
+
+    with pytest.raises(UserError, match="image-to-video needs the SigLIP encoder in vision_encoder/siglip/"):
+        loading.load_vision_encoder(tmp_path, torch.float32, DEV)
+    # weights only as a pickle: refused (never unpickled), one clear error
+    root = tmp_path / "pickled"
+    siglip = root / loading.SIGLIP_DIR
+    shutil.copytree(components["root"] / loading.SIGLIP_DIR, siglip)
+    model = siglip / loading.SIGLIP_MODEL
+    torch.save(components["siglip"].state_dict(), model / "pytorch_model.bin")
+    (model / "model.safetensors").unlink()
+    with pytest.raises(UserError, match="image encoder: cannot load .* no file named model.safetensors"):
+        loading.load_vision_encoder(root, torch.float32, DEV)
 
 
 def test_bucket_size_matches_diffusers():
