@@ -48,9 +48,20 @@ def benches(compile_: bool) -> list[Bench]:
     cli = str(HERE / "cli_time.py")
     found = [
         Bench("DiT forward (1 step), bf16", [dit, *QUICK_DIT], 1),
-        Bench("DiT guided step, CFG batched (ours) vs 2 forwards", [dit, *QUICK_DIT, "--cfg", "batched"], 1),
         Bench(
-            "DiT guided step, CFG two-pass (ours) vs 2 forwards", [dit, *QUICK_DIT, "--cfg", "two-pass"], 1
+            "DiT step as the pipeline runs it (context prepared once), bf16",
+            [dit, *QUICK_DIT, "--prepared"],
+            1,
+        ),
+        Bench(
+            "DiT guided step as the pipeline runs it, CFG batched (ours) vs 2 forwards",
+            [dit, *QUICK_DIT, "--cfg", "batched", "--prepared"],
+            1,
+        ),
+        Bench(
+            "DiT guided step as the pipeline runs it, CFG two-pass (ours) vs 2 forwards",
+            [dit, *QUICK_DIT, "--cfg", "two-pass", "--prepared"],
+            1,
         ),
         Bench("VAE decode, fp32", [vae, "--frames", "2", "--height", "16", "--width", "16"], 2),
         Bench("DiT checkpoint load, disk to model (from_single_file)", [load, *QUICK_LOAD], 1),

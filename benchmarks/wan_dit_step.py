@@ -6,6 +6,24 @@ Each model's parameters are cast the way its own loader would: ours keeps ``WanD
 diffusers keeps its ``_keep_in_fp32_modules``.
 
 Time: best of ``--repeats`` forwards after one warm-up, models alternating.
+
+``--prepared`` times ours as the pipeline runs a step: the context prepared once before the timed calls
+(``WanDiT.prepare_context``: text embedding and every block's cross-attention keys and values, once per run in
+``pipelines.wan.denoise``), against diffusers' forward, which recomputes them at every step.
+
+Throughput: the FLOPs of a forward, counted analytically (multiply-add = 2 FLOPs; linear layers, the patch
+embedding as the linear it is, and the two attention matmuls; norms, activations and softmax left out):
+
+    B * [ 2 L C p (in + out)                          patch embedding, head   (p = prod(patch_size))
+          + 2 T C (D_text + C)                        text embedding          (T = text_len = 512)
+          + layers * ( 8 L C^2 + 4 L^2 C              self-attention: q k v o, QK^T and PV
+                       + 4 L C^2 + 4 L T C            cross-attention: q o, QK^T and PV
+                       + 4 T C^2                      cross-attention: k v of the context
+                       + 4 L C F ) ]                  feed-forward (F = ffn_dim)
+
+with L video tokens, C = dim (time embedding: < 0.01%, left out). A prepared context drops the text
+embedding and the context's k v terms. Achieved GFLOP/s = FLOPs of the work each side did / its time, printed
+beside the machine's bf16 (or fp32) matmul ceiling, measured here as the best of several 2048^3 matmuls.
 Peak memory, weights excluded (they exist before each baseline):
 - on CUDA: torch.cuda.max_memory_allocated growth during a forward (``mem_ratio`` uses it);
 - on CPU, two measures: (a) peak RSS growth during a forward, median over the repeats (a thread samples
@@ -14,6 +32,7 @@ Peak memory, weights excluded (they exist before each baseline):
   TorchDispatchMode in one extra untimed forward (misses kernel-internal scratch). ``mem_ratio`` uses (b).
 
     python benchmarks/wan_dit_step.py --layers 2
+    python benchmarks/wan_dit_step.py --layers 2 --prepared
 The last line is ``ratio=<ours/peer time> mem_ratio=<ours/peer peak>``.
 """
 
@@ -22,6 +41,7 @@ from __future__ import annotations
 import argparse
 import ctypes
 import gc
+import math
 import os
 import statistics
 import threading
@@ -118,6 +138,32 @@ def tensor_peak(fn, model: torch.nn.Module, inputs: tuple[torch.Tensor, ...]) ->
     return mode.peak
 
 
+def forward_flops(cfg: WanDiTConfig, tokens: int, batch: int, prepared: bool) -> float:
+    """FLOPs of one forward, by the formula of the module docstring."""
+    c, t, n = cfg.dim, cfg.text_len, tokens
+    per_layer = 8 * n * c * c + 4 * n * n * c + 4 * n * c * c + 4 * n * t * c + 4 * n * c * cfg.ffn_dim
+    total = 2 * n * c * math.prod(cfg.patch_size) * (cfg.in_dim + cfg.out_dim) + cfg.num_layers * per_layer
+    if not prepared:
+        total += 2 * t * c * (cfg.text_dim + c) + cfg.num_layers * 4 * t * c * c
+    return float(batch * total)
+
+
+def matmul_ceiling(dtype: torch.dtype, device: torch.device, size: int = 2048, repeats: int = 5) -> float:
+    """GFLOP/s of the best of ``repeats`` [size, size] x [size, size] matmuls in ``dtype`` (after a warm-up)."""
+    g = torch.Generator().manual_seed(0)
+    a, b = (torch.randn(size, size, generator=g).to(device, dtype) for _ in range(2))
+    best = math.inf
+    for _ in range(repeats + 1):
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        torch.mm(a, b)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        best = min(best, time.perf_counter() - start)
+    return 2 * size**3 / best / 1e9
+
+
 def build_models(cfg: WanDiTConfig, dtype: torch.dtype, device: torch.device):
     from diffusers import WanTransformer3DModel
     from diffusers.loaders.single_file_utils import convert_wan_transformer_to_diffusers
@@ -168,6 +214,11 @@ def main() -> None:
         "batched_cfg_guidance or two_pass_guidance, diffusers with two forwards as WanPipeline does",
     )
     ap.add_argument(
+        "--prepared",
+        action="store_true",
+        help="ours as the pipeline runs a step: the context(s) prepared once before timing (prepare_context)",
+    )
+    ap.add_argument(
         "--compile",
         action="store_true",
         help="regional torch.compile: ours runtime.compile.compile_blocks, diffusers compile_repeated_blocks; "
@@ -203,13 +254,35 @@ def main() -> None:
     )
 
     context_null = torch.randn(1, cfg.text_len, cfg.text_dim, generator=g).to(device)
+    ceiling = matmul_ceiling(dtype, device)
+    print(f"{args.dtype} matmul ceiling (best 2048^3 matmul): {ceiling:.1f} GFLOP/s")
+    passes = 1 if args.cfg == "none" else 2
+    flops = {
+        "telefuser": passes * forward_flops(cfg, tokens, 1, args.prepared),
+        "diffusers": passes * forward_flops(cfg, tokens, 1, False),
+    }
+    ours_context, ours_context_null = context, context_null
+    prepared: list[torch.Tensor] = []  # the cache tensors exist before a step, like the weights
+    if args.prepared:
+        with torch.inference_mode():
+            ours_context, ours_context_null = (
+                ours.prepare_context(context),
+                ours.prepare_context(context_null),
+            )
+        for cache in (ours_context, ours_context_null):
+            prepared += [cache.context, *(tensor for kv in cache.kv for tensor in (kv.k, kv.v))]
+        cache_bytes = sum(t.nbytes for kv in ours_context.kv for t in (kv.k, kv.v))
+        print(
+            f"telefuser: context prepared once (as pipelines.wan.denoise does), "
+            f"{cache_bytes / 2**20:.1f} MiB of keys and values per prompt"
+        )
 
     def peer_forward(ctx: torch.Tensor) -> torch.Tensor:
         return peer(x.to(dtype), t, ctx.to(dtype), return_dict=False)[0].float()
 
     if args.cfg == "none":
         runs = {
-            "telefuser": (ours, lambda: ours(x, t, context)),
+            "telefuser": (ours, lambda: ours(x, t, ours_context)),
             "diffusers": (peer, lambda: peer_forward(context)),
         }
     else:
@@ -220,7 +293,7 @@ def main() -> None:
             return uncond + 5.0 * (cond - uncond)
 
         runs = {
-            "telefuser": (ours, lambda: guidance(ours, x, t, context, context_null, 5.0)),
+            "telefuser": (ours, lambda: guidance(ours, x, t, ours_context, ours_context_null, 5.0)),
             "diffusers": (peer, peer_guided),
         }
         print(f"guided step (CFG 5): telefuser {guidance.__name__}, diffusers two forwards")
@@ -240,7 +313,7 @@ def main() -> None:
             for name, (_, fn) in runs.items():
                 samples[name].append(measure(fn, device))
         tensor_peaks = {
-            name: 0 if args.compile else tensor_peak(fn, m, (x, t, context, context_null))
+            name: 0 if args.compile else tensor_peak(fn, m, (x, t, context, context_null, *prepared))
             for name, (m, fn) in runs.items()
         }
     # time: best run (least disturbed by other load); RSS: median run (sampling is noisy)
@@ -249,7 +322,9 @@ def main() -> None:
     for name, (sec, mem) in result.items():
         print(
             f"{name:10s} {sec:8.3f} s   peak {mem_kind} +{mem / 2**20:8.1f} MiB   "
-            f"peak tensors +{tensor_peaks[name] / 2**20:8.1f} MiB"
+            f"peak tensors +{tensor_peaks[name] / 2**20:8.1f} MiB   "
+            f"{flops[name] / 1e9:8.1f} GFLOP  {flops[name] / sec / 1e9:6.1f} GFLOP/s "
+            f"({flops[name] / sec / 1e9 / ceiling:.0%} of the matmul ceiling)"
         )
     print(f"max abs difference of outputs: {diff:.3e}")
     t_ratio = result["telefuser"][0] / result["diffusers"][0]

@@ -58,6 +58,7 @@ def shard_tokens(tokens: Tokens, groups: ParallelGroups) -> Tokens:
         rope=shard(tokens.rope, 0, degree, rank, value=1.0),  # unit phasors; padded rows are discarded
         context=tokens.context,
         context_img=tokens.context_img,
+        kv=tokens.kv,  # the context is not sharded: every rank attends to all of it
         grid=tokens.grid,
     )
 

@@ -95,6 +95,8 @@ class PlacedDiT:
     offload: ModelOffload | None = None
     cache: FirstBlockCache | None = None
     record: dict[str, Any] = field(default_factory=dict)
+    # False when the blocks come to the device only for their own forward (see pipelines.wan.Expert)
+    cache_context: bool = True
 
     def load(self) -> None:
         if self.offload is not None:
@@ -136,6 +138,7 @@ def _load_dit(
         placed.cache = apply_step_cache(dit, threshold)
     if offload_type is OffloadType.SEQUENTIAL_CPU_OFFLOAD:
         report, _ = apply_sequential_offload(dit, device)
+        placed.cache_context = not report.applied
         placed.record["offload"] = {
             "type": offload_type.name,
             "applied": report.applied,
@@ -245,7 +248,9 @@ def generate_wan(
         for spec in specs:
             with reporter.stage(f"load {spec.name}"):
                 placed.append(_load_dit(spec, device, settings, groups, condition))
-        experts = [Expert(p.module, spec.cfg_scale) for p, spec in zip(placed, specs, strict=True)]
+        experts = [
+            Expert(p.module, spec.cfg_scale, p.cache_context) for p, spec in zip(placed, specs, strict=True)
+        ]
 
         def switch(old: int, new: int) -> None:
             placed[old].release()

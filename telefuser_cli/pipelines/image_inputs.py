@@ -88,5 +88,10 @@ class ConditionedDiT(torch.nn.Module):
         clip = condition.clip_fea if getattr(dit.config, "image_dim", None) is not None else None
         self.register_buffer("clip_fea", None if clip is None else clip.to(device), persistent=False)
 
-    def forward(self, x: torch.Tensor, timestep: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+    def prepare_context(self, context: torch.Tensor):
+        """The DiT's context cache of ``context`` with the bound CLIP features (``WanDiT.prepare_context``)."""
+        return self.dit.prepare_context(context, clip_fea=self.clip_fea)
+
+    def forward(self, x: torch.Tensor, timestep: torch.Tensor, context) -> torch.Tensor:
+        """context: [B, L, text_dim] text features or the cache from :meth:`prepare_context`."""
         return self.dit(x, timestep, context, y=self.y, clip_fea=self.clip_fea)

@@ -61,10 +61,9 @@ class FirstBlockCache:
     def run_blocks(self, tokens: Tokens, self_attn: AttentionFn) -> torch.Tensor:
         """Drop-in for ``WanDiT.run_blocks``: returns the residual stream [B, L, C] float32."""
         dit, x = self.dit, tokens.x
-        args = (tokens.e0, tokens.rope, tokens.context, tokens.context_img, self_attn, dit.attn_fn)
         self.calls += 1
         before = x.clone()
-        x = dit.blocks[0](x, *args)  # in place
+        x = dit.run_block(0, x, tokens, self_attn)  # in place
         residual = x - before
         branch = self._branch(tokens)
         if branch is not None and self.threshold > 0:
@@ -73,8 +72,8 @@ class FirstBlockCache:
                 self.skipped += 1
                 return x.add_(branch.rest)
         before.copy_(x)
-        for block in dit.blocks[1:]:
-            x = block(x, *args)
+        for i in range(1, len(dit.blocks)):
+            x = dit.run_block(i, x, tokens, self_attn)
         rest = before.neg_().add_(x)  # reuse the copy's memory: rest = x - x_after_first_block
         if branch is None:
             self.branches.append(_Branch(tokens.context.clone(), tokens.grid, residual, rest))

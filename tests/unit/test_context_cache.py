@@ -1,0 +1,173 @@
+"""The context prepared once per run (WanDiT.prepare_context) against recomputing it in every block, on tiny DiTs.
+
+Bit for bit in float32 on CPU: the forward, whole trajectories (two-pass and batched CFG, t2v and i2v with the
+CLIP path, two MoE experts), with the step cache and with compiled blocks.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from telefuser_cli.models.wan_dit import ContextCache, CrossAttention, WanDiT
+from telefuser_cli.pipelines.image_inputs import ConditionedDiT
+from telefuser_cli.pipelines.wan import Expert, batched_cfg_guidance, denoise, two_pass_guidance
+from telefuser_cli.runtime.compile import compile_blocks
+from telefuser_cli.runtime.step_cache import apply_step_cache
+from telefuser_cli.schedulers import make_scheduler
+from telefuser_cli.tiny import TINY_DIT, TINY_DIT_I2V_CLIP
+
+STEPS = 4
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One intra-op thread: tiny ops on a loaded 2-core machine run ~100x faster than with two."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def tiny_dit(config=TINY_DIT, seed: int = 0, num_layers: int = 3) -> WanDiT:
+    torch.manual_seed(seed)
+    dit = WanDiT(dataclasses.replace(config, num_layers=num_layers)).eval()
+    with torch.no_grad():
+        for p in dit.parameters():
+            p.normal_(0, 0.1)  # nothing zero-initialised (the head would hide differences)
+    return dit
+
+
+def conditioned(dit: WanDiT, latents: torch.Tensor) -> ConditionedDiT:
+    g = torch.Generator().manual_seed(3)
+    condition = SimpleNamespace(
+        y=torch.randn(1, 20, *latents.shape[2:], generator=g),
+        clip_fea=torch.randn(1, 257, TINY_DIT_I2V_CLIP.image_dim, generator=g),
+    )
+    return ConditionedDiT(dit, condition, torch.device("cpu"))
+
+
+def inputs(seed: int = 1):
+    g = torch.Generator().manual_seed(seed)
+    latents = torch.randn(1, 16, 3, 8, 8, generator=g)
+    context = torch.randn(1, 7, TINY_DIT.text_dim, generator=g)
+    context_null = torch.randn(1, 5, TINY_DIT.text_dim, generator=g)  # another length, as in a real run
+    return latents, context, context_null
+
+
+def sample(experts, schedule, guidance=two_pass_guidance, **kwargs):
+    latents, context, context_null = inputs()
+    scheduler = make_scheduler("unipc", len(schedule), 5.0)
+    return denoise(latents, scheduler, experts, schedule, context, context_null, guidance=guidance, **kwargs)
+
+
+def test_forward_with_cache_equals_raw_context_bitwise():
+    latents, context, context_null = inputs()
+    t = torch.tensor([500.0, 250.0])
+    both = torch.cat([context, torch.nn.functional.pad(context_null, (0, 0, 0, 2))])
+    with torch.no_grad():
+        dit = tiny_dit()
+        x = torch.cat([latents, latents.flip(2)])
+        assert torch.equal(dit(x, t, dit.prepare_context(both)), dit(x, t, both))
+        wrapped = conditioned(tiny_dit(TINY_DIT_I2V_CLIP), latents)
+        assert torch.equal(wrapped(x, t, wrapped.prepare_context(both)), wrapped(x, t, both))
+
+
+@pytest.mark.parametrize("guidance", [two_pass_guidance, batched_cfg_guidance])
+@pytest.mark.parametrize("image", [False, True])
+def test_trajectory_with_cache_equals_recomputing_bitwise(guidance, image):
+    latents = inputs()[0]
+    dit = tiny_dit(TINY_DIT_I2V_CLIP) if image else tiny_dit()
+    module = conditioned(dit, latents) if image else dit
+    cached = sample([Expert(module, 5.0)], [0] * STEPS, guidance)
+    recomputed = sample([Expert(module, 5.0, cache_context=False)], [0] * STEPS, guidance)
+    assert torch.equal(cached, recomputed), (cached - recomputed).abs().max().item()
+    # and batched CFG over caches still equals two passes over them
+    other = batched_cfg_guidance if guidance is two_pass_guidance else two_pass_guidance
+    assert torch.equal(cached, sample([Expert(module, 5.0)], [0] * STEPS, other))
+
+
+def count_projections(monkeypatch) -> list[int]:
+    calls = []
+    real = CrossAttention.project
+    monkeypatch.setattr(CrossAttention, "project", lambda self, *a: calls.append(id(self)) or real(self, *a))
+    return calls
+
+
+def test_moe_experts_prepare_their_own_context_once(monkeypatch):
+    """Each expert (its own weights) projects positive and negative contexts once, after it came in."""
+    high, low = tiny_dit(seed=0), tiny_dit(seed=1)
+    schedule = [0, 0, 1, 1, 1]
+    recomputed = sample([Expert(high, 5.0, False), Expert(low, 3.0, False)], schedule)
+    events = []
+    for name, dit in (("high", high), ("low", low)):
+        real = dit.prepare_context
+        monkeypatch.setattr(dit, "prepare_context", lambda c, n=name, f=real: events.append(n) or f(c))
+    calls = count_projections(monkeypatch)
+    cached = sample(
+        [Expert(high, 5.0), Expert(low, 3.0)], schedule, on_switch=lambda old, new: events.append("switch")
+    )
+    assert torch.equal(cached, recomputed)
+    assert events == ["high", "high", "switch", "low", "low"]
+    assert len(calls) == 2 * 2 * 3  # 2 experts x (positive, negative) x 3 blocks, whatever the step count
+
+
+def test_unguided_expert_prepares_only_the_positive_context(monkeypatch):
+    calls = count_projections(monkeypatch)
+    sample([Expert(tiny_dit(), 1.0)], [0] * STEPS)
+    assert len(calls) == 3
+
+
+def test_step_cache_tells_prepared_branches_apart():
+    dit = tiny_dit()
+    plain = sample([Expert(dit, 5.0, cache_context=False)], [0] * STEPS)
+    cache = apply_step_cache(dit, 0.0)
+    assert torch.equal(sample([Expert(dit, 5.0)], [0] * STEPS), plain)
+    assert (cache.calls, cache.skipped, len(cache.branches)) == (2 * STEPS, 0, 2)
+    cache.threshold = 1e9  # skip all but each branch's first call
+    cache.reset()
+    sample(
+        [Expert(dit, 5.0)], [0] * STEPS, batched_cfg_guidance
+    )  # one branch, a fresh concatenation per step
+    assert (cache.calls, cache.skipped, len(cache.branches)) == (STEPS, STEPS - 1, 1)
+
+
+def test_compiled_blocks_take_the_cache_in_one_graph():
+    torch._dynamo.reset()
+    torch._dynamo.utils.counters.clear()
+    dit = tiny_dit()
+    latents, context, _ = inputs()
+    t = torch.tensor([500.0])
+    with torch.no_grad():
+        cache = dit.prepare_context(context)
+        eager = dit(latents, t, cache)
+        compile_blocks(dit, backend="aot_eager", fullgraph=True)
+        dit(latents, t, cache)
+        compiled = dit(latents, t, cache)
+    graphs = torch._dynamo.utils.counters["stats"]["unique_graphs"]
+    torch._dynamo.reset()
+    assert graphs == 1
+    torch.testing.assert_close(compiled, eager, rtol=1e-5, atol=1e-5)
+
+
+def test_cache_misuse_is_refused():
+    latents, context, context_null = inputs()
+    t = torch.tensor([500.0])
+    with torch.no_grad():
+        dit = tiny_dit()
+        cache = dit.prepare_context(context)
+        with pytest.raises(ValueError, match="batch 1, x has batch 2"):
+            dit(torch.cat([latents, latents]), t.expand(2), cache)
+        with pytest.raises(ValueError, match="holds 3 blocks.*has 2 blocks"):
+            tiny_dit(num_layers=2)(latents, t, cache)
+        wrapped = conditioned(tiny_dit(TINY_DIT_I2V_CLIP), latents)
+        image_cache = wrapped.prepare_context(context)
+        with pytest.raises(ValueError, match="other clip_fea"):
+            wrapped.dit(latents, t, image_cache, y=wrapped.y, clip_fea=wrapped.clip_fea.clone())
+        with pytest.raises(ValueError, match="same clip_fea"):
+            ContextCache.cat([cache, image_cache])
+        with pytest.raises(ValueError, match="both contexts raw or both prepared"):
+            batched_cfg_guidance(dit, latents, t, cache, context_null, 5.0)
