@@ -216,9 +216,14 @@ class PipelineConfig:
     # First-block residual caching: skip the other blocks while the first one's output changes less than
     # this (relative); 0 = off (exact).
     step_cache_threshold: float = 0.0
+    # VAE decode in overlapping spatial tiles, [height, width] in latent pixels (HunyuanVideo 1.5 pipelines
+    # default to the official 256-pixel tiles: size [16, 16], stride [12, 12]).
     tiled: bool = False
     tile_size: list[int] = field(default_factory=lambda: [34, 34])
     tile_stride: list[int] = field(default_factory=lambda: [18, 16])
+    # HunyuanVideo 1.5 only: also tile the decode in time, this many latent frames a tile (0 = off; the Wan
+    # VAE already decodes frame by frame through its causal cache).
+    tile_frames: int = 0
     # Frame interpolation (RIFE) after decoding, from `fps` to the target fps (user.target_fps wins).
     enable_vfi: bool = False
     target_fps: int | None = None

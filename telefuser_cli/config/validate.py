@@ -121,7 +121,7 @@ def check_supported(settings: RootConfig) -> None:
 
 
 def _check_hunyuan15_task(settings: RootConfig) -> None:
-    """HunyuanVideo 1.5: the pipeline's task is the model's; i2v has no super-resolution stage here."""
+    """HunyuanVideo 1.5: the pipeline's task is the model's."""
     model, pipeline = settings.model, settings.pipeline
     if model.family is not Family.hunyuan15:
         return
@@ -130,11 +130,6 @@ def _check_hunyuan15_task(settings: RootConfig) -> None:
         raise UserError(
             f"model {model.name} ({model.task.value}) needs pipeline_type {expected}, but the pipeline "
             f"is {pipeline.pipeline_type}: choose a matching pipeline (pipeline={model.name}_default)"
-        )
-    if model.task is Task.i2v and pipeline.enable_sr:
-        raise UserError(
-            f"pipeline.enable_sr=true: super-resolution after HunyuanVideo 1.5 image-to-video is not "
-            f"available in this version (model {model.name}); set pipeline.enable_sr=false"
         )
 
 
@@ -149,6 +144,13 @@ def _check_model_and_pipeline(settings: RootConfig) -> None:
             )
         if pipeline.sr_resolution not in ("720p", "1080p"):
             raise UserError(f"pipeline.sr_resolution={pipeline.sr_resolution!r} must be 720p or 1080p")
+        # Official SR versions are named after their output: 720p_sr_distilled, 1080p_sr_distilled.
+        trained = re.match(r"(\d+p)_sr", Path(model.dit_sr).name)
+        if trained and trained.group(1) != pipeline.sr_resolution:
+            raise UserError(
+                f"pipeline.sr_resolution={pipeline.sr_resolution} but model.dit_sr={model.dit_sr} is a "
+                f"{trained.group(1)} SR stage: set pipeline.sr_resolution={trained.group(1)}"
+            )
         if not 0.0 <= pipeline.lq_noise_strength <= 1.0:
             raise UserError(f"pipeline.lq_noise_strength={pipeline.lq_noise_strength} must be in [0, 1]")
     if model.moe:
@@ -290,6 +292,11 @@ def validate(settings: RootConfig, *, require_prompt: bool = True) -> RunPlan:
         raise UserError(
             f"pipeline.tile_size={list(pipeline.tile_size)} and pipeline.tile_stride={list(pipeline.tile_stride)} "
             "are [height, width] in latent pixels with 0 < stride <= size"
+        )
+    if pipeline.tile_frames < 0 or (pipeline.tile_frames and model.family is not Family.hunyuan15):
+        raise UserError(
+            f"pipeline.tile_frames={pipeline.tile_frames}: latent frames per temporal tile (>= 0, 0 = off), "
+            "HunyuanVideo 1.5 only (the Wan VAE decodes frame by frame already)"
         )
     if pipeline.rand_device not in ("cpu", "cuda"):
         raise UserError(f"pipeline.rand_device={pipeline.rand_device!r} must be cpu or cuda")

@@ -42,28 +42,36 @@ def _blend_columns(left: Tensor, tile: Tensor, extent: int) -> None:
 
 
 def crop_blend_decode(
-    decode_fn: Callable[[Tensor], Tensor], z: Tensor, tile: int, overlap: float, scale: int
+    decode_fn: Callable[[Tensor], Tensor],
+    z: Tensor,
+    tile: tuple[int, int],
+    stride: tuple[int, int],
+    scale: int,
 ) -> Tensor:
-    """Decode ``z`` [B, C, T, h, w] in ``tile`` x ``tile`` latent tiles every ``int(tile * (1 - overlap))``
-    latent pixels; each decoded tile (``tile * scale`` pixels square) is blended over
-    ``int(tile * scale * overlap)`` pixels into the tiles above and to its left, then cropped to its first
-    ``tile * scale - blend`` pixels. ``decode_fn`` maps a latent tile to pixels ``scale`` times larger."""
-    if tile <= 0 or not 0 <= overlap < 1:
-        raise ValueError(f"tile={tile} must be positive and overlap={overlap} in [0, 1)")
-    stride = int(tile * (1 - overlap))
-    if stride <= 0:
-        raise ValueError(f"tile={tile} with overlap={overlap} leaves no stride")
-    blend = int(tile * scale * overlap)
-    limit = tile * scale - blend
+    """Decode ``z`` [B, C, T, h, w] in ``tile`` (height, width) latent tiles every ``stride`` latent pixels.
+
+    Each decoded tile is blended over ``(tile - stride) * scale`` pixels into the tiles above and to its left,
+    then cropped to its first ``stride * scale`` pixels. The reference's ``tile_overlap_factor`` f and
+    ``tile_latent_min_size`` L are ``stride = L * (1 - f)`` (it requires ``L * f`` to be an integer), e.g. the
+    official 256-pixel tiles of HunyuanVideo 1.5: tile (16, 16), stride (12, 12). ``decode_fn`` maps a latent
+    tile to pixels ``scale`` times larger.
+    """
+    for name, pair in (("tile", tile), ("stride", stride)):
+        if len(pair) != 2 or min(pair) <= 0:
+            raise ValueError(f"{name}={tuple(pair)} must be two positive latent sizes (height, width)")
+    if stride[0] > tile[0] or stride[1] > tile[1]:
+        raise ValueError(f"stride={tuple(stride)} must be <= tile={tuple(tile)} (no gaps between tiles)")
+    blend = ((tile[0] - stride[0]) * scale, (tile[1] - stride[1]) * scale)
+    limit = (stride[0] * scale, stride[1] * scale)
     h, w = z.shape[-2:]
     rows, above = [], None
-    for i in range(0, h, stride):
-        row = [decode_fn(z[..., i : i + tile, j : j + tile]) for j in range(0, w, stride)]
+    for i in range(0, h, stride[0]):
+        row = [decode_fn(z[..., i : i + tile[0], j : j + tile[1]]) for j in range(0, w, stride[1])]
         for j, current in enumerate(row):
             if above is not None:
-                _blend_rows(above[j], current, blend)
+                _blend_rows(above[j], current, blend[0])
             if j > 0:
-                _blend_columns(row[j - 1], current, blend)
-        rows.append(torch.cat([current[..., :limit, :limit] for current in row], dim=-1))
+                _blend_columns(row[j - 1], current, blend[1])
+        rows.append(torch.cat([current[..., : limit[0], : limit[1]] for current in row], dim=-1))
         above = row
     return torch.cat(rows, dim=-2)

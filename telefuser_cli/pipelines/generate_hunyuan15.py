@@ -5,6 +5,7 @@ this file only orders them."""
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -36,22 +37,24 @@ from telefuser_cli.schedulers import make_scheduler
 log = logging.getLogger(__name__)
 
 
-def _sr_size(plan: RunPlan, resolution: str, sr_resolution: str) -> tuple[int, int]:
-    """(height, width) after SR: the official bucket map for bucket sizes, else the size ratio of the two
-    resolutions rounded to the VAE's 16 pixels."""
+def _sr_size(height: int, width: int, resolution: str, sr_resolution: str) -> tuple[int, int]:
+    """(height, width) after SR of a ``height x width`` base video: the official bucket map for bucket sizes,
+    else the size ratio of the two resolutions rounded to the VAE's 16 pixels."""
     base = resolution if resolution in SIZE_MAP else "480p"
     try:
-        return sr_target_size(plan.height, plan.width, base, sr_resolution)
+        return sr_target_size(height, width, base, sr_resolution)
     except ValueError:
         ratio = SIZE_MAP[sr_resolution] / SIZE_MAP[base]
-        return max(16, round(plan.height * ratio / 16) * 16), max(16, round(plan.width * ratio / 16) * 16)
+        return max(16, round(height * ratio / 16) * 16), max(16, round(width * ratio / 16) * 16)
 
 
 def _decode(vae, latents: torch.Tensor, settings: RootConfig, reporter: Reporter, stage: str, device):
     pipeline = settings.pipeline
+    tile = tuple(pipeline.tile_size) if pipeline.tiled else None
     with reporter.stage(stage), oom_as_user_error("VAE decode"):
-        tile = tuple(pipeline.tile_size) if pipeline.tiled else None
-        video = hy.decode(vae, latents.to(device), spatial_tile=tile)
+        video = hy.decode(
+            vae, latents.to(device), tile, tuple(pipeline.tile_stride), pipeline.tile_frames or None
+        )
     return to_uint8_frames(video[0])
 
 
@@ -68,34 +71,53 @@ def _check_task(facts: loading.DiTFacts, settings: RootConfig, path: Path) -> No
         raise UserError(f"{path} has no vision_in (SigLIP image tokens): not an image-to-video transformer")
 
 
-def _image_inputs(root: Path, settings: RootConfig, plan: RunPlan, reporter: Reporter, device):
-    """i2v: (condition channels [1, C + 1, T, h, w], SigLIP tokens [1, N, D], width, height) on ``device``."""
+@dataclass
+class ImageInputs:
+    """What the image conditions, on the DiT's device: condition channels [1, C + 1, T, h, w] and SigLIP
+    tokens [1, N, D] at the base size, and (with super-resolution) the same at the SR size."""
+
+    condition: torch.Tensor
+    tokens: torch.Tensor
+    width: int
+    height: int
+    sr_condition: torch.Tensor | None = None
+    sr_tokens: torch.Tensor | None = None
+
+
+def _image_inputs(root: Path, settings: RootConfig, plan: RunPlan, reporter: Reporter, device) -> ImageInputs:
+    """i2v: the image sets the size; its first-frame latents and SigLIP tokens condition. With SR, the SR
+    stage gets its own: the image cropped to the SR size, as the official SR pipeline prepares it."""
     user, pipeline = settings.user, settings.pipeline
-    image = ic.to_pil(load_image(user.input_image))
+    original = ic.to_pil(load_image(user.input_image))
     base = ic.bucket_base(user.resolution, plan.width, plan.height)
-    width, height = ic.bucket_size(image.width, image.height, base)
+    width, height = ic.bucket_size(original.width, original.height, base)
     log.info(
         "image-to-video size %dx%d: the bucket of user.resolution=%s closest to the %dx%d image's aspect "
-        "ratio (user.aspect_ratio is not used)", width, height, user.resolution, image.width, image.height,
+        "ratio (user.aspect_ratio is not used)", width, height, user.resolution, original.width, original.height,
     )  # fmt: skip
-    image = ic.crop_to(image, width, height)
+    sizes = [(width, height)]
+    if pipeline.enable_sr:
+        sr_height, sr_width = _sr_size(height, width, user.resolution, pipeline.sr_resolution)
+        sizes.append((sr_width, sr_height))
+    images = [ic.crop_to(original, w, h) for w, h in sizes]
     encoder_device = resolve_device(pipeline.text_encoding_config, "text_encoding_config")
     with reporter.stage("load image encoder"):
         encoder, processor = loading.load_vision_encoder(
             root, resolve_dtype(pipeline.text_encoding_config), encoder_device
         )
     with reporter.stage("encode image"):
-        tokens = ic.image_embeds(encoder, processor, image, encoder_device).to(device)
+        tokens = [ic.image_embeds(encoder, processor, image, encoder_device).to(device) for image in images]
     del encoder
     vae_device = resolve_device(pipeline.vae_config, "vae_config")
     with reporter.stage("load vae"):
         vae = loading.load_vae(root, resolve_dtype(pipeline.vae_config), vae_device)
     with reporter.stage("encode first frame"), oom_as_user_error("VAE encode"):
         frames = hy.latent_shape(1, plan.num_frames, height, width)[2]
-        condition = ic.image_condition(vae, image, frames).to(device)
+        conditions = [ic.image_condition(vae, image, frames).to(device) for image in images]
     del vae
     free_memory()
-    return condition, tokens, width, height
+    sr = {"sr_condition": conditions[1], "sr_tokens": tokens[1]} if pipeline.enable_sr else {}
+    return ImageInputs(conditions[0], tokens[0], width, height, **sr)
 
 
 def generate_hunyuan15(
@@ -128,9 +150,8 @@ def generate_hunyuan15(
 
     with Reporter() as reporter:
         # 0. Image-to-video: the image sets the size; its first-frame latents and SigLIP tokens condition.
-        image_cond, image_tokens, height, width = None, None, plan.height, plan.width
-        if i2v:
-            image_cond, image_tokens, width, height = _image_inputs(root, settings, plan, reporter, device)
+        image = _image_inputs(root, settings, plan, reporter, device) if i2v else None
+        width, height = (image.width, image.height) if image else (plan.width, plan.height)
 
         # 1. Text: Qwen2.5-VL features and byT5 glyph features (quoted text), negative only when guided.
         with reporter.stage("load text encoders"):
@@ -158,14 +179,14 @@ def generate_hunyuan15(
         channels = dit.config.out_channels
         shape = hy.latent_shape(1, plan.num_frames, height, width, channels=channels)
         latents = hy.initial_noise(shape, user.seed, device)
-        condition = hy.t2v_condition(latents) if image_cond is None else image_cond
+        condition = image.condition if image else hy.t2v_condition(latents)
         scheduler = make_scheduler(
             "euler", pipeline.num_inference_steps, pipeline.sigma_shift, pipeline.timesteps
         )
         with reporter.stage("denoise", total=scheduler.num_steps) as advance, oom_as_user_error("denoising"):
             latents = hy.denoise(
                 dit, latents, scheduler, condition, positive, negative if pipeline.cfg_scale != 1.0 else None,
-                pipeline.cfg_scale, advance, image_tokens,
+                pipeline.cfg_scale, advance, image.tokens if image else None,
             )  # fmt: skip
         del dit
         free_memory()
@@ -182,7 +203,8 @@ def generate_hunyuan15(
                     frames, settings, plan, output_dir, config_hash, reporter, None, name="video_pre_sr.mp4"
                 )
             # 3. Super-resolution: upsample the latents, then a few SR steps conditioned on them.
-            height, width = _sr_size(plan, user.resolution, pipeline.sr_resolution)
+            base_size = (width, height)
+            height, width = _sr_size(height, width, user.resolution, pipeline.sr_resolution)
             with reporter.stage("load sr"):
                 sr_dit = loading.load_dit(root, sr_version, resolve_dtype(pipeline.dit_config), device, attn)
                 upsampler = loading.load_upsampler(root, up_version, device)
@@ -195,11 +217,13 @@ def generate_hunyuan15(
                     negative if pipeline.sr_cfg_scale != 1.0 else None, user.seed, steps=pipeline.sr_steps,
                     shift=pipeline.sr_shift, cfg_scale=pipeline.sr_cfg_scale,
                     lq_noise_strength=pipeline.lq_noise_strength, on_step=advance,
+                    base_condition=image.sr_condition if image else None,
+                    image_embeds=image.sr_tokens if image else None,
                 )  # fmt: skip
             del sr_dit, upsampler
             free_memory()
             extra["size_written"] = [width, height]
-            log.info("super-resolution %dx%d -> %dx%d", plan.width, plan.height, width, height)
+            log.info("super-resolution %dx%d -> %dx%d", *base_size, width, height)
 
         latents_path = save_latents(output_dir, latents) if settings.output.save_latents else None
         frames = _decode(vae, latents, settings, reporter, "decode", vae_device)

@@ -30,7 +30,7 @@ import torch
 
 from telefuser_cli.models.hunyuan15_dit import Hunyuan15DiT
 from telefuser_cli.models.hunyuan15_vae import Hunyuan15VAE
-from telefuser_cli.ops.tiling import tiled_decode
+from telefuser_cli.ops.crop_blend_tiling import crop_blend_decode
 from telefuser_cli.schedulers import FlowScheduler
 
 # The official video template's system message, verbatim: the official source continues the string with
@@ -245,42 +245,47 @@ def _blend_frames(prev: torch.Tensor, cur: torch.Tensor, extent: int) -> torch.T
 def decode(
     vae: Hunyuan15VAE,
     latents: torch.Tensor,
-    temporal_tile: int | None = None,
-    spatial_tile: tuple[int, int] | None = None,
-    tile_overlap: float = 0.25,
+    tile: tuple[int, int] | None = None,
+    stride: tuple[int, int] | None = None,
+    tile_frames: int | None = None,
+    frame_overlap: float = 0.25,
 ) -> torch.Tensor:
     """Normalised latents [B, C, T, h, w] -> video [B, 3, 1 + 4(T-1), 16h, 16w] float32 in [-1, 1].
 
-    ``temporal_tile``: latent frames per tile (official 16), tiles every ``tile*(1-overlap)`` latent frames,
-    blended over ``overlap`` of a tile's frames as the official tiled decode does (approximate: the VAE's
-    attention then sees one tile at a time). ``spatial_tile``: (h, w) in latent pixels (official 16, 16 =
-    256 px), overlapping by ``overlap``, blended linearly. None: no tiling on that axis (exact).
+    ``tile``/``stride``: spatial tiles (height, width) in latent pixels, decoded and blended as the official
+    VAE does it (:func:`crop_blend_decode`; its 256-pixel tiles are tile (16, 16), stride (12, 12)); the
+    reference pipelines always decode this way, so with those settings our video is theirs. ``tile_frames``:
+    also tile in time, that many latent frames a tile, every ``tile_frames * (1 - frame_overlap)``, blended
+    as HunyuanVideo's ``temporal_tiled_decode`` (approximate: the causal VAE restarts at each tile; for
+    memory only). None: no tiling on that axis. Clamping comes after all blending, as in the reference.
     """
     cfg = vae.config
     scale, ratio = cfg.ffactor_spatial, cfg.ffactor_temporal
+    dtype = vae.decoder.conv_in.conv.weight.dtype
+
+    def raw(z: torch.Tensor) -> torch.Tensor:
+        return vae.decoder(z.to(dtype)).float()
 
     def spatial(z: torch.Tensor) -> torch.Tensor:
         h, w = z.shape[-2:]
-        if spatial_tile is None or (h <= spatial_tile[0] and w <= spatial_tile[1]):
-            return vae.decode(z)
-        stride = tuple(max(1, int(s * (1 - tile_overlap))) for s in spatial_tile)
-        return tiled_decode(vae.decode, z, spatial_tile, stride, scale=scale)
+        if tile is None or (h <= tile[0] and w <= tile[1]):
+            return raw(z)
+        return crop_blend_decode(raw, z, tile, stride or tile, scale)
 
-    frames = latents.shape[2]
-    if temporal_tile is None or frames <= temporal_tile:
-        return spatial(latents)
-    stride = int(temporal_tile * (1 - tile_overlap))
-    if not 0 < stride < temporal_tile:
-        raise ValueError(
-            f"temporal_tile={temporal_tile} with tile_overlap={tile_overlap} gives stride {stride}"
-        )
-    extent = int(ratio * temporal_tile * tile_overlap)  # official blend_extent over tile_sample_min_tsize
-    keep = ratio * stride  # official t_limit: decoded frames each tile contributes (all of the last one)
+    z = vae.denormalize(latents)
+    frames = z.shape[2]
+    if tile_frames is None or frames <= tile_frames:
+        return spatial(z).clamp_(-1.0, 1.0)
+    step = int(tile_frames * (1 - frame_overlap))
+    if not 0 < step < tile_frames:
+        raise ValueError(f"tile_frames={tile_frames} with frame_overlap={frame_overlap} gives stride {step}")
+    extent = int(ratio * tile_frames * frame_overlap)  # official blend_extent over tile_sample_min_tsize
+    keep = ratio * step  # official t_limit: decoded frames each tile contributes
     out, prev = [], None
-    for start in range(0, frames, stride):
-        tile = spatial(latents[:, :, start : start + temporal_tile])
+    for start in range(0, frames, step):
+        current = spatial(z[:, :, start : start + tile_frames])
         if prev is not None:
-            tile = _blend_frames(prev, tile, extent)
-        out.append(tile[:, :, :keep])
-        prev = tile
-    return torch.cat(out, dim=2)
+            current = _blend_frames(prev, current, extent)
+        out.append(current[:, :, :keep])
+        prev = current
+    return torch.cat(out, dim=2).clamp_(-1.0, 1.0)

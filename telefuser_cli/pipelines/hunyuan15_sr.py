@@ -10,7 +10,8 @@ final (normalised) latents ``lq`` [B, C, T, h, w]:
    (run in float32, as officially).
 3. ``lq`` is noised to ``lq_noise_strength`` s (0.7): ``(1 - s) * lq + s * noise``.
 4. The SR DiT reads ``[latents, cond latents, cond mask, lq, ones]`` on channels (3C + 2; cond latents and
-   mask are the t2v zeros). It starts from fresh noise at sigma 1 and runs Euler ``steps`` (6) at ``shift`` (2),
+   mask are the t2v zeros, or for i2v the reference image's latents at the SR size with its first-frame
+   mask, and the SigLIP tokens of the image go in as for the base model). It starts from fresh noise at sigma 1 and runs Euler ``steps`` (6) at ``shift`` (2),
    CFG ``cfg_scale`` (1 for the released distilled SR models). From the first step whose timestep falls
    below ``1000 * s`` the lq channels and their mask are zeroed for the rest of the trajectory.
 
@@ -128,10 +129,14 @@ def super_resolve(
     cfg_scale: float = 1.0,
     lq_noise_strength: float = LQ_NOISE_STRENGTH,
     on_step: Callable[[], None] = lambda: None,
+    base_condition: torch.Tensor | None = None,
+    image_embeds: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Base latents [B, C, T, h, w] -> SR latents [B, C, T, *target_latent_size], float32 (normalised).
 
-    ``target_latent_size``: (H/16, W/16) of the SR video (see :func:`sr_target_size`).
+    ``target_latent_size``: (H/16, W/16) of the SR video (see :func:`sr_target_size`). ``base_condition``:
+    [B, C + 1, T, *target_latent_size] cond latents and mask (None: the t2v zeros); ``image_embeds``: the
+    i2v SigLIP tokens, as the base stage used them.
     """
     cfg = dit.config
     channels = lq_latents.shape[1]
@@ -153,7 +158,14 @@ def super_resolve(
     lq_noise = torch.randn(lq.shape, generator=generator, dtype=torch.float32).to(device)
     lq = noise_lq(lq, lq_noise, lq_noise_strength)
 
-    condition = sr_condition(t2v_condition(latents), lq)
+    if base_condition is None:
+        base_condition = t2v_condition(latents)
+    elif base_condition.shape[-2:] != latents.shape[-2:] or base_condition.shape[1] != channels + 1:
+        raise ValueError(
+            f"base_condition {tuple(base_condition.shape)} must be [B, {channels + 1}, T, "
+            f"{target_latent_size[0]}, {target_latent_size[1]}] (cond latents and mask at the SR size)"
+        )
+    condition = sr_condition(base_condition, lq)
     scheduler = make_scheduler("euler", steps, shift)
     return denoise(
         dit,
@@ -164,4 +176,5 @@ def super_resolve(
         negative,
         cfg_scale,
         on_step,
+        image_embeds=image_embeds,
     )

@@ -141,9 +141,7 @@ def test_tiled_decode_shapes_and_untiled_identity(components):
     vae = components[-1]
     z = torch.randn(1, vae.config.latent_channels, 6, 2, 3, generator=torch.Generator().manual_seed(0))
     full = hy.decode(vae, z)
-    assert torch.equal(
-        hy.decode(vae, z, temporal_tile=8, spatial_tile=(4, 4)), full
-    )  # tiles cover all: exact
-    tiled = hy.decode(vae, z, temporal_tile=4, spatial_tile=(2, 2))
+    assert torch.equal(hy.decode(vae, z, tile=(4, 4), tile_frames=8), full)  # tiles cover all: exact
+    tiled = hy.decode(vae, z, tile=(2, 2), stride=(1, 1), tile_frames=4)
     assert tiled.shape == full.shape == (1, 3, 21, 32, 48)
     assert tiled.abs().max() <= 1.0

@@ -41,14 +41,16 @@ def test_matches_diffusers_tiled_decode(vaes, tile, overlap, size):
     ref.tile_latent_min_height = ref.tile_latent_min_width = tile
     ref.tile_overlap_factor = overlap  # set directly: enable_tiling treats 0.0 as "keep the default"
     expected = ref.tiled_decode(z)
-    same_decoder = crop_blend_decode(ref.decoder, z, tile=tile, overlap=overlap, scale=16)
+    stride = int(tile * (1 - overlap))  # the reference's tile_latent_min_size * (1 - tile_overlap_factor)
+    same_decoder = crop_blend_decode(ref.decoder, z, (tile, tile), (stride, stride), scale=16)
     assert same_decoder.shape == expected.shape == (1, 3, 1, size[0] * 16, size[1] * 16)
     assert torch.equal(same_decoder, expected), (same_decoder - expected).abs().max()
-    got = crop_blend_decode(ours.decoder, z, tile=tile, overlap=overlap, scale=16)
+    got = crop_blend_decode(ours.decoder, z, (tile, tile), (stride, stride), scale=16)
     assert (got - expected).abs().max() / expected.abs().max() < 1e-5
     assert not torch.allclose(got, ours.decoder(z), atol=1e-3)  # tiles really were decoded apart
 
 
-def test_rejects_settings_without_a_stride():
-    with pytest.raises(ValueError, match="stride"):
-        crop_blend_decode(lambda t: t, torch.zeros(1, 1, 1, 4, 4), tile=1, overlap=0.5, scale=16)
+@pytest.mark.parametrize(("tile", "stride"), [((4, 4), (0, 2)), ((4, 4), (5, 4)), ((4,), (2,))])
+def test_rejects_tiles_that_leave_gaps(tile, stride):
+    with pytest.raises(ValueError, match="stride|tile"):
+        crop_blend_decode(lambda t: t, torch.zeros(1, 1, 1, 4, 4), tile, stride, scale=16)

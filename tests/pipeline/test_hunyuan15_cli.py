@@ -112,10 +112,31 @@ def test_image_to_video_needs_the_image_encoder(tmp_path, image):
     assert not (tmp_path / "run" / "video.mp4").exists()
 
 
+def test_image_to_video_then_super_resolution(tmp_path, image):
+    out = tmp_path / "run"
+    result = run_cli(
+        "generate", "recipe=tiny_hunyuan15_i2v", "prompt=the ball starts rolling", f"user.input_image={image}",
+        "pipeline.num_inference_steps=2", "pipeline.enable_sr=true", "pipeline.sr_steps=2",
+        "output.keep_intermediate=true", f"hydra.run.dir={out}",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    assert json.loads((out / "config.json").read_text())["run"]["size_written"] == [64, 48]
+    assert next(iter(imageio.get_reader(out / "video.mp4"))).shape == (48, 64, 3)
+    assert next(iter(imageio.get_reader(out / "video_pre_sr.mp4"))).shape == (32, 48, 3)
+
+
+def test_super_resolution_must_match_its_transformer():
+    result = run_cli("generate", "--dry-run", "recipe=hunyuan15_1080p_t2v_sr", "prompt=x",
+                     "pipeline.sr_resolution=720p")  # fmt: skip
+    _refused(result, "is a 1080p SR stage: set pipeline.sr_resolution=1080p")
+
+
+def test_temporal_tiles_are_for_hunyuan_only():
+    result = run_cli("generate", "--dry-run", "recipe=tiny", "prompt=x", "pipeline.tile_frames=4")
+    _refused(result, "HunyuanVideo 1.5 only")
+
+
 def test_image_to_video_refusals(image):
-    sr = run_cli("generate", "--dry-run", "recipe=tiny_hunyuan15_i2v", "prompt=x", f"user.input_image={image}",
-                 "pipeline.enable_sr=true")  # fmt: skip
-    _refused(sr, "super-resolution after HunyuanVideo 1.5 image-to-video is not available")
     mixed = run_cli("generate", "--dry-run", "model=tiny_hunyuan15_i2v", "pipeline=tiny_hunyuan15_default",
                     "prompt=x", f"user.input_image={image}")  # fmt: skip
     _refused(mixed, "needs pipeline_type hunyuan15_i2v, but the pipeline is hunyuan15_t2v")

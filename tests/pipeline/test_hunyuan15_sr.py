@@ -80,6 +80,35 @@ def test_condition_cut_off_below_1000_times_strength():
     assert [has_lq for _, has_lq in dit.calls] == [t >= 700.0 for t in expected_t] == [True] * 3 + [False] * 3
 
 
+class _InputSpy(_SpyDiT):
+    """Also keeps every call's input channels and image tokens."""
+
+    def forward(self, x, t, text, text_mask, glyph, glyph_mask, image_embeds=None, t_r=None):
+        self.inputs = getattr(self, "inputs", []) + [(x.clone(), image_embeds)]
+        return super().forward(x, t)
+
+
+def test_image_to_video_condition_reaches_every_step():
+    """i2v: the image's cond latents and mask (at the SR size) stay in channels C..2C for every step, also
+    after the lq channels are dropped, and its SigLIP tokens go with every call (official SR pipeline)."""
+    c = 4
+    dit = _InputSpy(c)
+    up = SRTo720pUpsampler(SRTo720pConfig(in_channels=c, out_channels=c, hidden_channels=4, num_blocks=1))
+    text = hy.TextConditioning(torch.zeros(1, 3, 8), torch.ones(1, 3), None, None)
+    g = torch.Generator().manual_seed(3)
+    lq = torch.randn(1, c, 2, 2, 3, generator=g)
+    image_cond = torch.zeros(1, c + 1, 2, 3, 4)
+    image_cond[:, :c, 0] = torch.randn(1, c, 3, 4, generator=g)
+    image_cond[:, c, 0] = 1.0
+    tokens = torch.randn(1, 5, 7, generator=g)
+    sr.super_resolve(dit, up, lq, (3, 4), text, None, seed=0, base_condition=image_cond, image_embeds=tokens)
+    assert len(dit.inputs) == 6
+    for x, embeds in dit.inputs:
+        assert torch.equal(x[:, c : 2 * c + 1], image_cond) and embeds is tokens
+    with pytest.raises(ValueError, match="cond latents and mask at the SR size"):
+        sr.super_resolve(dit, up, lq, (3, 4), text, None, seed=0, base_condition=image_cond[..., :2, :])
+
+
 def test_upsampler_layouts_round_trip_through_config_inference():
     for cfg, cls in (
         (SRTo720pConfig(in_channels=4, out_channels=4, hidden_channels=8, num_blocks=2), SRTo720pUpsampler),
@@ -116,7 +145,7 @@ def test_tiny_end_to_end(tmp_path):
     assert out.shape == (1, 4, 2, 3, 4) and out.dtype == torch.float32 and torch.isfinite(out).all()
     again = sr.super_resolve(sr_dit, up, lq, (3, 4), positive, None, seed=0)
     assert torch.equal(out, again)  # seeded: reproducible
-    video = hy.decode(vae, out, temporal_tile=16, spatial_tile=(2, 2))
+    video = hy.decode(vae, out, tile=(2, 2), stride=(1, 1), tile_frames=16)
     assert video.shape == (1, 3, 5, 48, 64) and video.abs().max() <= 1.0
     pre_sr = hy.decode(vae, lq)
     assert pre_sr.shape == (1, 3, 5, 32, 48)
