@@ -29,6 +29,7 @@ _HUNYUAN15 = {
     "text_encoder": "transformers.Qwen2_5_VLForConditionalGeneration (language model)",
     "tokenizer": "transformers.AutoTokenizer",
     "glyph_encoder": "transformers.T5EncoderModel (byT5, Glyph-SDXL-v2)",
+    "vision_encoder": "transformers.SiglipVisionModel",
     "vae": "telefuser_cli.models.hunyuan15_vae.Hunyuan15VAE",
     "dit_sr": "telefuser_cli.models.hunyuan15_dit.Hunyuan15DiT",
     "upsampler": "telefuser_cli.models.hunyuan15_upsampler",

@@ -76,8 +76,10 @@ class ModelConfig:
     tokenizer: str = "google/umt5-xxl"
     vae: str = "Wan2.1_VAE.pth"
     clip: str | None = None
-    # HunyuanVideo 1.5: the glyph (byT5) text encoder, and the super-resolution transformer and upsampler.
+    # HunyuanVideo 1.5: the glyph (byT5) text encoder, the i2v image encoder (SigLIP: image_encoder/ and
+    # feature_extractor/), and the super-resolution transformer and upsampler.
     glyph_encoder: str | None = None
+    vision_encoder: str | None = None
     dit_sr: str | None = None
     upsampler: str | None = None
     # RIFE frame interpolation weights (Practical-RIFE `flownet.pkl`), for pipeline.enable_vfi.

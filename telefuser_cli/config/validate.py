@@ -131,6 +131,11 @@ def _check_hunyuan15_task(settings: RootConfig) -> None:
             f"model {model.name} ({model.task.value}) needs pipeline_type {expected}, but the pipeline "
             f"is {pipeline.pipeline_type}: choose a matching pipeline (pipeline={model.name}_default)"
         )
+    if model.task is Task.i2v and not model.vision_encoder:
+        raise UserError(
+            f"model {model.name} is image-to-video but names no image encoder: set model.vision_encoder "
+            "(the official layout's vision_encoder/siglip)"
+        )
 
 
 def _check_model_and_pipeline(settings: RootConfig) -> None:

@@ -114,8 +114,8 @@ def load_dit(
     )  # fmt: skip
 
 
-def load_vae(root: Path, dtype: torch.dtype, device: torch.device) -> Hunyuan15VAE:
-    files = resolve_files(Path(root), f"vae/{WEIGHTS}", "vae")
+def load_vae(root: Path, dtype: torch.dtype, device: torch.device, folder: str = "vae") -> Hunyuan15VAE:
+    files = resolve_files(Path(root), f"{folder}/{WEIGHTS}", "vae")
     config_json = _optional_json(files[0].parent / "config.json", "vae")
     state = read_state_dict(files)
     try:
@@ -178,15 +178,15 @@ def _folder(root: Path, sub: str, what: str) -> Path:
     return path
 
 
-def load_text_encoder(root: Path, dtype: torch.dtype, device: torch.device):
-    """``text_encoder/llm`` -> (Qwen2.5-VL language model, tokenizer, crop_start), offline.
+def load_text_encoder(root: Path, dtype: torch.dtype, device: torch.device, folder: str = LLM_DIR):
+    """``folder`` (official ``text_encoder/llm``) -> (Qwen2.5-VL language model, tokenizer, crop_start), offline.
 
     The official encoder loads the whole Qwen2.5-VL model and keeps its ``language_model``; so do we (the vision
     tower is dropped right after loading).
     """
     from transformers import AutoModel, AutoTokenizer
 
-    path = _folder(root, LLM_DIR, "text encoder")
+    path = _folder(root, folder, "text encoder")
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True, padding_side="right")
         model = AutoModel.from_pretrained(str(path), local_files_only=True, dtype=dtype)
@@ -210,12 +210,13 @@ def glyph_special_tokens(colors: dict[str, int], fonts: dict[str, int]) -> list[
     ]
 
 
-def load_byt5(root: Path, dtype: torch.dtype, device: torch.device):
-    """``text_encoder/byt5-small`` + Glyph-SDXL-v2 -> (T5EncoderModel, tokenizer with the glyph tokens)."""
+def load_byt5(root: Path, dtype: torch.dtype, device: torch.device, glyph_folder: str = GLYPH_DIR):
+    """``text_encoder/byt5-small`` + ``glyph_folder`` (official ``text_encoder/Glyph-SDXL-v2``) ->
+    (T5EncoderModel, tokenizer with the glyph tokens)."""
     from transformers import AutoTokenizer, T5Config, T5EncoderModel
 
     base = _folder(root, BYT5_DIR, "glyph encoder")
-    glyph = Path(root) / GLYPH_DIR
+    glyph = Path(root) / glyph_folder
     colors = _read_json(glyph / GLYPH_COLORS, "glyph encoder")
     fonts = _read_json(glyph / GLYPH_FONTS, "glyph encoder")
     try:
@@ -225,7 +226,7 @@ def load_byt5(root: Path, dtype: torch.dtype, device: torch.device):
         raise UserError(f"glyph encoder: cannot load {base} offline: {error}") from None
     tokenizer.add_tokens(glyph_special_tokens(colors, fonts), special_tokens=True)
     ckpt = glyph / GLYPH_CKPT
-    state = read_state_dict(resolve_files(Path(root), f"{GLYPH_DIR}/{GLYPH_CKPT}", "glyph encoder"))
+    state = read_state_dict(resolve_files(Path(root), f"{glyph_folder}/{GLYPH_CKPT}", "glyph encoder"))
     if any(k.startswith(_GLYPH_PREFIX) for k in state):
         state = {k[len(_GLYPH_PREFIX) :]: v for k, v in state.items() if k.startswith(_GLYPH_PREFIX)}
     if "embed_tokens.weight" not in state:
@@ -233,7 +234,7 @@ def load_byt5(root: Path, dtype: torch.dtype, device: torch.device):
     vocab = state["embed_tokens.weight"].shape[0]
     if vocab != len(tokenizer):
         raise UserError(
-            f"{ckpt}: {vocab} token embeddings, but the byt5-small tokenizer plus the {GLYPH_DIR} assets' "
+            f"{ckpt}: {vocab} token embeddings, but the byt5-small tokenizer plus the {glyph_folder} assets' "
             f"tokens make {len(tokenizer)}"
         )
     config.vocab_size = vocab
@@ -253,27 +254,27 @@ def siglip_processor_class():
     return getattr(transformers, "SiglipImageProcessorPil", None) or transformers.SiglipImageProcessor
 
 
-def check_vision_encoder(root: Path) -> Path:
-    """``vision_encoder/siglip`` with both official sub-folders, checked before anything loads."""
-    path = Path(root) / SIGLIP_DIR
+def check_vision_encoder(root: Path, folder: str = SIGLIP_DIR) -> Path:
+    """``folder`` (official ``vision_encoder/siglip``) with both sub-folders, checked before anything loads."""
+    path = Path(root) / folder
     for sub, config in ((SIGLIP_MODEL, "config.json"), (SIGLIP_PROCESSOR, "preprocessor_config.json")):
         if not (path / sub / config).is_file():
             raise UserError(
                 f"image encoder: {path / sub / config} is missing; image-to-video needs the SigLIP encoder in "
-                f"{SIGLIP_DIR}/ ({SIGLIP_MODEL}/ and {SIGLIP_PROCESSOR}/, as in black-forest-labs/FLUX.1-Redux-dev)"
+                f"{folder}/ ({SIGLIP_MODEL}/ and {SIGLIP_PROCESSOR}/, as in black-forest-labs/FLUX.1-Redux-dev)"
             )
     return path
 
 
-def load_vision_encoder(root: Path, dtype: torch.dtype, device: torch.device):
-    """``vision_encoder/siglip`` -> (transformers SiglipVisionModel, its PIL image processor), offline.
+def load_vision_encoder(root: Path, dtype: torch.dtype, device: torch.device, folder: str = SIGLIP_DIR):
+    """``folder`` (official ``vision_encoder/siglip``) -> (SiglipVisionModel, its PIL image processor), offline.
 
     Weights are read from safetensors only (``use_safetensors=True``: a folder holding only a pickled
     ``pytorch_model.bin`` is refused rather than unpickled).
     """
     from transformers import SiglipVisionModel
 
-    path = check_vision_encoder(root)
+    path = check_vision_encoder(root, folder)
     try:
         processor = siglip_processor_class().from_pretrained(
             str(path / SIGLIP_PROCESSOR), local_files_only=True

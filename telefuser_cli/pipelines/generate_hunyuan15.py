@@ -103,14 +103,14 @@ def _image_inputs(root: Path, settings: RootConfig, plan: RunPlan, reporter: Rep
     encoder_device = resolve_device(pipeline.text_encoding_config, "text_encoding_config")
     with reporter.stage("load image encoder"):
         encoder, processor = loading.load_vision_encoder(
-            root, resolve_dtype(pipeline.text_encoding_config), encoder_device
+            root, resolve_dtype(pipeline.text_encoding_config), encoder_device, settings.model.vision_encoder
         )
     with reporter.stage("encode image"):
         tokens = [ic.image_embeds(encoder, processor, image, encoder_device).to(device) for image in images]
     del encoder
     vae_device = resolve_device(pipeline.vae_config, "vae_config")
     with reporter.stage("load vae"):
-        vae = loading.load_vae(root, resolve_dtype(pipeline.vae_config), vae_device)
+        vae = loading.load_vae(root, resolve_dtype(pipeline.vae_config), vae_device, settings.model.vae)
     with reporter.stage("encode first frame"), oom_as_user_error("VAE encode"):
         frames = hy.latent_shape(1, plan.num_frames, height, width)[2]
         conditions = [ic.image_condition(vae, image, frames).to(device) for image in images]
@@ -136,7 +136,7 @@ def generate_hunyuan15(
     _check_task(facts, settings, root / model.dit)
     i2v = model.task is Task.i2v
     if i2v:
-        loading.check_vision_encoder(root)
+        loading.check_vision_encoder(root, model.vision_encoder)
     if pipeline.enable_sr:
         sr_version, up_version = Path(model.dit_sr).name, Path(model.upsampler).name
         if not loading.dit_facts(root, sr_version).super_resolution:
@@ -155,8 +155,10 @@ def generate_hunyuan15(
 
         # 1. Text: Qwen2.5-VL features and byT5 glyph features (quoted text), negative only when guided.
         with reporter.stage("load text encoders"):
-            llm, tokenizer, crop_start = loading.load_text_encoder(root, text_dtype, text_device)
-            byt5, byt5_tokenizer = loading.load_byt5(root, text_dtype, text_device)
+            llm, tokenizer, crop_start = loading.load_text_encoder(
+                root, text_dtype, text_device, model.text_encoder
+            )
+            byt5, byt5_tokenizer = loading.load_byt5(root, text_dtype, text_device, model.glyph_encoder)
         with reporter.stage("encode text"):
             with torch.no_grad():
                 positive = hy.encode_prompts(
@@ -192,7 +194,7 @@ def generate_hunyuan15(
         free_memory()
 
         with reporter.stage("load vae"):
-            vae = loading.load_vae(root, resolve_dtype(pipeline.vae_config), vae_device)
+            vae = loading.load_vae(root, resolve_dtype(pipeline.vae_config), vae_device, model.vae)
         extra: dict = {"meanflow": facts.meanflow}
         if i2v:
             extra["size_written"] = [width, height]

@@ -140,6 +140,9 @@ def test_image_to_video_refusals(image):
     mixed = run_cli("generate", "--dry-run", "model=tiny_hunyuan15_i2v", "pipeline=tiny_hunyuan15_default",
                     "prompt=x", f"user.input_image={image}")  # fmt: skip
     _refused(mixed, "needs pipeline_type hunyuan15_i2v, but the pipeline is hunyuan15_t2v")
+    unnamed = run_cli("generate", "--dry-run", "recipe=tiny_hunyuan15_i2v", "prompt=x",
+                      f"user.input_image={image}", "model.vision_encoder=null")  # fmt: skip
+    _refused(unnamed, "names no image encoder: set model.vision_encoder")
 
 
 @pytest.mark.parametrize("recipe", ["hunyuan15_480p_i2v", "hunyuan15_480p_i2v_step_distill"])
