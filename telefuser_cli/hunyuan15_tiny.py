@@ -2,8 +2,8 @@
 
 ``tiny_hunyuan15``: transformer/{480p_t2v, 480p_i2v}, vae, text_encoder/{llm, byt5-small, Glyph-SDXL-v2},
 vision_encoder/siglip/{image_encoder, feature_extractor}, scheduler (one directory holds every task, as the
-released one does). ``tiny_hunyuan15_sr``: the same plus transformer/720p_sr_distilled and
-upsampler/720p_sr_distilled.
+released one does). ``tiny_hunyuan15_sr``: the same plus transformer/{720p,1080p}_sr_distilled and
+upsampler/{720p,1080p}_sr_distilled (an SRTo720pUpsampler and an SRTo1080pUpsampler).
 
 Same file names, key layouts and config files as the released weights, so they go through the real loaders.
 The text encoder is a tiny Qwen2.5-VL (transformers config, 3 layers) saved with ``save_pretrained``, with a
@@ -23,7 +23,12 @@ import torch
 from safetensors.torch import save_file
 
 from telefuser_cli.models.hunyuan15_dit import Hunyuan15DiT, Hunyuan15DiTConfig
-from telefuser_cli.models.hunyuan15_upsampler import SRTo720pConfig, SRTo720pUpsampler
+from telefuser_cli.models.hunyuan15_upsampler import (
+    SRTo720pConfig,
+    SRTo720pUpsampler,
+    SRTo1080pConfig,
+    SRTo1080pUpsampler,
+)
 from telefuser_cli.models.hunyuan15_vae import Hunyuan15VAE, Hunyuan15VAEConfig
 from telefuser_cli.pipelines.hunyuan15 import SYSTEM_MESSAGE_VIDEO
 from telefuser_cli.tiny import randomise
@@ -31,6 +36,7 @@ from telefuser_cli.tiny import randomise
 T2V_VERSION = "480p_t2v"
 I2V_VERSION = "480p_i2v"
 SR_VERSION = "720p_sr_distilled"
+SR_1080P_VERSION = "1080p_sr_distilled"
 LLM_HIDDEN = 32
 BYT5_DIM = 24
 SIGLIP_SIZE = 32  # pixels: 16 tokens of 8x8 patches (released: 384 px, 729 tokens)
@@ -47,6 +53,8 @@ TINY_VAE = Hunyuan15VAEConfig(
 )
 TINY_UPSAMPLER = SRTo720pConfig(in_channels=LATENT, out_channels=LATENT, hidden_channels=8, num_blocks=1,
                                 global_residual=True)  # fmt: skip
+TINY_UPSAMPLER_1080P = SRTo1080pConfig(z_channels=LATENT, out_channels=LATENT, block_out_channels=(8, 8),
+                                       num_res_blocks=1)  # fmt: skip
 GLYPH_COLORS = {"white": 0, "black": 1, "red": 2}
 GLYPH_FONTS = {"en-TinySans": 0, "zh-TinySong": 1}
 QWEN_CHAT_TEMPLATE = (
@@ -184,6 +192,16 @@ def _write_sr(directory: Path, generator: torch.Generator) -> None:
                                                      **dataclasses.asdict(TINY_UPSAMPLER)})  # fmt: skip
 
 
+def _write_sr_1080p(directory: Path, generator: torch.Generator) -> None:
+    dit = Hunyuan15DiT(TINY_SR_DIT)
+    randomise(dit, generator, bias_std=0.1)
+    _save(dit, directory / "transformer" / SR_1080P_VERSION, _dit_json(TINY_SR_DIT, "1080p", "sr"))
+    up = SRTo1080pUpsampler(TINY_UPSAMPLER_1080P)
+    randomise(up, generator, bias_std=0.1)
+    _save(up, directory / "upsampler" / SR_1080P_VERSION, {"_class_name": "SRTo1080pUpsampler",
+                                                           **dataclasses.asdict(TINY_UPSAMPLER_1080P)})  # fmt: skip
+
+
 def _write_siglip(folder: Path, generator: torch.Generator) -> None:
     from transformers import SiglipVisionConfig, SiglipVisionModel
 
@@ -215,8 +233,10 @@ def write_layout(directory: Path, seed: int = 0, sr: bool = False) -> None:
     _write_base(directory, generator)
     if sr:
         _write_sr(directory, generator)
-    # its own stream: the t2v and SR weights stay what they were before the i2v parts existed
+    # their own streams: the t2v and 720p SR weights stay what they were before these parts existed
     _write_i2v(directory, torch.Generator().manual_seed(seed + 1))
+    if sr:
+        _write_sr_1080p(directory, torch.Generator().manual_seed(seed + 2))
 
 
 def write_tiny_hunyuan15(directory: Path, seed: int = 0, sr: bool = False) -> Path:

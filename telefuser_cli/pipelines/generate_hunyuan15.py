@@ -37,10 +37,14 @@ from telefuser_cli.schedulers import make_scheduler
 log = logging.getLogger(__name__)
 
 
+# The base resolution each official SR stage lifts (SR_PIPELINE_CONFIGS' base_resolution).
+SR_BASE = {"720p": "480p", "1080p": "720p"}
+
+
 def _sr_size(height: int, width: int, resolution: str, sr_resolution: str) -> tuple[int, int]:
     """(height, width) after SR of a ``height x width`` base video: the official bucket map for bucket sizes,
-    else the size ratio of the two resolutions rounded to the VAE's 16 pixels."""
-    base = resolution if resolution in SIZE_MAP else "480p"
+    else the size ratio of the SR stage's two resolutions, rounded to the VAE's 16 pixels."""
+    base = resolution if resolution in SIZE_MAP else SR_BASE[sr_resolution]
     try:
         return sr_target_size(height, width, base, sr_resolution)
     except ValueError:

@@ -31,6 +31,19 @@ def test_base_and_super_resolution(tmp_path):
     assert next(iter(imageio.get_reader(out / "video_pre_sr.mp4"))).shape == (32, 48, 3)
 
 
+def test_super_resolution_to_1080p(tmp_path):
+    """The 1080p SR stage (an SRTo1080pUpsampler) after the base: 1.5x, as from 720p to 1080p."""
+    out = tmp_path / "run"
+    result = run_cli(
+        "generate", "recipe=tiny_hunyuan15", "prompt=a cat", "pipeline.num_inference_steps=1",
+        "model.dit_sr=transformer/1080p_sr_distilled", "model.upsampler=upsampler/1080p_sr_distilled",
+        "pipeline.sr_resolution=1080p", "pipeline.sr_steps=2", f"hydra.run.dir={out}",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    assert json.loads((out / "config.json").read_text())["run"]["size_written"] == [64, 48]
+    assert next(iter(imageio.get_reader(out / "video.mp4"))).shape == (48, 64, 3)
+
+
 def test_base_only(tmp_path):
     out = tmp_path / "run"
     result = run_cli(
