@@ -182,24 +182,14 @@ def _write_base(directory: Path, generator: torch.Generator) -> None:
     }, indent=2) + "\n")  # fmt: skip
 
 
-def _write_sr(directory: Path, generator: torch.Generator) -> None:
+def _write_sr(directory: Path, generator: torch.Generator, version: str, resolution: str, upsampler) -> None:
+    """One SR stage: ``transformer/<version>`` (the SR DiT) and ``upsampler/<version>``."""
     dit = Hunyuan15DiT(TINY_SR_DIT)
     randomise(dit, generator, bias_std=0.1)
-    _save(dit, directory / "transformer" / SR_VERSION, _dit_json(TINY_SR_DIT, "720p", "sr"))
-    up = SRTo720pUpsampler(TINY_UPSAMPLER)
-    randomise(up, generator, bias_std=0.1)
-    _save(up, directory / "upsampler" / SR_VERSION, {"_class_name": "SRTo720pUpsampler",
-                                                     **dataclasses.asdict(TINY_UPSAMPLER)})  # fmt: skip
-
-
-def _write_sr_1080p(directory: Path, generator: torch.Generator) -> None:
-    dit = Hunyuan15DiT(TINY_SR_DIT)
-    randomise(dit, generator, bias_std=0.1)
-    _save(dit, directory / "transformer" / SR_1080P_VERSION, _dit_json(TINY_SR_DIT, "1080p", "sr"))
-    up = SRTo1080pUpsampler(TINY_UPSAMPLER_1080P)
-    randomise(up, generator, bias_std=0.1)
-    _save(up, directory / "upsampler" / SR_1080P_VERSION, {"_class_name": "SRTo1080pUpsampler",
-                                                           **dataclasses.asdict(TINY_UPSAMPLER_1080P)})  # fmt: skip
+    _save(dit, directory / "transformer" / version, _dit_json(TINY_SR_DIT, resolution, "sr"))
+    randomise(upsampler, generator, bias_std=0.1)
+    config = {"_class_name": type(upsampler).__name__, **dataclasses.asdict(upsampler.config)}
+    _save(upsampler, directory / "upsampler" / version, config)
 
 
 def _write_siglip(folder: Path, generator: torch.Generator) -> None:
@@ -232,11 +222,12 @@ def write_layout(directory: Path, seed: int = 0, sr: bool = False) -> None:
     generator = torch.Generator().manual_seed(seed)
     _write_base(directory, generator)
     if sr:
-        _write_sr(directory, generator)
+        _write_sr(directory, generator, SR_VERSION, "720p", SRTo720pUpsampler(TINY_UPSAMPLER))
     # their own streams: the t2v and 720p SR weights stay what they were before these parts existed
     _write_i2v(directory, torch.Generator().manual_seed(seed + 1))
     if sr:
-        _write_sr_1080p(directory, torch.Generator().manual_seed(seed + 2))
+        up = SRTo1080pUpsampler(TINY_UPSAMPLER_1080P)
+        _write_sr(directory, torch.Generator().manual_seed(seed + 2), SR_1080P_VERSION, "1080p", up)
 
 
 def write_tiny_hunyuan15(directory: Path, seed: int = 0, sr: bool = False) -> Path:

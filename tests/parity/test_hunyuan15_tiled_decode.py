@@ -7,35 +7,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from telefuser_cli.loading.hunyuan15_arch import official_to_diffusers_vae
-from telefuser_cli.models.hunyuan15_vae import Hunyuan15VAE
 from telefuser_cli.ops.crop_blend_tiling import crop_blend_decode
-from tests.parity.test_hunyuan15_vae import TINY, tiny_official_state_dict
-
-diffusers = pytest.importorskip("diffusers")
-from diffusers import AutoencoderKLHunyuanVideo15  # noqa: E402
-
-
-@pytest.fixture(scope="module")
-def vaes():
-    sd = tiny_official_state_dict(TINY, seed=3)
-    with torch.device("meta"):
-        ours = Hunyuan15VAE(TINY)
-    ours.load_state_dict(sd, strict=True, assign=True)
-    ref = AutoencoderKLHunyuanVideo15(
-        latent_channels=TINY.latent_channels,
-        block_out_channels=TINY.block_out_channels,
-        layers_per_block=TINY.layers_per_block,
-        scaling_factor=TINY.scaling_factor,
-    )
-    ref.load_state_dict(official_to_diffusers_vae(sd), strict=True)
-    return ours.eval(), ref.eval()
+from tests.parity.test_hunyuan15_vae import TINY, models  # noqa: F401  (the shared tiny VAE pair)
 
 
 @pytest.mark.parametrize(("tile", "overlap", "size"), [(4, 0.25, (5, 7)), (4, 0.5, (5, 6)), (2, 0.0, (3, 4))])
 @torch.no_grad()
-def test_matches_diffusers_tiled_decode(vaes, tile, overlap, size):
-    ours, ref = vaes
+def test_matches_diffusers_tiled_decode(models, tile, overlap, size):  # noqa: F811
+    ours, ref, _ = models
     z = torch.randn(1, TINY.latent_channels, 1, *size, generator=torch.Generator().manual_seed(5))
     ref.enable_tiling(tile_sample_min_height=tile * 16, tile_sample_min_width=tile * 16)
     ref.tile_latent_min_height = ref.tile_latent_min_width = tile
