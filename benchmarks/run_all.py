@@ -64,6 +64,11 @@ def benches(compile_: bool) -> list[Bench]:
             1,
         ),
         Bench("VAE decode, fp32", [vae, "--frames", "2", "--height", "16", "--width", "16"], 2),
+        Bench(
+            "VAE decode, bf16",
+            [vae, "--frames", "2", "--height", "16", "--width", "16", "--dtype", "bf16"],
+            2,
+        ),
         Bench("DiT checkpoint load, disk to model (from_single_file)", [load, *QUICK_LOAD], 1),
         Bench("CLI end to end: generate recipe=tiny (ours only)", [cli, "--what", "generate"], 1),
         Bench("CLI start-up: telefuser --help vs python -c pass", [cli, "--what", "help"], 1),
@@ -90,12 +95,15 @@ def parse(output: str) -> dict[str, float | str]:
         m = re.search(rf"^{side}\s+([\d.]+) s wall", output, re.M)
         if m:
             values[f"{key}_s"] = float(m[1])
-        m = re.search(rf"^{side}\s+(?:decode|load) peak\s+([\d.]+) GiB", output, re.M)
+        m = re.search(
+            rf"^{side}\s+(?:decode|load) peak\s+([\d.]+) GiB(?:.*growth ([\d.]+) GiB)?", output, re.M
+        )
         if m:
-            values[f"{key}_mem"] = f"{float(m[1]):.2f} GiB"
-    m = re.search(r"ratio=([\d.naninf]+) mem_ratio=([\d.naninf]+)", output)
+            growth = f" (growth {float(m[2]):.2f} GiB)" if m[2] else ""
+            values[f"{key}_mem"] = f"{float(m[1]):.2f} GiB{growth}"
+    m = re.search(r"ratio=([\d.naninf]+) mem_ratio=([\d.naninf]+)(?: growth_ratio=([\d.naninf]+))?", output)
     if m and m[2] != "nan":
-        values["mem_ratio"] = m[2]
+        values["mem_ratio"] = m[2] + (f" (growth {m[3]})" if m[3] and m[3] != "nan" else "")
     return values
 
 
@@ -191,9 +199,10 @@ def main() -> None:
         )
     lines += ["", "Peak memory: see each script's docstring. DiT: growth during the forward, as the exact peak of",
               "tensor allocations (on CPU; the mem ratio uses it) and as sampled RSS (noisy); with --compile RSS",
-              "only. VAE: the decode's high-water mark in its own process. Load: peak RSS growth during the",
-              "load, each load in a fresh process. CLI rows: wall time of whole processes; the start-up row's",
-              "peer is `python -c pass`, not diffusers; the generate row has no peer.",
+              "only. VAE: the decode's high-water mark in its own process (growth: over the resident set just",
+              "before the decode). Load: peak RSS growth during the load, each load in a fresh process. CLI",
+              "rows: wall time of whole processes; the start-up row's peer is `python -c pass`, not diffusers;",
+              "the generate row has no peer.",
               "", "## Raw output", ""]  # fmt: skip
     for bench, log in logs:
         lines += [f"### {bench.name}", "", f"`{display(bench.args)}`", "", "```", log.strip(), "```", ""]
