@@ -298,7 +298,7 @@ class ContextCache:
     same tensor object must go to forward with the cache), or None. kv: one :class:`CrossKV` per block.
 
     Memory: 2 x layers x B x text_len x dim values in the run dtype for the text keys and values (Wan2.1 1.3B,
-    bf16: 94 MiB per prompt; 14B: 400 MiB), plus 2 x layers x N_clip x dim for the image ones; the cache lives
+    bf16: 90 MiB per prompt; 14B: 400 MiB), plus 2 x layers x N_clip x dim for the image ones; the cache lives
     where the DiT's weights were when it was made (the compute device).
     """
 

@@ -95,7 +95,7 @@ def _join(context: Context, context_null: Context) -> Context:
     """The context of the batch [cond; uncond]: caches concatenated, or raw features padded to one length.
 
     Concatenating caches copies the text keys and values every step: one pass over 2 x layers x 2 x
-    text_len x dim values (Wan2.1 1.3B: 190 MiB, a few hundredths of a percent of the step on a CPU).
+    text_len x dim values (Wan2.1 1.3B: 180 MiB, a few hundredths of a percent of the step on a CPU).
     """
     if isinstance(context, ContextCache) and isinstance(context_null, ContextCache):
         return ContextCache.cat([context, context_null])
