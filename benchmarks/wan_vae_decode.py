@@ -2,14 +2,23 @@
 
 Peak memory (first, while this process is still small): each decoder in its own fresh subprocess. The
 peak is the decode high-water mark VmHWM, reset through /proc/self/clear_refs just before the decode, so
-it counts the resident weights and runtime plus everything the decode allocates. (ru_maxrss is not
-used: Linux carries the parent's peak at fork into the child's ru_maxrss.) Time: then both decoders in
-this process on the same weights (ours first, then diffusers; a tiny warm-up decode each first), wall
-clock (the ratio) and process CPU time, plus their max abs difference.
+it counts the resident weights and runtime plus everything the decode allocates; the growth is that peak
+minus the resident set just before the decode (the decode's own working set, what an out-of-memory
+depends on: the weights are the same size for both). (ru_maxrss is not used: Linux carries the parent's
+peak at fork into the child's ru_maxrss.) Time: then both decoders in this process on the same weights
+(ours first, then diffusers; a tiny warm-up decode each first), wall clock (the ratio) and process CPU
+time, plus their max abs difference and, in bf16, each one's max abs difference to our float32 decode.
+
+bf16: both models' weights in bf16 (diffusers: ``.to(torch.bfloat16)``, as its pipelines do). Ours
+computes its RMS norms in float32 and returns float32 video; diffusers' output is cast to float32.
+
+``--tiled``: ours through ``WanVAE.tiled_decode`` with the default tiles of ``pipeline.tile_size`` /
+``pipeline.tile_stride``; ``--ours-only``: no diffusers (e.g. for a 480p tiled decode).
 
     .venv/bin/python benchmarks/wan_vae_decode.py --frames 2 --height 8 --width 8
+    .venv/bin/python benchmarks/wan_vae_decode.py --frames 21 --height 60 --width 104 --tiled --ours-only
 
-The last line is ``ratio=<ours/peer time> mem_ratio=<ours/peer peak>``.
+The last line is ``ratio=<ours/peer time> mem_ratio=<ours/peer peak> growth_ratio=<ours/peer growth>``.
 """
 
 from __future__ import annotations
@@ -27,6 +36,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from telefuser_cli.config.schema import PipelineConfig  # noqa: E402
 from telefuser_cli.models.wan_vae import WAN21_LATENT_MEAN, WAN21_LATENT_STD, WanVAE  # noqa: E402
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
@@ -45,8 +55,11 @@ def build(which: str, dtype: torch.dtype, ours: WanVAE | None = None):
     return peer if dtype == torch.float32 else peer.to(dtype)
 
 
-def decoder(which: str, model, dtype: torch.dtype):
+def decoder(which: str, model, dtype: torch.dtype, tiled: bool = False):
     """A callable on NORMALISED latents for both models (diffusers is given de-normalised ones)."""
+    if which == "ours" and tiled:
+        defaults = PipelineConfig()
+        return lambda z: model.tiled_decode(z, tuple(defaults.tile_size), tuple(defaults.tile_stride))
     if which == "ours":
         return model.decode
     shape = (1, 16, 1, 1, 1)
@@ -79,7 +92,7 @@ def _status_kib(field: str) -> int:
 def child(args) -> None:
     dtype = DTYPES[args.dtype]
     model = build(args.child, dtype)
-    fn, z = decoder(args.child, model, dtype), latent(args)
+    fn, z = decoder(args.child, model, dtype, args.tiled), latent(args)
     with torch.inference_mode():
         fn(torch.zeros(1, 16, 2, 4, 4))
     base = _status_kib("VmRSS")
@@ -92,8 +105,10 @@ def child(args) -> None:
 
 
 def measure_memory(args, which: str) -> dict:
-    cmd = [sys.executable, __file__, "--child", which, "--frames", str(args.frames), "--height", str(args.height),
-           "--width", str(args.width), "--dtype", args.dtype, "--threads", str(args.threads)]  # fmt: skip
+    cmd = [sys.executable, __file__, "--child", which, "--dtype", args.dtype]
+    cmd += [f"--{name}={getattr(args, name)}" for name in ("frames", "height", "width", "threads")]
+    if args.tiled:
+        cmd.append("--tiled")
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     done = subprocess.run(cmd, capture_output=True, text=True, env=env, check=True)
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -107,34 +122,53 @@ def main() -> None:
     p.add_argument("--dtype", choices=sorted(DTYPES), default="fp32")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--skip-memory", action="store_true", help="no subprocess memory runs (mem_ratio=nan)")
+    p.add_argument("--tiled", action="store_true", help="ours decodes in the default spatial tiles")
+    p.add_argument("--ours-only", action="store_true", help="no diffusers run (ratios are nan)")
     p.add_argument("--child", choices=["ours", "diffusers"], help=argparse.SUPPRESS)
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     if args.child:
         child(args)
         return
+    sides = ["ours"] if args.ours_only else ["ours", "diffusers"]
 
-    mem_ratio = float("nan")
+    mem = {}
     if not args.skip_memory:
-        m_ours, m_peer = measure_memory(args, "ours"), measure_memory(args, "diffusers")
-        for name, m in (("ours", m_ours), ("diffusers", m_peer)):
-            print(f"{name:9s} decode peak {m['hwm_kib'] / 2**20:5.2f} GiB (of which resident before the decode "
-                  f"{m['base_kib'] / 2**20:.2f} GiB), {m['seconds']:.2f} s wall in its own process")  # fmt: skip
-        mem_ratio = m_ours["hwm_kib"] / m_peer["hwm_kib"]
+        mem = {which: measure_memory(args, which) for which in sides}
+        for name, m in mem.items():
+            peak, base = m["hwm_kib"] / 2**20, m["base_kib"] / 2**20
+            print(
+                f"{name:9s} decode peak {peak:5.2f} GiB (of which resident before the decode {base:.2f} GiB: "
+                f"growth {peak - base:.2f} GiB), {m['seconds']:.2f} s wall in its own process",
+                flush=True,
+            )
 
     dtype = DTYPES[args.dtype]
     z = latent(args)
     ours = build("ours", dtype)
-    peer = build("diffusers", dtype, ours=ours)
-    t_ours, c_ours, y_ours = timed(decoder("ours", ours, dtype), z)
-    t_peer, c_peer, y_peer = timed(decoder("diffusers", peer, dtype), z)
-    print(f"latent {tuple(z.shape)} -> video {tuple(y_ours.shape)} {args.dtype}, {args.threads} threads")
-    print(f"ours      {t_ours:8.2f} s wall {c_ours:8.2f} s CPU")
-    print(f"diffusers {t_peer:8.2f} s wall {c_peer:8.2f} s CPU")
+    t_ours, c_ours, y_ours = timed(decoder("ours", ours, dtype, args.tiled), z)
+    print(f"latent {tuple(z.shape)} -> video {tuple(y_ours.shape)} {args.dtype}, {args.threads} threads"
+          f"{', tiled' if args.tiled else ''}")  # fmt: skip
+    print(f"ours      {t_ours:8.2f} s wall {c_ours:8.2f} s CPU", flush=True)
+    ratio = cpu_ratio = mem_ratio = growth_ratio = float("nan")
+    if not args.ours_only:
+        peer = build("diffusers", dtype, ours=ours)
+        t_peer, c_peer, y_peer = timed(decoder("diffusers", peer, dtype), z)
+        ratio, cpu_ratio = t_ours / t_peer, c_ours / c_peer
+        print(f"diffusers {t_peer:8.2f} s wall {c_peer:8.2f} s CPU")
+        print(f"max abs diff {(y_ours - y_peer).abs().max().item():.3e}")
+        if dtype != torch.float32:
+            ours.float()
+            _, _, y_ref = timed(decoder("ours", ours, torch.float32), z)
+            print(f"max abs diff to our float32 decode: ours {(y_ours - y_ref).abs().max().item():.3e}, "
+                  f"diffusers {(y_peer - y_ref).abs().max().item():.3e}")  # fmt: skip
+        if mem:
+            m_ours, m_peer = mem["ours"], mem["diffusers"]
+            mem_ratio = m_ours["hwm_kib"] / m_peer["hwm_kib"]
+            growth_ratio = (m_ours["hwm_kib"] - m_ours["base_kib"]) / (m_peer["hwm_kib"] - m_peer["base_kib"])
     # On a shared machine the wall clock follows the other load; the CPU-time ratio is steadier.
-    print(f"cpu_ratio={c_ours / c_peer:.3f} (load average {os.getloadavg()[0]:.1f})")
-    print(f"max abs diff {(y_ours - y_peer).abs().max().item():.3e}")
-    print(f"ratio={t_ours / t_peer:.3f} mem_ratio={mem_ratio:.3f}")
+    print(f"cpu_ratio={cpu_ratio:.3f} (load average {os.getloadavg()[0]:.1f})")
+    print(f"ratio={ratio:.3f} mem_ratio={mem_ratio:.3f} growth_ratio={growth_ratio:.3f}")
 
 
 if __name__ == "__main__":

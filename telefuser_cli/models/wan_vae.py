@@ -3,9 +3,12 @@
 The parameter names are exactly those of the official checkpoint (``encoder.*``, ``conv1``, ``conv2``,
 ``decoder.*``), so ``load_state_dict(strict=True, assign=True)`` works on a model built on ``meta``.
 
-Causality in time is carried by an explicit :class:`CausalCache` (the past input frames of every causal
-convolution). ``decode`` runs the decoder one latent frame at a time and ``encode`` runs the encoder on
-1 then 4 frames at a time, exactly as the official code, so memory does not grow with the frame count.
+Causality in time is carried by explicit :class:`CausalCache` objects (the past input frames of every
+causal convolution, two per convolution, never copied). ``encode`` runs the encoder on 1 then 4 frames at
+a time, as the official code. ``decode`` runs the decoder one frame at a time at every frame rate (each
+frame a temporal upsampling makes goes through the rest of the decoder before the next one): the same
+result as the official chunks, since every layer is causal and per frame, with a working set of one frame
+per stage. Memory grows with neither the frame count nor, beyond the cache, the chunk size.
 
 Non-persistent buffers: ``latent_mean`` and ``latent_inv_std`` (the 16-channel Wan2.1 latent statistics).
 A model built on ``meta`` and filled with ``load_state_dict(assign=True)`` must call ``reset_buffers()``;
@@ -14,12 +17,14 @@ A model built on ``meta`` and filled with ``load_state_dict(assign=True)`` must 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from telefuser_cli.ops.tiling import tiled_decode
 
 # Statistics of the Wan2.1 latent space (official ``Wan2_1_VAE``), one value per latent channel.
 WAN21_LATENT_MEAN = (
@@ -85,31 +90,45 @@ class WanVAEConfig:
         return 2 ** sum(self.temperal_downsample)
 
 
-class CausalCache:
-    """Past input frames of every causal convolution, one slot per call site in call order.
+class PastFrames:
+    """The last two input frames of one causal convolution, zeros before the first frame.
 
-    The same object is passed through every chunk of one encode or decode; ``start_chunk()`` rewinds the
-    cursor before each chunk. A slot holds ``None`` before its first use, then a tensor of the last
-    0..2 input frames (missing frames stand for zeros, the causal padding).
+    A two-frame ring: frame t-2 sits in slot ``count % 2`` and frame t overwrites it once the taps that
+    see t-2 have run, so past frames are never copied (see ``CausalConv3d.step``).
+    """
+
+    def __init__(self, like: Tensor) -> None:
+        b, c, h, w = like.shape
+        self.frames = torch.empty((b, c, 2, h, w), dtype=like.dtype, device=like.device,
+                                  memory_format=torch.channels_last_3d).zero_()  # fmt: skip
+        self.count = 0
+
+
+class CausalCache:
+    """Per-call-site state of one encode or decode, one slot per call site in call order.
+
+    The same object is passed through every chunk; ``start_chunk()`` rewinds the cursor before each
+    chunk. A slot holds ``None`` before its first use, then what its call site stored: the
+    :class:`PastFrames` of a causal convolution, or a tensor of past frames (temporal resampling).
     """
 
     def __init__(self) -> None:
-        self._slots: list[Tensor | None] = []
+        self._slots: list[PastFrames | Tensor | None] = []
         self._pos = 0
 
     def start_chunk(self) -> None:
         self._pos = 0
 
-    def past(self) -> Tensor | None:
+    def past(self) -> PastFrames | Tensor | None:
         """The slot at the cursor (does not advance)."""
         return self._slots[self._pos] if self._pos < len(self._slots) else None
 
-    def update(self, frames: Tensor) -> None:
-        """Store ``frames`` in the slot at the cursor and advance."""
+    def update(self, value: PastFrames | Tensor) -> None:
+        """Store ``value`` in the slot at the cursor and advance."""
         if self._pos == len(self._slots):
-            self._slots.append(frames)
+            self._slots.append(value)
         else:
-            self._slots[self._pos] = frames
+            self._slots[self._pos] = value
         self._pos += 1
 
 
@@ -119,79 +138,83 @@ def _memory_format(x: Tensor) -> torch.memory_format:
     return torch.contiguous_format
 
 
+def _add_conv2d_(out: Tensor, x: Tensor, weight: Tensor, padding: tuple[int, int]) -> Tensor:
+    """``out += conv2d(x, weight)`` (stride 1, no bias). On CPU oneDNN accumulates straight into ``out``,
+    which saves a temporary as large as ``out`` (fresh memory costs page faults) and a pass over it."""
+    onednn = out.dtype == torch.float32 or (
+        out.dtype == torch.bfloat16 and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    )
+    if out.device.type == "cpu" and torch.backends.mkldnn.is_available() and onednn:
+        return torch.ops.mkldnn._convolution_pointwise_.binary(
+            out, x, weight, None, list(padding), [1, 1], [1, 1], 1, "add", 1.0, None, [], None
+        )
+    return out.add_(F.conv2d(x, weight, None, 1, padding))
+
+
 class CausalConv3d(nn.Conv3d):
     """3-D convolution causal in time: it sees only the current and the past frames.
 
     The time padding (``2 * padding[0]`` frames, all in front) comes from the cache or from zeros; the
-    spatial padding is the convolution's own zero padding.
+    spatial padding is the convolution's own zero padding. A temporal kernel of 3 is run one frame at a
+    time from a :class:`PastFrames` ring; a temporal kernel of 1 is a plain convolution.
     """
 
     def __init__(self, in_dim: int, out_dim: int, kernel_size, stride=1, padding=0) -> None:
         pt, ph, pw = (padding,) * 3 if isinstance(padding, int) else padding
         super().__init__(in_dim, out_dim, kernel_size, stride=stride, padding=(0, ph, pw))
         self.time_pad = 2 * pt
+        if self.time_pad and (self.kernel_size[0], self.time_pad, self.stride) != (3, 2, (1, 1, 1)):
+            raise ValueError(
+                "a causally padded CausalConv3d needs a temporal kernel of 3, padding 1 and stride 1, got "
+                f"kernel_size={self.kernel_size}, padding={padding}, stride={self.stride}"
+            )
 
     def forward(self, x: Tensor) -> Tensor:
         """No past frames (zeros in front). x: [B, C, T, H, W] -> [B, C', T', H', W']."""
         if self.time_pad == 0:
             return super().forward(x)
-        return self._conv_with_past(self._buffer(x, 0, None), 0)
+        return self.step(x, CausalCache())
 
     def step(
         self, x: Tensor, cache: CausalCache, act: Callable[[Tensor, Tensor], None] | None = None
     ) -> Tensor:
-        """One chunk with past frames from ``cache``: ``run(*prepare(x, cache, act))``.
+        """One chunk, frame by frame, with the past frames in ``cache`` (temporal kernel 3 only);
+        ``act(x, out)`` writes the conv input (default: a copy of x) straight into the ring.
 
         x: [B, C, T, H, W] -> [B, C', T, H', W'].
         """
-        return self.run(*self.prepare(x, cache, act))
-
-    def prepare(
-        self, x: Tensor, cache: CausalCache, act: Callable[[Tensor, Tensor], None] | None = None
-    ) -> tuple[Tensor, int]:
-        """The conv input buffer [zeros?, past frames, act(x)] and the number of past frames; updates cache.
-
-        ``act(x, out)`` writes the conv input (default: a copy of x) straight into the buffer that also
-        holds the past frames, so neither the activation nor the concatenation makes an extra copy, and
-        the caller may drop ``x`` before ``run``.
-        """
         past = cache.past()
-        k = 0 if past is None else past.shape[2]
-        buf = self._buffer(x, k, act)
-        if k:
-            buf[:, :, buf.shape[2] - x.shape[2] - k : buf.shape[2] - x.shape[2]].copy_(past)
-        cache.update(buf[:, :, -CACHE_T:].clone())
-        return buf, k
+        if past is None:
+            past = PastFrames(x[:, :, 0])
+        cache.update(past)
+        first = self._frame(x[:, :, 0], past, act).unsqueeze(2)
+        if x.shape[2] == 1:
+            return first
+        out = torch.empty((*first.shape[:2], x.shape[2], *first.shape[3:]), dtype=first.dtype,
+                          device=first.device, memory_format=torch.channels_last_3d)  # fmt: skip
+        out[:, :, :1].copy_(first)
+        for i in range(1, x.shape[2]):
+            out[:, :, i].copy_(self._frame(x[:, :, i], past, act))
+        return out
 
-    def run(self, buf: Tensor, k: int) -> Tensor:
-        """Convolve a ``prepare``d buffer holding ``k`` past frames."""
-        return self._conv_with_past(buf, k)
-
-    def _buffer(self, x: Tensor, k: int, act: Callable[[Tensor, Tensor], None] | None) -> Tensor:
-        b, c, t, h, w = x.shape
-        # A single output frame skips the zero frames by trimming kernel taps instead (see _conv_with_past).
-        zeros = 0 if t == 1 else max(self.time_pad - k, 0)
-        buf = torch.empty((b, c, zeros + k + t, h, w), dtype=x.dtype, device=x.device,
-                          memory_format=_memory_format(x))  # fmt: skip
-        if zeros:
-            buf[:, :, :zeros].zero_()
+    def _frame(self, x: Tensor, past: PastFrames, act: Callable[[Tensor, Tensor], None] | None) -> Tensor:
+        """x: [B, C, H, W] (frame t) -> [B, C', H', W']; advances ``past`` to hold frames t-1 and t."""
+        oldest = past.count % 2  # the slot of frame t-2 (zeros while t < 2)
+        y = None
+        if past.count:
+            # Taps 0 and 1 see frames t-2 and t-1, in ring order.
+            weight = self.weight[:, :, :2] if oldest == 0 else self.weight[:, :, :2].flip(2)
+            y = F.conv3d(past.frames, weight, self.bias, 1, self.padding).squeeze(2)
+        slot = past.frames[:, :, oldest]
         if act is None:
-            buf[:, :, zeros + k :].copy_(x)
+            slot.copy_(x)
         else:
-            act(x, buf[:, :, zeros + k :])
-        return buf
-
-    def _conv_with_past(self, buf: Tensor, k: int) -> Tensor:
-        missing = self.time_pad - k
-        weight = self.weight
-        if missing > 0 and buf.shape[2] == k + 1:
-            # One output frame: the taps that would see zero padding contribute nothing.
-            weight = weight[:, :, missing:]
-            if k == 0:
-                # A single tap on a single frame is a 2-D conv (also keeps small first chunks on oneDNN).
-                y = F.conv2d(buf[:, :, 0], weight[:, :, 0], self.bias, self.stride[1:], self.padding[1:])
-                return y.unsqueeze(2)
-        return F.conv3d(buf, weight, self.bias, self.stride, self.padding)
+            act(x, slot)
+        past.count += 1
+        if y is None:
+            # The first frame: both past frames are zeros, only the last tap contributes.
+            return F.conv2d(slot, self.weight[:, :, 2], self.bias, 1, self.padding[1:])
+        return _add_conv2d_(y, slot, self.weight[:, :, 2], self.padding[1:])
 
 
 class RMSNorm(nn.Module):
@@ -211,12 +234,15 @@ class RMSNorm(nn.Module):
     def write(self, x: Tensor, out: Tensor) -> None:
         xf = x.float()
         norm = torch.linalg.vector_norm(xf, dim=1, keepdim=True).clamp_min_(1e-12)
-        gain = self.gamma.float() * self.scale
+        # gamma is [C, 1, 1(, 1)] (official shape); x may be a single frame [N, C, H, W].
+        gain = self.gamma.float().view(-1, *(1,) * (x.ndim - 2)) * self.scale
         if out.dtype == torch.float32:
             torch.div(xf, norm, out=out)
             out.mul_(gain)
         else:
-            out.copy_(xf.div(norm).mul_(gain))
+            # Scaled in float32 and rounded once; xf is already a private float32 copy unless x is float32.
+            scaled = xf.div_(norm) if xf is not x else xf.div(norm)
+            out.copy_(scaled.mul_(gain))
 
 
 def _norm_silu(norm: RMSNorm) -> Callable[[Tensor, Tensor], None]:
@@ -248,9 +274,7 @@ class ResidualBlock(nn.Module):
         r = self.residual
         y = r[2].step(x, cache, _norm_silu(r[0]))
         # Dropout (r[5]) is identity at inference and the official rate is 0.
-        buf, k = r[6].prepare(y, cache, _norm_silu(r[3]))
-        del y  # its activation is in buf: free it before the second conv allocates its output
-        return r[6].run(buf, k).add_(h)
+        return r[6].step(y, cache, _norm_silu(r[3])).add_(h)
 
 
 class AttentionBlock(nn.Module):
@@ -301,11 +325,18 @@ class Resample(nn.Module):
             x = self._time_upsample(x, cache)
         b, c, t, h, w = x.shape
         if self.mode.startswith("upsample"):
-            # Frame by frame: the 2x upsampled input of the conv is the largest tensor of the decoder.
             out = torch.empty((b, c // 2, t, 2 * h, 2 * w), dtype=x.dtype, device=x.device,
                               memory_format=_memory_format(x))  # fmt: skip
+            weight = _subpixel_weight(self.resample[1].weight)
+            bias = self.resample[1].bias.repeat(4)
+            # [B, C/2, 2h, 2w] viewed as its four pixel phases [B, C/2, h, 2, w, 2].
+            phases = out.unflatten(3, (h, 2)).unflatten(5, (w, 2))
             for i in range(t):
-                out[:, :, i].copy_(self.resample(x[:, :, i]))
+                # Frame by frame: the conv output holds all four phases, as large as the frame's output.
+                y = F.conv2d(x[:, :, i], weight, bias, padding=1).unflatten(1, (2, 2, c // 2))
+                for py in range(2):
+                    for px in range(2):
+                        phases[:, :, i, :, py, :, px].copy_(y[:, py, px, :, py : py + h, px : px + w])
             return out
         y = self.resample(x.transpose(1, 2).reshape(b * t, c, h, w))
         x = y.view(b, t, *y.shape[1:]).transpose(1, 2)
@@ -316,8 +347,8 @@ class Resample(nn.Module):
     def _time_upsample(self, x: Tensor, cache: CausalCache) -> Tensor:
         b, c, t, h, w = x.shape
         if cache.past() is None:
-            # First chunk: the official code passes it through and remembers "no past" (zeros).
-            cache.update(x.new_empty((b, c, 0, h, w)))
+            # First chunk: the official code passes it through; the time conv's past stays zeros.
+            cache.update(PastFrames(x[:, :, 0]))
             return x
         y = self.time_conv.step(x, cache)  # [B, 2C, T, H, W]: channel half j is output frame 2t + j
         out = torch.empty(
@@ -333,6 +364,28 @@ class Resample(nn.Module):
             # First chunk (one frame) passes through, as in the official code.
             return x
         return self.time_conv(torch.cat([past, x], dim=2))
+
+
+# Rows (and columns) of a 3-tap kernel that land on the same source pixel after a 2x nearest upsampling:
+# output pixel 2i sees source rows (i-1, i, i), output pixel 2i+1 sees (i, i, i+1).
+_PHASE_TAPS = ((0, 1, 1), (0, 0, 1))
+
+
+def _subpixel_weight(weight: Tensor) -> Tensor:
+    """A 3x3 conv after a 2x nearest upsampling as four 2x2 convs on the source, one per output phase.
+
+    weight: [O, I, 3, 3] -> [4*O, I, 2, 2], output channel (2*py + px)*O + o is phase (py, px). With
+    padding 1 the 2x2 conv gives h+1 rows; phase py's rows are py..py+h-1 (and the same for columns).
+    Same result up to round-off with 4/9 of the multiplies, and no 4x upsampled copy of the input.
+    """
+    taps = torch.zeros(2, 2, 3, device=weight.device)
+    for phase, rows in enumerate(_PHASE_TAPS):
+        for k, row in enumerate(rows):
+            taps[phase, row, k] = 1
+    o, i = weight.shape[:2]
+    # Summed in float32: a bf16 weight is rounded once, after the sum.
+    merged = torch.einsum("apk,oikl,bql->aboipq", taps, weight.float(), taps)
+    return merged.reshape(4 * o, i, 2, 2).to(weight.dtype)
 
 
 def _level_blocks(in_dim: int, out_dim: int, n: int, attn: bool, dropout: float) -> list[nn.Module]:
@@ -407,12 +460,56 @@ class Decoder3d(nn.Module):
         self.head = nn.ModuleList([RMSNorm(dims[-1], images=False), nn.SiLU(),
                                    CausalConv3d(dims[-1], 3, 3, padding=1)])  # fmt: skip
 
-    def forward(self, x: Tensor, cache: CausalCache) -> Tensor:
-        """One latent frame. x: [B, z_dim, 1, h, w] -> [B, 3, 1 or temporal_scale, h*s, w*s]."""
+    def _split(self) -> tuple[list[nn.Module], list[list[nn.Module]]]:
+        """The layers after ``conv1``: those up to the last attention (the only layers that see a whole
+        frame), then the rest cut after each temporal upsampling, one frame rate per stage."""
+        layers = [*self.middle, *self.upsamples]
+        attn = [i for i, layer in enumerate(layers) if isinstance(layer, AttentionBlock)]
+        n_global = attn[-1] + 1 if attn else 0
+        stages: list[list[nn.Module]] = [[]]
+        for layer in layers[n_global:]:
+            stages[-1].append(layer)
+            if isinstance(layer, Resample) and layer.mode == "upsample3d":
+                stages.append([])
+        if any(isinstance(layer, Resample) and layer.mode == "upsample3d" for layer in layers[:n_global]):
+            raise ValueError("an attention after a temporal upsampling is not supported")
+        return layers[:n_global], stages
+
+    def num_stages(self) -> int:
+        """How many caches ``forward`` takes."""
+        return len(self._split()[1])
+
+    def features(self, x: Tensor, cache: CausalCache) -> Tensor:
+        """One latent frame [B, z_dim, 1, h, w] -> the output of the last attention (or of conv1 without
+        attention) [B, C, 1, h, w]: everything before it is per frame and needs the whole frame."""
+        cache.start_chunk()
         x = self.conv1.step(x, cache)
-        for layer in (*self.middle, *self.upsamples):
+        for layer in self._split()[0]:
             x = layer(x, cache)
-        return self.head[2].step(x, cache, _norm_silu(self.head[0]))
+        return x
+
+    def forward(self, x: Tensor, caches: list[CausalCache]) -> Iterator[Tensor]:
+        """The ``features`` of one latent frame -> its 1 (first) or temporal_scale output frames, each
+        [B, 3, 1, h*s, w*s], in order.
+
+        Depth first: every frame a temporal upsampling makes goes through the rest of the decoder before
+        the next one, so only one frame per stage is alive (``caches``: ``num_stages()`` of them). Every
+        layer is causal and per frame, so this is the official chunked decode. The layers after the
+        features are all convolutions, norms over channels and upsamplings: local in space.
+        """
+        yield from self._stage(x, 0, self._split()[1], caches)
+
+    def _stage(
+        self, x: Tensor, i: int, stages: list[list[nn.Module]], caches: list[CausalCache]
+    ) -> Iterator[Tensor]:
+        caches[i].start_chunk()
+        for layer in stages[i]:
+            x = layer(x, caches[i])
+        if i + 1 == len(stages):
+            yield self.head[2].step(x, caches[i], _norm_silu(self.head[0]))
+            return
+        for t in range(x.shape[2]):
+            yield from self._stage(x[:, :, t : t + 1], i + 1, stages, caches)
 
 
 class WanVAE(nn.Module):
@@ -453,23 +550,52 @@ class WanVAE(nn.Module):
 
         The spatial scale is 8 and the temporal scale 4 for the released config (see ``WanVAEConfig``).
         """
-        cfg = self.config
-        if z.ndim != 5 or z.shape[1] != cfg.z_dim:
-            raise ValueError(f"decode expects z of shape [B, {cfg.z_dim}, T, h, w], got {tuple(z.shape)}")
-        b, _, t, h, w = z.shape
+        z = self._unnormalise(z)
+        return self._video(self._features(z), z.shape)
+
+    @torch.no_grad()
+    def tiled_decode(self, z: Tensor, tile_size: tuple[int, int], tile_stride: tuple[int, int]) -> Tensor:
+        """``decode`` in overlapping spatial tiles (``ops.tiling.tiled_decode``; sizes in latent pixels).
+
+        The layers up to the decoder's mid-block attention run on whole frames first, at latent resolution
+        (``C * T * h * w`` values, C = 384 for the released config), so every tile sees the attention of
+        the untiled decode; only the local layers after it are tiled. Memory: see ``ops.tiling``.
+        """
+        features = torch.cat(list(self._features(self._unnormalise(z))), dim=2)
+        return tiled_decode(
+            lambda tile: self._video((tile[:, :, i : i + 1] for i in range(tile.shape[2])), tile.shape),
+            features, tile_size, tile_stride, scale=self.config.spatial_scale,
+        )  # fmt: skip
+
+    def _unnormalise(self, z: Tensor) -> Tensor:
+        if z.ndim != 5 or z.shape[1] != self.config.z_dim:
+            raise ValueError(
+                f"decode expects z of shape [B, {self.config.z_dim}, T, h, w], got {tuple(z.shape)}"
+            )
         mean, inv_std = self._stats()
-        z = (z.float() / inv_std + mean).to(self.conv2.weight.dtype)
+        return (z.float() / inv_std + mean).to(self.conv2.weight.dtype)
+
+    def _features(self, z: Tensor) -> Iterator[Tensor]:
+        """Latents (not normalised) -> the decoder's ``features``, one latent frame at a time."""
+        cache = CausalCache()
+        for i in range(z.shape[2]):
+            x = self.conv2(z[:, :, i : i + 1]).contiguous(memory_format=torch.channels_last_3d)
+            yield self.decoder.features(x, cache)
+
+    def _video(self, features: Iterable[Tensor], shape: torch.Size) -> Tensor:
+        """The decoder's features of the latent frames of ``shape`` [B, C, T, h, w], one latent frame at a
+        time -> video [B, 3, 1 + temporal_scale*(T-1), h*s, w*s] in [-1, 1], float32."""
+        cfg = self.config
+        b, _, t, h, w = shape
         s = cfg.spatial_scale
         out = torch.empty((b, 3, 1 + cfg.temporal_scale * (t - 1), h * s, w * s), dtype=torch.float32,
-                          device=z.device)  # fmt: skip
-        cache = CausalCache()
+                          device=self.conv2.weight.device)  # fmt: skip
+        caches = [CausalCache() for _ in range(self.decoder.num_stages())]
         start = 0
-        for i in range(t):
-            cache.start_chunk()
-            x = self.conv2(z[:, :, i : i + 1]).contiguous(memory_format=torch.channels_last_3d)
-            frames = self.decoder(x, cache)
-            out[:, :, start : start + frames.shape[2]].copy_(frames)
-            start += frames.shape[2]
+        for x in features:
+            for frame in self.decoder(x, caches):
+                out[:, :, start].copy_(frame[:, :, 0])
+                start += 1
         return out.clamp_(-1.0, 1.0)
 
     @torch.no_grad()

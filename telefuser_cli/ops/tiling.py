@@ -1,4 +1,13 @@
-"""Spatially tiled decoding with linear blending of the overlaps, generic over the decode callable."""
+"""Spatially tiled decoding with linear blending of the overlaps, generic over the decode callable.
+
+Memory: the tiles are decoded one after the other, so the peak is the float32 output and weight
+accumulators (``4 * C' * F * H * W`` bytes plus ``4 * H * W``) plus one tile's decode (its working set and
+its output, ``4 * C' * F * th * tw`` bytes) plus whatever the caller holds. For the Wan2.1 VAE
+(``WanVAE.tiled_decode``) the working set of a tile does not grow with the frame count: the decoder runs
+one frame at a time with two cached frames per causal convolution, so it is set by the tile size alone;
+only the accumulators, the tile's output and the whole-frame features it keeps
+(``4 * 384 * T * h * w`` bytes in float32) grow with the frames. Measured numbers: benchmarks/README.md.
+"""
 
 from __future__ import annotations
 
