@@ -8,7 +8,13 @@ import pytest
 import torch
 
 from telefuser_cli.loading.wan_vae_arch import diffusers_to_official_vae, infer_vae_config
-from telefuser_cli.models.wan_vae import WAN21_LATENT_MEAN, WAN21_LATENT_STD, WanVAE, WanVAEConfig
+from telefuser_cli.models.wan_vae import (
+    WAN21_LATENT_MEAN,
+    WAN21_LATENT_STD,
+    WanVAE,
+    WanVAEConfig,
+    _add_conv2d_,
+)
 from telefuser_cli.ops.tiling import tile_starts, tiled_decode
 
 pytest.importorskip("diffusers")
@@ -236,3 +242,21 @@ def test_bf16_run_keeps_float32_latent_tables():
     out = vae.decode(torch.randn(1, 16, 2, 2, 2))
     assert out.shape == (1, 3, 3, 4, 4) and out.dtype == torch.float32
     assert vae.encode(torch.zeros(1, 3, 3, 4, 4)).dtype == torch.float32
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_add_conv2d_in_place(dtype):
+    """float32 takes oneDNN's in-place accumulation on CPU, float16 the generic add (as on CUDA)."""
+    g = torch.Generator().manual_seed(12)
+    ring = torch.randn(2, 8, 2, 6, 7, generator=g).contiguous(memory_format=torch.channels_last_3d)
+    x, weight = ring[:, :, 1], torch.randn(4, 8, 3, 3, 3, generator=g)[:, :, 2]
+    out = torch.randn(2, 4, 6, 7, generator=g)
+    expected = out.double() + torch.nn.functional.conv2d(x.double(), weight.double(), padding=1)
+    got = out.to(dtype)
+    assert _add_conv2d_(got, x.to(dtype), weight.to(dtype), (1, 1)) is got
+    torch.testing.assert_close(
+        got.double(),
+        expected,
+        rtol=1e-5 if dtype == torch.float32 else 2e-3,
+        atol=1e-5 if dtype == torch.float32 else 1e-2,
+    )
