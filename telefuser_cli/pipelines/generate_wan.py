@@ -20,7 +20,6 @@ from telefuser_cli.errors import UserError
 from telefuser_cli.io.video import to_uint8_frames
 from telefuser_cli.loading import wan as wan_loading
 from telefuser_cli.ops.sequence_parallel import parallelize_dit
-from telefuser_cli.ops.tiling import tiled_decode
 from telefuser_cli.pipelines.image_inputs import (
     ConditionedDiT,
     ImageCondition,
@@ -288,7 +287,7 @@ def generate_wan(
         with reporter.stage("decode"), oom_as_user_error("VAE decode"):
             z = latents.to(vae_device)
             if pipeline.tiled:
-                video = tiled_decode(vae.decode, z, tuple(pipeline.tile_size), tuple(pipeline.tile_stride))
+                video = vae.tiled_decode(z, tuple(pipeline.tile_size), tuple(pipeline.tile_stride))
             else:
                 video = vae.decode(z)
         del vae
