@@ -12,6 +12,9 @@ time, plus their max abs difference and, in bf16, each one's max abs difference 
 bf16: both models' weights in bf16 (diffusers: ``.to(torch.bfloat16)``, as its pipelines do). Ours
 computes its RMS norms in float32 and returns float32 video; diffusers' output is cast to float32.
 
+``--device cuda``: both on the GPU; memory is then the device's allocated high-water mark (growth over what
+was allocated before the decode), measured the same way in each fresh subprocess.
+
 ``--tiled``: ours through ``WanVAE.tiled_decode`` with the default tiles of ``pipeline.tile_size`` /
 ``pipeline.tile_stride``; ``--ours-only``: no diffusers (e.g. for a 480p tiled decode).
 
@@ -65,7 +68,7 @@ def decoder(which: str, model, dtype: torch.dtype, tiled: bool = False):
     shape = (1, 16, 1, 1, 1)
     mean = torch.tensor(WAN21_LATENT_MEAN).view(shape)
     inv_std = 1.0 / torch.tensor(WAN21_LATENT_STD).view(shape)
-    return lambda z: model.decode((z / inv_std + mean).to(dtype)).sample.float()
+    return lambda z: model.decode((z / inv_std.to(z.device) + mean.to(z.device)).to(dtype)).sample.float()
 
 
 def latent(args) -> torch.Tensor:
@@ -73,12 +76,19 @@ def latent(args) -> torch.Tensor:
     return torch.randn(1, 16, args.frames, args.height, args.width, generator=g)
 
 
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def timed(fn, z) -> tuple[float, float, torch.Tensor]:
     """(wall seconds, process CPU seconds, output) of one decode after a tiny warm-up decode."""
     with torch.inference_mode():
-        fn(torch.zeros(1, 16, 2, 4, 4))  # warm-up: kernels and allocator
+        fn(torch.zeros(1, 16, 2, 4, 4, device=z.device))  # warm-up: kernels and allocator
+        _sync(z.device)
         start, cpu = time.perf_counter(), time.process_time()
         out = fn(z)
+        _sync(z.device)
     return time.perf_counter() - start, time.process_time() - cpu, out
 
 
@@ -90,11 +100,18 @@ def _status_kib(field: str) -> int:
 
 
 def child(args) -> None:
-    dtype = DTYPES[args.dtype]
-    model = build(args.child, dtype)
-    fn, z = decoder(args.child, model, dtype, args.tiled), latent(args)
+    dtype, device = DTYPES[args.dtype], torch.device(args.device)
+    model = build(args.child, dtype).to(device)
+    fn, z = decoder(args.child, model, dtype, args.tiled), latent(args).to(device)
     with torch.inference_mode():
-        fn(torch.zeros(1, 16, 2, 4, 4))
+        fn(torch.zeros(1, 16, 2, 4, 4, device=device))
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        base = torch.cuda.memory_allocated(device)
+        seconds, _, _ = timed(fn, z)
+        peak = torch.cuda.max_memory_allocated(device)
+        print(json.dumps({"seconds": seconds, "base_kib": base // 1024, "hwm_kib": peak // 1024}))
+        return
     base = _status_kib("VmRSS")
     try:
         Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM to the current RSS
@@ -105,7 +122,7 @@ def child(args) -> None:
 
 
 def measure_memory(args, which: str) -> dict:
-    cmd = [sys.executable, __file__, "--child", which, "--dtype", args.dtype]
+    cmd = [sys.executable, __file__, "--child", which, "--dtype", args.dtype, "--device", args.device]
     cmd += [f"--{name}={getattr(args, name)}" for name in ("frames", "height", "width", "threads")]
     if args.tiled:
         cmd.append("--tiled")
@@ -121,6 +138,7 @@ def main() -> None:
     p.add_argument("--width", type=int, default=52, help="latent width")
     p.add_argument("--dtype", choices=sorted(DTYPES), default="fp32")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--skip-memory", action="store_true", help="no subprocess memory runs (mem_ratio=nan)")
     p.add_argument("--tiled", action="store_true", help="ours decodes in the default spatial tiles")
     p.add_argument("--ours-only", action="store_true", help="no diffusers run (ratios are nan)")
@@ -133,26 +151,28 @@ def main() -> None:
     sides = ["ours"] if args.ours_only else ["ours", "diffusers"]
 
     mem = {}
+    held = "allocated on the device" if args.device.startswith("cuda") else "resident"
     if not args.skip_memory:
         mem = {which: measure_memory(args, which) for which in sides}
         for name, m in mem.items():
             peak, base = m["hwm_kib"] / 2**20, m["base_kib"] / 2**20
             print(
-                f"{name:9s} decode peak {peak:5.2f} GiB (of which resident before the decode {base:.2f} GiB: "
+                f"{name:9s} decode peak {peak:5.2f} GiB (of which {held} before the decode {base:.2f} GiB: "
                 f"growth {peak - base:.2f} GiB), {m['seconds']:.2f} s wall in its own process",
                 flush=True,
             )
 
     dtype = DTYPES[args.dtype]
-    z = latent(args)
-    ours = build("ours", dtype)
+    device = torch.device(args.device)
+    z = latent(args).to(device)
+    ours = build("ours", dtype).to(device)
     t_ours, c_ours, y_ours = timed(decoder("ours", ours, dtype, args.tiled), z)
     print(f"latent {tuple(z.shape)} -> video {tuple(y_ours.shape)} {args.dtype}, {args.threads} threads"
           f"{', tiled' if args.tiled else ''}")  # fmt: skip
     print(f"ours      {t_ours:8.2f} s wall {c_ours:8.2f} s CPU", flush=True)
     ratio = cpu_ratio = mem_ratio = growth_ratio = float("nan")
     if not args.ours_only:
-        peer = build("diffusers", dtype, ours=ours)
+        peer = build("diffusers", dtype, ours=ours).to(device)
         t_peer, c_peer, y_peer = timed(decoder("diffusers", peer, dtype), z)
         ratio, cpu_ratio = t_ours / t_peer, c_ours / c_peer
         print(f"diffusers {t_peer:8.2f} s wall {c_peer:8.2f} s CPU")
