@@ -14,15 +14,6 @@ from telefuser_cli.schedulers import make_scheduler
 from telefuser_cli.tiny import TINY_DIT
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread: tiny ops on a loaded 2-core machine run ~100x faster than with two."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def tiny_dit(seed: int = 0, **changes) -> WanDiT:
     torch.manual_seed(seed)
     dit = WanDiT(dataclasses.replace(TINY_DIT, **changes)).eval()

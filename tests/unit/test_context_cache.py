@@ -23,15 +23,6 @@ from telefuser_cli.tiny import TINY_DIT, TINY_DIT_I2V_CLIP
 STEPS = 4
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread: tiny ops on a loaded 2-core machine run ~100x faster than with two."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def tiny_dit(config=TINY_DIT, seed: int = 0, num_layers: int = 3) -> WanDiT:
     torch.manual_seed(seed)
     dit = WanDiT(dataclasses.replace(config, num_layers=num_layers)).eval()

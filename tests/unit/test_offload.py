@@ -21,15 +21,6 @@ from telefuser_cli.tiny import TINY_DIT
 pytestmark = pytest.mark.filterwarnings("ignore:Torchinductor does not support code generation for complex")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread: tiny ops on a loaded 2-core machine run ~100x faster than with two."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def tiny_case(num_layers: int = 3):
     torch.manual_seed(0)
     dit = WanDiT(dataclasses.replace(TINY_DIT, num_layers=num_layers)).eval()
