@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from telefuser_cli.models.causal_conv import CausalCache, CausalConv3d, PastFrames, memory_format_of
 from telefuser_cli.ops.tiling import tiled_decode
 
 # Statistics of the Wan2.1 latent space (official ``Wan2_1_VAE``), one value per latent channel.
@@ -35,9 +36,6 @@ WAN21_LATENT_STD = (
     2.8184, 1.4541, 2.3275, 2.6558, 1.2196, 1.7708, 2.6052, 2.0743,
     3.2687, 2.1526, 2.8652, 1.5579, 1.6382, 1.1253, 2.8251, 1.9160,
 )  # fmt: skip
-
-# Frames of past input a causal 3x3x3 convolution needs.
-CACHE_T = 2
 
 
 @dataclass(frozen=True)
@@ -88,133 +86,6 @@ class WanVAEConfig:
     def temporal_scale(self) -> int:
         """Frames per latent frame after the first one."""
         return 2 ** sum(self.temperal_downsample)
-
-
-class PastFrames:
-    """The last two input frames of one causal convolution, zeros before the first frame.
-
-    A two-frame ring: frame t-2 sits in slot ``count % 2`` and frame t overwrites it once the taps that
-    see t-2 have run, so past frames are never copied (see ``CausalConv3d.step``).
-    """
-
-    def __init__(self, like: Tensor) -> None:
-        b, c, h, w = like.shape
-        self.frames = torch.empty((b, c, 2, h, w), dtype=like.dtype, device=like.device,
-                                  memory_format=torch.channels_last_3d).zero_()  # fmt: skip
-        self.count = 0
-
-
-class CausalCache:
-    """Per-call-site state of one encode or decode, one slot per call site in call order.
-
-    The same object is passed through every chunk; ``start_chunk()`` rewinds the cursor before each
-    chunk. A slot holds ``None`` before its first use, then what its call site stored: the
-    :class:`PastFrames` of a causal convolution, or a tensor of past frames (temporal resampling).
-    """
-
-    def __init__(self) -> None:
-        self._slots: list[PastFrames | Tensor | None] = []
-        self._pos = 0
-
-    def start_chunk(self) -> None:
-        self._pos = 0
-
-    def past(self) -> PastFrames | Tensor | None:
-        """The slot at the cursor (does not advance)."""
-        return self._slots[self._pos] if self._pos < len(self._slots) else None
-
-    def update(self, value: PastFrames | Tensor) -> None:
-        """Store ``value`` in the slot at the cursor and advance."""
-        if self._pos == len(self._slots):
-            self._slots.append(value)
-        else:
-            self._slots[self._pos] = value
-        self._pos += 1
-
-
-def _memory_format(x: Tensor) -> torch.memory_format:
-    if not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last_3d):
-        return torch.channels_last_3d
-    return torch.contiguous_format
-
-
-def _add_conv2d_(out: Tensor, x: Tensor, weight: Tensor, padding: tuple[int, int]) -> Tensor:
-    """``out += conv2d(x, weight)`` (stride 1, no bias). On CPU oneDNN accumulates straight into ``out``,
-    which saves a temporary as large as ``out`` (fresh memory costs page faults) and a pass over it."""
-    onednn = out.dtype == torch.float32 or (
-        out.dtype == torch.bfloat16 and torch.ops.mkldnn._is_mkldnn_bf16_supported()
-    )
-    if out.device.type == "cpu" and torch.backends.mkldnn.is_available() and onednn:
-        return torch.ops.mkldnn._convolution_pointwise_.binary(
-            out, x, weight, None, list(padding), [1, 1], [1, 1], 1, "add", 1.0, None, [], None
-        )
-    return out.add_(F.conv2d(x, weight, None, 1, padding))
-
-
-class CausalConv3d(nn.Conv3d):
-    """3-D convolution causal in time: it sees only the current and the past frames.
-
-    The time padding (``2 * padding[0]`` frames, all in front) comes from the cache or from zeros; the
-    spatial padding is the convolution's own zero padding. A temporal kernel of 3 is run one frame at a
-    time from a :class:`PastFrames` ring; a temporal kernel of 1 is a plain convolution.
-    """
-
-    def __init__(self, in_dim: int, out_dim: int, kernel_size, stride=1, padding=0) -> None:
-        pt, ph, pw = (padding,) * 3 if isinstance(padding, int) else padding
-        super().__init__(in_dim, out_dim, kernel_size, stride=stride, padding=(0, ph, pw))
-        self.time_pad = 2 * pt
-        if self.time_pad and (self.kernel_size[0], self.time_pad, self.stride) != (3, 2, (1, 1, 1)):
-            raise ValueError(
-                "a causally padded CausalConv3d needs a temporal kernel of 3, padding 1 and stride 1, got "
-                f"kernel_size={self.kernel_size}, padding={padding}, stride={self.stride}"
-            )
-
-    def forward(self, x: Tensor) -> Tensor:
-        """No past frames (zeros in front). x: [B, C, T, H, W] -> [B, C', T', H', W']."""
-        if self.time_pad == 0:
-            return super().forward(x)
-        return self.step(x, CausalCache())
-
-    def step(
-        self, x: Tensor, cache: CausalCache, act: Callable[[Tensor, Tensor], None] | None = None
-    ) -> Tensor:
-        """One chunk, frame by frame, with the past frames in ``cache`` (temporal kernel 3 only);
-        ``act(x, out)`` writes the conv input (default: a copy of x) straight into the ring.
-
-        x: [B, C, T, H, W] -> [B, C', T, H', W'].
-        """
-        past = cache.past()
-        if past is None:
-            past = PastFrames(x[:, :, 0])
-        cache.update(past)
-        first = self._frame(x[:, :, 0], past, act).unsqueeze(2)
-        if x.shape[2] == 1:
-            return first
-        out = torch.empty((*first.shape[:2], x.shape[2], *first.shape[3:]), dtype=first.dtype,
-                          device=first.device, memory_format=torch.channels_last_3d)  # fmt: skip
-        out[:, :, :1].copy_(first)
-        for i in range(1, x.shape[2]):
-            out[:, :, i].copy_(self._frame(x[:, :, i], past, act))
-        return out
-
-    def _frame(self, x: Tensor, past: PastFrames, act: Callable[[Tensor, Tensor], None] | None) -> Tensor:
-        """x: [B, C, H, W] (frame t) -> [B, C', H', W']; advances ``past`` to hold frames t-1 and t."""
-        oldest = past.count % 2  # the slot of frame t-2 (zeros while t < 2)
-        y = None
-        if past.count:
-            # Taps 0 and 1 see frames t-2 and t-1, in ring order.
-            weight = self.weight[:, :, :2] if oldest == 0 else self.weight[:, :, :2].flip(2)
-            y = F.conv3d(past.frames, weight, self.bias, 1, self.padding).squeeze(2)
-        slot = past.frames[:, :, oldest]
-        if act is None:
-            slot.copy_(x)
-        else:
-            act(x, slot)
-        past.count += 1
-        if y is None:
-            # The first frame: both past frames are zeros, only the last tap contributes.
-            return F.conv2d(slot, self.weight[:, :, 2], self.bias, 1, self.padding[1:])
-        return _add_conv2d_(y, slot, self.weight[:, :, 2], self.padding[1:])
 
 
 class RMSNorm(nn.Module):
@@ -326,7 +197,7 @@ class Resample(nn.Module):
         b, c, t, h, w = x.shape
         if self.mode.startswith("upsample"):
             out = torch.empty((b, c // 2, t, 2 * h, 2 * w), dtype=x.dtype, device=x.device,
-                              memory_format=_memory_format(x))  # fmt: skip
+                              memory_format=memory_format_of(x))  # fmt: skip
             weight = _subpixel_weight(self.resample[1].weight)
             bias = self.resample[1].bias.repeat(4)
             # [B, C/2, 2h, 2w] viewed as its four pixel phases [B, C/2, h, 2, w, 2].
@@ -352,7 +223,7 @@ class Resample(nn.Module):
             return x
         y = self.time_conv.step(x, cache)  # [B, 2C, T, H, W]: channel half j is output frame 2t + j
         out = torch.empty(
-            (b, c, 2 * t, h, w), dtype=y.dtype, device=y.device, memory_format=_memory_format(y)
+            (b, c, 2 * t, h, w), dtype=y.dtype, device=y.device, memory_format=memory_format_of(y)
         )
         out.unflatten(2, (t, 2)).copy_(y.unflatten(1, (2, c)).permute(0, 2, 3, 1, 4, 5))
         return out

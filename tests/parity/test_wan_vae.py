@@ -8,12 +8,12 @@ import pytest
 import torch
 
 from telefuser_cli.loading.wan_vae_arch import diffusers_to_official_vae, infer_vae_config
+from telefuser_cli.models.causal_conv import add_conv2d_
 from telefuser_cli.models.wan_vae import (
     WAN21_LATENT_MEAN,
     WAN21_LATENT_STD,
     WanVAE,
     WanVAEConfig,
-    _add_conv2d_,
 )
 from telefuser_cli.ops.tiling import tile_starts, tiled_decode
 
@@ -253,7 +253,7 @@ def test_add_conv2d_in_place(dtype):
     out = torch.randn(2, 4, 6, 7, generator=g)
     expected = out.double() + torch.nn.functional.conv2d(x.double(), weight.double(), padding=1)
     got = out.to(dtype)
-    assert _add_conv2d_(got, x.to(dtype), weight.to(dtype), (1, 1)) is got
+    assert add_conv2d_(got, x.to(dtype), weight.to(dtype), (1, 1)) is got
     torch.testing.assert_close(
         got.double(),
         expected,

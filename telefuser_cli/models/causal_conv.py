@@ -1,0 +1,141 @@
+"""Causal 3-D convolution run one frame at a time, with its past input frames in a two-frame ring.
+
+The Wan VAE's building block: every 3x3x3 convolution is causal in time, so a frame needs only itself and
+the two frames before it. :class:`CausalCache` carries those past frames across the chunks of one encode
+or decode (one slot per call site, in call order); :class:`PastFrames` is one convolution's ring.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+class PastFrames:
+    """The last two input frames of one causal convolution, zeros before the first frame.
+
+    A two-frame ring: frame t-2 sits in slot ``count % 2`` and frame t overwrites it once the taps that
+    see t-2 have run, so past frames are never copied (see ``CausalConv3d.step``).
+    """
+
+    def __init__(self, like: Tensor) -> None:
+        b, c, h, w = like.shape
+        self.frames = torch.empty((b, c, 2, h, w), dtype=like.dtype, device=like.device,
+                                  memory_format=torch.channels_last_3d).zero_()  # fmt: skip
+        self.count = 0
+
+
+class CausalCache:
+    """Per-call-site state of one encode or decode, one slot per call site in call order.
+
+    The same object is passed through every chunk; ``start_chunk()`` rewinds the cursor before each
+    chunk. A slot holds ``None`` before its first use, then what its call site stored: the
+    :class:`PastFrames` of a causal convolution, or a tensor of past frames (temporal resampling).
+    """
+
+    def __init__(self) -> None:
+        self._slots: list[PastFrames | Tensor | None] = []
+        self._pos = 0
+
+    def start_chunk(self) -> None:
+        self._pos = 0
+
+    def past(self) -> PastFrames | Tensor | None:
+        """The slot at the cursor (does not advance)."""
+        return self._slots[self._pos] if self._pos < len(self._slots) else None
+
+    def update(self, value: PastFrames | Tensor) -> None:
+        """Store ``value`` in the slot at the cursor and advance."""
+        if self._pos == len(self._slots):
+            self._slots.append(value)
+        else:
+            self._slots[self._pos] = value
+        self._pos += 1
+
+
+def memory_format_of(x: Tensor) -> torch.memory_format:
+    if not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last_3d):
+        return torch.channels_last_3d
+    return torch.contiguous_format
+
+
+def add_conv2d_(out: Tensor, x: Tensor, weight: Tensor, padding: tuple[int, int]) -> Tensor:
+    """``out += conv2d(x, weight)`` (stride 1, no bias). On CPU oneDNN accumulates straight into ``out``,
+    which saves a temporary as large as ``out`` (fresh memory costs page faults) and a pass over it."""
+    onednn = out.dtype == torch.float32 or (
+        out.dtype == torch.bfloat16 and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    )
+    if out.device.type == "cpu" and torch.backends.mkldnn.is_available() and onednn:
+        return torch.ops.mkldnn._convolution_pointwise_.binary(
+            out, x, weight, None, list(padding), [1, 1], [1, 1], 1, "add", 1.0, None, [], None
+        )
+    return out.add_(F.conv2d(x, weight, None, 1, padding))
+
+
+class CausalConv3d(nn.Conv3d):
+    """3-D convolution causal in time: it sees only the current and the past frames.
+
+    The time padding (``2 * padding[0]`` frames, all in front) comes from the cache or from zeros; the
+    spatial padding is the convolution's own zero padding. A temporal kernel of 3 is run one frame at a
+    time from a :class:`PastFrames` ring; a temporal kernel of 1 is a plain convolution.
+    """
+
+    def __init__(self, in_dim: int, out_dim: int, kernel_size, stride=1, padding=0) -> None:
+        pt, ph, pw = (padding,) * 3 if isinstance(padding, int) else padding
+        super().__init__(in_dim, out_dim, kernel_size, stride=stride, padding=(0, ph, pw))
+        self.time_pad = 2 * pt
+        if self.time_pad and (self.kernel_size[0], self.time_pad, self.stride) != (3, 2, (1, 1, 1)):
+            raise ValueError(
+                "a causally padded CausalConv3d needs a temporal kernel of 3, padding 1 and stride 1, got "
+                f"kernel_size={self.kernel_size}, padding={padding}, stride={self.stride}"
+            )
+
+    def forward(self, x: Tensor) -> Tensor:
+        """No past frames (zeros in front). x: [B, C, T, H, W] -> [B, C', T', H', W']."""
+        if self.time_pad == 0:
+            return super().forward(x)
+        return self.step(x, CausalCache())
+
+    def step(
+        self, x: Tensor, cache: CausalCache, act: Callable[[Tensor, Tensor], None] | None = None
+    ) -> Tensor:
+        """One chunk, frame by frame, with the past frames in ``cache`` (temporal kernel 3 only);
+        ``act(x, out)`` writes the conv input (default: a copy of x) straight into the ring.
+
+        x: [B, C, T, H, W] -> [B, C', T, H', W'].
+        """
+        past = cache.past()
+        if past is None:
+            past = PastFrames(x[:, :, 0])
+        cache.update(past)
+        first = self._frame(x[:, :, 0], past, act).unsqueeze(2)
+        if x.shape[2] == 1:
+            return first
+        out = torch.empty((*first.shape[:2], x.shape[2], *first.shape[3:]), dtype=first.dtype,
+                          device=first.device, memory_format=torch.channels_last_3d)  # fmt: skip
+        out[:, :, :1].copy_(first)
+        for i in range(1, x.shape[2]):
+            out[:, :, i].copy_(self._frame(x[:, :, i], past, act))
+        return out
+
+    def _frame(self, x: Tensor, past: PastFrames, act: Callable[[Tensor, Tensor], None] | None) -> Tensor:
+        """x: [B, C, H, W] (frame t) -> [B, C', H', W']; advances ``past`` to hold frames t-1 and t."""
+        oldest = past.count % 2  # the slot of frame t-2 (zeros while t < 2)
+        y = None
+        if past.count:
+            # Taps 0 and 1 see frames t-2 and t-1, in ring order.
+            weight = self.weight[:, :, :2] if oldest == 0 else self.weight[:, :, :2].flip(2)
+            y = F.conv3d(past.frames, weight, self.bias, 1, self.padding).squeeze(2)
+        slot = past.frames[:, :, oldest]
+        if act is None:
+            slot.copy_(x)
+        else:
+            act(x, slot)
+        past.count += 1
+        if y is None:
+            # The first frame: both past frames are zeros, only the last tap contributes.
+            return F.conv2d(slot, self.weight[:, :, 2], self.bias, 1, self.padding[1:])
+        return add_conv2d_(y, slot, self.weight[:, :, 2], self.padding[1:])
