@@ -25,9 +25,11 @@ test: install
 # and a PNG strip of its frames beside it.
 demo: install
 	$(VENV)/bin/telefuser generate recipe=tiny prompt="a red ball moving right" seed=7 \
-		pipeline.enable_vfi=true user.target_fps=32 output.frame_strip=true hydra.run.dir=outputs/demo/red_ball
+		pipeline.enable_vfi=true user.target_fps=32 output.frame_strip=true output.overwrite=true \
+		hydra.run.dir=outputs/demo/red_ball
 	$(VENV)/bin/telefuser generate recipe=tiny prompt="a yellow square moving down" seed=7 \
-		pipeline.enable_vfi=true user.target_fps=32 output.frame_strip=true hydra.run.dir=outputs/demo/yellow_square
+		pipeline.enable_vfi=true user.target_fps=32 output.frame_strip=true output.overwrite=true \
+		hydra.run.dir=outputs/demo/yellow_square
 	@echo "videos and frame strips: outputs/demo/red_ball/ outputs/demo/yellow_square/"
 
 lint: install

@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
+from telefuser_cli.loading.quiet_transformers import quiet_transformers
 from telefuser_cli.models.hunyuan15_dit import Hunyuan15DiT, Hunyuan15DiTConfig
 from telefuser_cli.models.hunyuan15_upsampler import (
     SRTo720pConfig,
@@ -220,14 +221,15 @@ def _write_i2v(directory: Path, generator: torch.Generator) -> None:
 def write_layout(directory: Path, seed: int = 0, sr: bool = False) -> None:
     """Write the tiny model's files into ``directory`` (the staging folder of ``tiny.write_tiny``)."""
     generator = torch.Generator().manual_seed(seed)
-    _write_base(directory, generator)
-    if sr:
-        _write_sr(directory, generator, SR_VERSION, "720p", SRTo720pUpsampler(TINY_UPSAMPLER))
-    # their own streams: the t2v and 720p SR weights stay what they were before these parts existed
-    _write_i2v(directory, torch.Generator().manual_seed(seed + 1))
-    if sr:
-        up = SRTo1080pUpsampler(TINY_UPSAMPLER_1080P)
-        _write_sr(directory, torch.Generator().manual_seed(seed + 2), SR_1080P_VERSION, "1080p", up)
+    with quiet_transformers():  # no "Writing model shards" bars in the middle of a run
+        _write_base(directory, generator)
+        if sr:
+            _write_sr(directory, generator, SR_VERSION, "720p", SRTo720pUpsampler(TINY_UPSAMPLER))
+        # their own streams: the t2v and 720p SR weights stay what they were before these parts existed
+        _write_i2v(directory, torch.Generator().manual_seed(seed + 1))
+        if sr:
+            up = SRTo1080pUpsampler(TINY_UPSAMPLER_1080P)
+            _write_sr(directory, torch.Generator().manual_seed(seed + 2), SR_1080P_VERSION, "1080p", up)
 
 
 def write_tiny_hunyuan15(directory: Path, seed: int = 0, sr: bool = False) -> Path:

@@ -17,6 +17,8 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+from telefuser_cli import terminal
+
 
 class StepRateColumn(TextColumn):
     """Iterations per second (or seconds per iteration when slower than one per second)."""
@@ -31,11 +33,20 @@ class StepRateColumn(TextColumn):
         return f"{speed:.2f} it/s" if speed >= 1 else f"{1 / speed:.1f} s/it"
 
 
+STAGE_NOTE = "in stage: "
+
+
+def stage_of(error: BaseException) -> str | None:
+    """The stage an exception escaped from (innermost), as `Reporter.stage` noted it on the way out."""
+    notes = [note for note in getattr(error, "__notes__", []) if note.startswith(STAGE_NOTE)]
+    return notes[0].removeprefix(STAGE_NOTE) if notes else None
+
+
 class Reporter:
     """`with reporter.stage("denoise", total=50) as advance: ... advance()`; timings in seconds."""
 
     def __init__(self, console: Console | None = None, enabled: bool = True) -> None:
-        self.console = console or Console(stderr=True)
+        self.console = console or terminal.console
         self.timings: dict[str, float] = {}
         self._progress = Progress(
             SpinnerColumn(),
@@ -60,8 +71,24 @@ class Reporter:
 
     @contextlib.contextmanager
     def stage(self, name: str, total: int | None = None) -> Iterator[Callable[[], None]]:
+        """A bar for one stage; a stage that fails or is interrupted stops its bar and says so."""
         task = self._progress.add_task(name, total=total or 1)
         start = time.perf_counter()
-        yield lambda: self._progress.advance(task)
-        self.timings[name] = round(time.perf_counter() - start, 3)
+        try:
+            yield lambda: self._progress.advance(task)
+        except BaseException as error:
+            ending = "interrupted" if isinstance(error, KeyboardInterrupt) else "failed"
+            error.add_note(f"{STAGE_NOTE}{name}")  # names the stage in the out-of-memory message
+            self._progress.update(task, description=f"{name} [red]({ending})[/]")
+            self._progress.stop_task(task)
+            raise
+        self.timings[self._unique(name)] = round(time.perf_counter() - start, 3)
         self._progress.update(task, completed=total or 1)
+
+    def _unique(self, name: str) -> str:
+        """Two stages of one name (two `load vae`) keep both timings: the second is `load vae (2)`."""
+        count, unique = 1, name
+        while unique in self.timings:
+            count += 1
+            unique = f"{name} ({count})"
+        return unique

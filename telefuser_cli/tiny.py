@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import math
 import os
 import shutil
@@ -36,6 +37,8 @@ TINY_CLIP = CLIPVisionConfig(dim=80, num_heads=1, num_layers=2, out_dim=32)
 TINY_DIT_I2V_CLIP = dataclasses.replace(TINY_DIT_I2V, image_dim=TINY_CLIP.dim)
 # Same structure as the released VAE (the key layout diffusers' converter expects), 12x thinner.
 TINY_VAE = WanVAEConfig(dim=8, z_dim=16, dim_mult=(1, 2, 4, 4), num_res_blocks=2)
+
+log = logging.getLogger(__name__)
 
 DIT_FILE = "diffusion_pytorch_model.safetensors"
 T5_FILE = "models_t5_umt5-xxl-enc-bf16.pth"
@@ -183,15 +186,32 @@ def write_tiny(kind: str, directory: Path, seed: int = 0) -> Path:
         raise FileExistsError(f"{directory} is not empty; choose a new directory")
     directory.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
-    staging.chmod(0o755)
     try:
         MAKERS[kind].write(staging, seed)
+        _default_modes(staging)
         if directory.exists():
             directory.rmdir()
         os.replace(staging, directory)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return directory
+
+
+def _default_modes(folder: Path) -> None:
+    """Give every file and folder below `folder` (itself included) the mode a plain write gets under the
+    umask, as the other cache files have: mkdtemp makes 0700 and safetensors writes 0600, which would
+    lock the rest of a shared cache's users out."""
+    probe = folder / ".mode-probe"
+    probe.touch()
+    file_mode = probe.stat().st_mode & 0o777  # 0o666 less the umask
+    probe.unlink()
+    probe.mkdir()
+    folder_mode = probe.stat().st_mode & 0o777  # 0o777 less the umask
+    probe.rmdir()
+    for path in folder.rglob("*"):
+        if not path.is_symlink():
+            path.chmod(folder_mode if path.is_dir() else file_mode)
+    folder.chmod(folder_mode)
 
 
 def write_tiny_wan21(directory: Path, seed: int = 0) -> Path:
@@ -208,6 +228,7 @@ def ensure_tiny(kind: str, directory: Path) -> Path:
         if kind.startswith("tiny_wan") and not (directory / RIFE_FILE).is_file():
             write_tiny_rife(directory / RIFE_FILE, seed=0)  # made by a version without interpolation weights
         return directory
+    log.info("creating the tiny model %s in %s (first use)", kind, directory)
     try:
         return write_tiny(kind, directory)
     except (FileExistsError, OSError):

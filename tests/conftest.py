@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,21 @@ def _clean_hydra_and_logging():
     for handler in list(root.handlers):
         root.removeHandler(handler)
         handler.close()
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _inductor_cache_per_cpu_capability():
+    """Inductor's cache key leaves out ATEN_CPU_CAPABILITY (torch 2.13): C++ generated for AVX-512 by an earlier
+    run is loaded, and fails to compile, under ATEN_CPU_CAPABILITY=default. One cache per capability."""
+    capability = os.environ.get("ATEN_CPU_CAPABILITY")
+    if not capability or "TORCHINDUCTOR_CACHE_DIR" in os.environ:
+        yield
+        return
+    from torch._inductor.runtime.cache_dir_utils import default_cache_dir
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("TORCHINDUCTOR_CACHE_DIR", os.path.join(default_cache_dir(), f"capability-{capability}"))
+        yield
 
 
 @pytest.fixture(scope="session")

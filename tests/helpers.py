@@ -1,10 +1,11 @@
-"""Running the real CLI in-process and reading what it wrote."""
+"""Running the real CLI in-process and reading what it wrote; the error measure of numeric tolerances."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
+import torch
 from typer.testing import CliRunner
 
 from telefuser_cli.cli import app
@@ -23,3 +24,15 @@ def dump(*overrides: str) -> dict:
 
 def job_dirs(root: Path) -> list[Path]:
     return sorted(path.parent for path in root.rglob("config.json"))
+
+
+def max_rel_err(got: torch.Tensor, want: torch.Tensor) -> float:
+    """max|got - want| / max|want|: the measure every relative tolerance in these tests is stated in."""
+    return ((got - want).abs().max() / want.abs().max()).item()
+
+
+def assert_rel_close(got: torch.Tensor, want: torch.Tensor, limit: float) -> None:
+    """Assert max_rel_err(got, want) <= limit, naming the measured error when it is not."""
+    assert got.shape == want.shape, f"shapes differ: {tuple(got.shape)} vs {tuple(want.shape)}"
+    err = max_rel_err(got, want)
+    assert err <= limit, f"max relative error {err:.3e} > {limit:.1e} (max abs {(got - want).abs().max():.3e})"

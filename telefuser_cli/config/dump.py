@@ -84,7 +84,8 @@ def build_document(
     extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     pipeline = settings.pipeline
-    main_runtime = pipeline.dit_config or pipeline.dit_high_config
+    # The DiT that runs first: the high-noise expert of a mixture of experts.
+    main_runtime = pipeline.dit_high_config if settings.model.moe else pipeline.dit_config
     document: dict[str, Any] = {
         "version": __version__,
         "timestamp": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -114,4 +115,5 @@ def build_document(
 
 
 def to_json(document: dict[str, Any]) -> str:
-    return json.dumps(document, indent=2, ensure_ascii=False) + "\n"
+    """Strict JSON: a nan or inf that slipped past validation fails here instead of writing `NaN`."""
+    return json.dumps(document, indent=2, ensure_ascii=False, allow_nan=False) + "\n"

@@ -1,8 +1,9 @@
-"""The layer guard: unknown keys and changes to facts bound to the weights are refused.
+"""The layer guard: unknown keys, changes to facts bound to the weights, and text that is not UTF-8.
 
 Hydra accepts `+user.sed=3` even with a typed schema (appending bypasses struct mode), and a user
 or recipe file could set `model.distill`. Both checks run on the overrides (early, with a
-did-you-mean) and again on every composed job config (catching what files did).
+did-you-mean) and again on every composed job config (catching what files did). Keys below a node
+that the chosen model leaves null would crash inside OmegaConf; `check_override_targets` names them.
 """
 
 from __future__ import annotations
@@ -13,8 +14,10 @@ import types
 import typing
 from typing import Any
 
+from omegaconf import DictConfig, ListConfig
+
 from telefuser_cli.config.overrides import override_key
-from telefuser_cli.config.schema import ModelConfig, RootConfig
+from telefuser_cli.config.schema import ModelConfig, ModelRuntimeConfig, PipelineConfig, RootConfig
 from telefuser_cli.errors import UserError
 
 _FREE = object()  # below this node any key is allowed (dict-typed fields)
@@ -94,10 +97,33 @@ def _fact_message(key: str, model_name: str | None = None) -> str:
     )
 
 
+def not_utf8_message(name: str, text: str) -> str | None:
+    """None if `text` encodes as UTF-8, else a message naming `name` and the offending bytes.
+
+    Python decodes argv bytes that are not UTF-8 into lone surrogates (`prompt=$'\\xff'`); they
+    would fail only when the first file is written. The message never contains the text itself, which
+    the terminal could not print either.
+    """
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as error:
+        bad = text[error.start : error.end].encode("utf-8", "surrogateescape")
+        shown = " ".join(f"0x{byte:02x}" for byte in bad)
+        return (
+            f"{name} holds bytes that are not UTF-8 ({shown}); "
+            "pass the text in UTF-8 (check the terminal's locale or the file's encoding)"
+        )
+    return None
+
+
 def check_overrides(overrides: list[str]) -> None:
-    """Refuse unknown keys and fact changes named on the command line."""
-    for override in overrides:
+    """Refuse text that is not UTF-8, unknown keys and fact changes named on the command line."""
+    for index, override in enumerate(overrides):
         key = override_key(override)
+        name = key if key is not None and key.isascii() else f"override #{index + 1}"
+        message = not_utf8_message(name, override)
+        if message:
+            raise UserError(message)
         if key is None or key.startswith("hydra.") or key.startswith("hydra/") or "." not in key:
             continue  # group choices (model=, recipe=) and Hydra's own settings
         message = unknown_key_message(key)
@@ -142,3 +168,74 @@ def check_composed(tree: dict, bound_model: dict) -> None:
                 _fact_message(key, str(bound_model.get("name")))
                 + f" (the file says {bound_model.get(key)!r}, this run sets {model.get(key)!r})"
             )
+
+
+def _child_node(node: Any, part: str) -> Any:
+    """The child `part` of a composed node, or None when there is none to check."""
+    if isinstance(node, ListConfig):
+        return node._get_node(int(part)) if part.isdigit() and int(part) < len(node) else None
+    if isinstance(node, DictConfig) and part in node:
+        return node._get_node(part)
+    return None
+
+
+def _runtime_nodes(pipeline: DictConfig) -> list[str]:
+    """The runtime configs (dit_config, vae_config, ...) this pipeline sets."""
+    hints = typing.get_type_hints(PipelineConfig)
+    return [
+        f"pipeline.{f.name}"
+        for f in dataclasses.fields(PipelineConfig)
+        if _unwrap(hints[f.name]) is ModelRuntimeConfig and pipeline.get(f.name) is not None
+    ]
+
+
+def _null_node_message(key: str, prefix: str, schema_type: Any, base: DictConfig) -> str:
+    choices = base.hydra.runtime.choices
+    where = f"model {base.model.name} (pipeline {choices.get('pipeline')})"
+    if schema_type is ModelRuntimeConfig:
+        return (
+            f"{key}: {where} does not use {prefix} (it is null there); "
+            f"its runtime settings are {', '.join(_runtime_nodes(base.pipeline))}"
+        )
+    return f"{key}: {prefix} is null for {where}; set {prefix} as a whole value"
+
+
+def check_override_targets(overrides: list[str], base: DictConfig) -> None:
+    """Refuse a key below a node the job's entries leave null or take from another key.
+
+    `base` is the job composed from its group choices alone (model=, pipeline=, recipe=, ...): a key
+    below a null node (pipeline.dit_high_config.compile on a single-DiT model, pipeline.clip_config.*
+    on a model without CLIP) makes OmegaConf fail with an assertion, and a key inside an interpolated
+    node (an expert's lora_configs that follows pipeline.dit_config.lora_configs) would write through
+    to the node it follows. A node assigned as a whole by an earlier override is the user's own.
+    """
+    assigned: set[str] = set()
+    for override in overrides:
+        key = override_key(override)
+        if key is None or "." not in key or key.startswith("hydra."):
+            continue
+        parts = key.split(".")
+        node, schema_type = base, RootConfig
+        for depth, part in enumerate(parts):
+            prefix = ".".join(parts[: depth + 1])
+            child = _child_node(node, part)
+            if prefix in assigned or child is None:
+                break
+            try:
+                schema_type = _child(schema_type, part)
+            except KeyError:
+                break  # an unknown key: check_overrides names it
+            last = depth == len(parts) - 1
+            # A null node may be set as a whole, except a typed one (pipeline.clip_config={...}) to a value.
+            sets_null = last and override.split("=", 1)[1].strip() == "null"
+            below_null = not last or (dataclasses.is_dataclass(schema_type) and not sets_null)
+            if child._is_none() and below_null:
+                raise UserError(_null_node_message(key, prefix, schema_type, base))
+            if child._is_interpolation() and not last:
+                followed = str(child._value()).removeprefix("${").removesuffix("}")
+                raise UserError(
+                    f"{key}: on model {base.model.name}, {prefix} follows {followed}; "
+                    f"set {prefix} as a whole to change it alone, or {followed} to change both"
+                )
+            node = child
+        assigned.add(key)

@@ -27,11 +27,25 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 import telefuser_cli.config.store  # noqa: F401  (registers the schema and the recipes)
-from telefuser_cli.config.guard import check_composed, check_overrides
+from telefuser_cli.config.guard import check_composed, check_override_targets, check_overrides
+from telefuser_cli.config.overrides import override_key
 from telefuser_cli.errors import UserError
 from telefuser_cli.paths import config_dir
 
 CONFIG_NAME = "config"
+
+
+def first_not_null(*values: Any) -> Any:
+    """`${first_not_null:A,B}`: A unless it is null, else B.
+
+    MoE pipelines set `cfg_scale_high: ${first_not_null:${.cfg_scale},4.0}`: the expert's own scale
+    unless pipeline.cfg_scale is given, and an explicit pipeline.cfg_scale_high replaces the whole value.
+    """
+    return next((value for value in values if value is not None), None)
+
+
+# Registered here, where every config is composed; Hydra's launchers carry resolvers into their workers.
+OmegaConf.register_new_resolver("first_not_null", first_not_null, replace=True)
 
 
 def _clean_hydra_message(error: BaseException) -> str:
@@ -59,6 +73,7 @@ class HydraApp:
             search_path.prepend("user", f"file://{Path(user_config_dir).resolve()}")
         GlobalHydra.instance().clear()
         self.hydra = Hydra.create_main_hydra2(task_name="telefuser", config_search_path=search_path)
+        self._composed: dict[tuple[str, ...], DictConfig] = {}
 
     def compose(self, overrides: list[str], *, multirun: bool = False) -> DictConfig:
         """The composed config of one job (with its `hydra` node), or a UserError."""
@@ -83,11 +98,22 @@ class HydraApp:
             raise UserError(_clean_hydra_message(error)) from None
         return [job for batch in batches for job in batch]
 
+    def _compose_cached(self, overrides: list[str]) -> DictConfig:
+        """compose() for the few override lists every job of a sweep shares (its group choices)."""
+        key = tuple(overrides)
+        if key not in self._composed:
+            self._composed[key] = self.compose(overrides)
+        return self._composed[key]
+
     def checked_config(self, overrides: list[str]) -> DictConfig:
         """Compose one job and apply the layer guard to the result."""
+        # Keys below a node the chosen entries leave null (pipeline.dit_high_config.compile on a
+        # single-DiT model) would crash inside OmegaConf: check them on the job's entries alone first.
+        choices = [o for o in overrides if "." not in (override_key(o) or ".")]
+        check_override_targets(overrides, self._compose_cached(choices))
         cfg = self.compose(overrides)
         choice = cfg.hydra.runtime.choices.get("model")
-        bound = self.compose([f"model={choice}"])
+        bound = self._compose_cached([f"model={choice}"])
         tree = OmegaConf.to_container(cfg, resolve=False)
         tree.pop("hydra", None)
         bound_model = OmegaConf.to_container(bound.model, resolve=False)

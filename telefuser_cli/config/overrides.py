@@ -2,7 +2,9 @@
 
 Prompts are free text; Hydra's override grammar is not. Unquoted values reject `=`, quotes, brackets
 and non-ASCII text, and a comma silently becomes a sweep under `-m`. Every prompt value is therefore
-quoted here, before Hydra sees it, so it arrives byte-identical and never splits a sweep.
+quoted here, before Hydra sees it, so it arrives byte-identical and never splits a sweep. The one
+exception is Hydra's own quoting idiom: a value wholly wrapped in one pair of matching quotes
+(`'prompt="a, b"'`) is quoted text, as it is for every other key, and loses that pair.
 """
 
 from __future__ import annotations
@@ -35,6 +37,28 @@ def quote(text: str) -> str:
     return f"'{text}'"
 
 
+def unwrap_quotes(value: str) -> str:
+    """The text inside one pair of matching quotes that wraps all of `value`, else `value` unchanged.
+
+    As in Hydra's quoted strings, a backslash escapes the quote character, and a run of backslashes is
+    halved where it runs up to a quote or to the closing quote. `"Hello" she said` is not wholly wrapped
+    (its first quote closes before the end), nor is `"a" and "b"`: both stay as typed.
+    """
+    if len(value) < 2 or value[0] not in "'\"" or value[-1] != value[0]:
+        return value
+    quote_char, inner = value[0], value[1:-1]
+    pieces, position = [], 0
+    for match in re.finditer(rf"(\\*)({quote_char}|\Z)", inner):
+        backslashes, at_quote = len(match.group(1)), bool(match.group(2))
+        # An even run before a quote leaves it unescaped (it would close the string early); an odd run
+        # at the end escapes the closing quote. Either way the value is not one quoted string.
+        if backslashes % 2 == (0 if at_quote else 1):
+            return value
+        pieces.append(inner[position : match.start()] + "\\" * (backslashes // 2) + match.group(2))
+        position = match.end()
+    return "".join(pieces) + inner[position:]
+
+
 def expand(argv: list[str]) -> list[str]:
     """Map shorthands to their `user.*` keys and quote literal-text values."""
     overrides = []
@@ -46,7 +70,7 @@ def expand(argv: list[str]) -> list[str]:
         prefix, key, value = match["prefix"], match["key"], match["value"]
         key = SHORTHANDS.get(key, key)
         if key in LITERAL_KEYS:
-            value = quote(value)
+            value = quote(unwrap_quotes(value))
         overrides.append(f"{prefix}{key}={value}")
     return overrides
 

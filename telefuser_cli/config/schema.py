@@ -189,6 +189,8 @@ SOLVERS = ("unipc", "dpm++", "euler")
 class PipelineConfig:
     pipeline_type: str = "wan_t2v"
     description: str = ""
+    # The DiT's runtime; on a mixture of experts, what both experts use: each leaf of dit_high_config and
+    # dit_low_config follows it unless set for that expert (conf/pipeline/base/wan_moe.yaml).
     dit_config: ModelRuntimeConfig | None = field(default_factory=ModelRuntimeConfig)
     dit_high_config: ModelRuntimeConfig | None = None
     dit_low_config: ModelRuntimeConfig | None = None
@@ -201,7 +203,10 @@ class PipelineConfig:
     num_inference_steps: int = 50
     # Explicit timesteps (distilled models), e.g. [1000, 750, 500, 250]; overrides the step count.
     timesteps: list[float] | None = None
-    cfg_scale: float = 5.0
+    # Guidance of a single-DiT model. Mixtures of experts guide each expert with its own scale
+    # (cfg_scale_high, cfg_scale_low); their pipelines leave cfg_scale null, and pipeline.cfg_scale=X there
+    # sets both experts' scales (conf/pipeline/base/wan_moe.yaml).
+    cfg_scale: float | None = 5.0
     cfg_scale_high: float | None = None
     cfg_scale_low: float | None = None
     sigma_shift: float = 5.0
@@ -276,6 +281,9 @@ class OutputConfig:
     keep_intermediate: bool = False
     # Also write frames.png beside the video: a strip of up to 8 frames, for a person without a player.
     frame_strip: bool = False
+    # Write into a directory that already holds a finished run (its record says done, or a video is
+    # there), replacing its files; off, such a directory is refused before anything is written.
+    overwrite: bool = False
 
 
 @dataclass

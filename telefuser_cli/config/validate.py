@@ -6,15 +6,21 @@ checked before the first one starts.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
-import logging
+import math
 import os
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import yaml
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
+from telefuser_cli.config.guard import not_utf8_message
 from telefuser_cli.config.schema import (
     SOLVERS,
     AttnImpl,
@@ -23,10 +29,10 @@ from telefuser_cli.config.schema import (
     RootConfig,
     Task,
 )
-from telefuser_cli.config.sizes import resolve_size
+from telefuser_cli.config.sizes import check_frames, latent_shape, resolve_size
 from telefuser_cli.errors import UserError
-
-log = logging.getLogger(__name__)
+from telefuser_cli.io.path_kind import file_problem
+from telefuser_cli.paths import config_dir
 
 # pipeline_type -> implemented in this version
 SUPPORTED_PIPELINES = ("wan_t2v", "wan_moe", "wan_i2v", "wan_moe_i2v", "hunyuan15_t2v", "hunyuan15_i2v")
@@ -52,13 +58,50 @@ class RunPlan:
     negative_prompt: str  # effective: the user's, then the pipeline's default
     world_size: int
     output_fps: int  # the written video's rate (the interpolation target when enable_vfi)
+    warnings: tuple[str, ...] = ()  # allowed but unusual settings: printed once, recorded in config.json
 
 
 def to_settings(cfg: DictConfig) -> RootConfig:
-    """The typed settings of one job: DictConfig stops here."""
+    """The typed settings of one job: DictConfig stops here (interpolations resolved)."""
     node = OmegaConf.masked_copy(cfg, ["model", "pipeline", "user", "output", "launcher"])
-    settings = OmegaConf.to_object(node)
+    try:
+        settings = OmegaConf.to_object(node)
+    except OmegaConfBaseException as error:
+        # e.g. pipeline.dit_config=null on a mixture of experts, whose expert configs follow it
+        key = getattr(error, "full_key", None)
+        message = str(getattr(error, "msg", error)).splitlines()[0]
+        raise UserError(f"{key}: {message}" if key else message) from None
     return RootConfig(**settings) if isinstance(settings, dict) else settings
+
+
+def _leaves(value: Any, name: str) -> Iterator[tuple[str, Any]]:
+    """(dotted key, value) of every leaf below a settings object, as overrides name them."""
+    if dataclasses.is_dataclass(value):
+        for field_ in dataclasses.fields(value):
+            yield from _leaves(getattr(value, field_.name), f"{name}.{field_.name}" if name else field_.name)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield from _leaves(item, f"{name}.{key}")
+    elif isinstance(value, (list, tuple)):
+        for index, item in enumerate(value):
+            yield from _leaves(item, f"{name}.{index}")
+    else:
+        yield name, value
+
+
+def check_values(settings: RootConfig) -> None:
+    """Every float of every layer is finite and every string is UTF-8, wherever it was set.
+
+    nan or inf guidance gives an all-black video and a config.json that is not JSON; text that is not
+    UTF-8 fails only when the first file is written.
+    """
+    for name, value in _leaves(settings, ""):
+        if isinstance(value, float) and not math.isfinite(value):
+            raise UserError(f"{name}={value}: must be a finite number")
+        if isinstance(value, str):
+            message = not_utf8_message(name, value)
+            if message:
+                raise UserError(message)
 
 
 def effective_negative_prompt(user: str, default: str) -> str:
@@ -68,22 +111,17 @@ def effective_negative_prompt(user: str, default: str) -> str:
     return ", ".join(part for part in (user, default) if part)
 
 
-def latent_geometry(family: Family, task: Task) -> tuple[int, int, int]:
-    """(latent channels, spatial stride, temporal stride) of the released VAE of the model."""
-    if family is Family.hunyuan15:
-        return (32, 16, 4)
-    return (48, 16, 4) if task is Task.ti2v else (16, 8, 4)
-
-
 def _nearest_frames(num_frames: int) -> str:
     below = max(1, (num_frames - 1) // 4 * 4 + 1)
     return f"{below} or {below + 4}"
 
 
 def _runtime_configs(settings: RootConfig) -> dict[str, ModelRuntimeConfig]:
+    """The runtime configs of the components that run (on a mixture of experts, the experts': their
+    leaves follow dit_config unless set per expert)."""
     pipeline = settings.pipeline
     named = {
-        "dit_config": pipeline.dit_config,
+        "dit_config": None if settings.model.moe else pipeline.dit_config,
         "dit_high_config": pipeline.dit_high_config,
         "dit_low_config": pipeline.dit_low_config,
         "text_encoding_config": pipeline.text_encoding_config,
@@ -106,8 +144,9 @@ def _check_runtime(name: str, runtime: ModelRuntimeConfig) -> None:
     for index, lora in enumerate(runtime.lora_configs):
         if not name.startswith("dit"):
             raise UserError(f"pipeline.{name}.lora_configs: LoRA applies to the DiT only (dit_config, ...)")
-        if not Path(lora.path).expanduser().is_file():
-            raise UserError(f"pipeline.{name}.lora_configs[{index}].path={lora.path}: no such file")
+        problem = file_problem(lora.path)
+        if problem:
+            raise UserError(f"pipeline.{name}.lora_configs[{index}].path={lora.path} {problem}")
 
 
 def check_supported(settings: RootConfig) -> None:
@@ -158,6 +197,11 @@ def _check_model_and_pipeline(settings: RootConfig) -> None:
             )
         if not 0.0 <= pipeline.lq_noise_strength <= 1.0:
             raise UserError(f"pipeline.lq_noise_strength={pipeline.lq_noise_strength} must be in [0, 1]")
+    if pipeline.clip_config is not None and not model.clip:
+        raise UserError(
+            f"pipeline.clip_config is set, but model {model.name} has no CLIP image encoder (model.clip); "
+            "leave pipeline.clip_config null"
+        )
     if model.moe:
         if pipeline.dit_high_config is None or pipeline.dit_low_config is None:
             raise UserError(
@@ -173,19 +217,51 @@ def _check_model_and_pipeline(settings: RootConfig) -> None:
             )
         if pipeline.cfg_scale_high is None or pipeline.cfg_scale_low is None:
             raise UserError(
-                f"model {model.name} is a mixture of experts: set pipeline.cfg_scale_high and "
-                "pipeline.cfg_scale_low"
+                f"model {model.name} is a mixture of experts: set pipeline.cfg_scale (both experts) or "
+                "pipeline.cfg_scale_high and pipeline.cfg_scale_low"
             )
         if not (model.dit_high and model.dit_low):
             raise UserError(f"model {model.name} is a mixture of experts: model.dit_high and model.dit_low")
-    elif not model.dit or pipeline.dit_config is None:
-        raise UserError(f"model {model.name}: model.dit and pipeline.dit_config must be set")
+    else:
+        _check_single_dit(settings)
+
+
+def _warnings(settings: RootConfig) -> tuple[str, ...]:
+    """What is allowed but unusual: shown once by the CLI before the run, and kept in its record."""
+    model, pipeline = settings.model, settings.pipeline
+    found = []
     if model.distill:
         scales = [pipeline.cfg_scale, pipeline.cfg_scale_high, pipeline.cfg_scale_low]
         if any(scale not in (None, 1.0) for scale in scales):
-            log.warning(
-                "model %s is distilled without guidance; cfg scales other than 1 are unusual", model.name
+            found.append(
+                f"model {model.name} is distilled without guidance; cfg scales other than 1 are unusual"
             )
+    return tuple(found)
+
+
+# Settings only a mixture of experts reads; on one DiT they would be ignored.
+_MOE_ONLY = ("cfg_scale_high", "cfg_scale_low", "boundary", "boundary_step_index")
+
+
+def _check_single_dit(settings: RootConfig) -> None:
+    model, pipeline = settings.model, settings.pipeline
+    if not model.dit or pipeline.dit_config is None:
+        raise UserError(f"model {model.name}: model.dit and pipeline.dit_config must be set")
+    for key in _MOE_ONLY:
+        value = getattr(pipeline, key)
+        if value is not None:
+            raise UserError(
+                f"pipeline.{key}={value}: model {model.name} has one DiT, not a mixture of experts; "
+                "its guidance is pipeline.cfg_scale"
+            )
+    for key in ("dit_high_config", "dit_low_config"):
+        if getattr(pipeline, key) is not None:  # set by a config file (an override is refused earlier)
+            raise UserError(
+                f"pipeline.{key} is set, but model {model.name} has one DiT, not a mixture of experts; "
+                "its runtime settings are pipeline.dit_config"
+            )
+    if pipeline.cfg_scale is None:
+        raise UserError(f"pipeline.cfg_scale is null: model {model.name} needs a guidance scale (1 = none)")
 
 
 def _world_size(settings: RootConfig) -> int:
@@ -233,6 +309,8 @@ def _check_parallel(settings: RootConfig, world_size: int) -> None:
 
 
 VFI_SCALES = (0.25, 0.5, 1.0, 2.0, 4.0)
+# Interpolated frames per generated frame, at most (16 -> 256 fps).
+MAX_VFI_FACTOR = 16
 
 
 def _check_vfi(settings: RootConfig) -> int:
@@ -254,6 +332,11 @@ def _check_vfi(settings: RootConfig) -> int:
         raise UserError(
             f"target fps {target} is below the generated {pipeline.fps} fps; interpolation only adds frames"
         )
+    if target > MAX_VFI_FACTOR * pipeline.fps:
+        raise UserError(
+            f"target fps {target} is more than {MAX_VFI_FACTOR}x the generated {pipeline.fps} fps (its "
+            f"{pipeline.num_frames} frames would become over {MAX_VFI_FACTOR * pipeline.num_frames}); lower it"
+        )
     if not settings.model.vfi:
         raise UserError(
             f"pipeline.enable_vfi=true but model {settings.model.name} names no interpolation weights: "
@@ -266,9 +349,86 @@ def _check_vfi(settings: RootConfig) -> int:
     return target
 
 
+# The models are trained on this many timesteps: the DiT's time embedding cannot tell finer ones apart.
+NUM_TRAIN_TIMESTEPS = 1000
+_GRID = {
+    "unipc": "gives the DiT integer timesteps in [0, 1000), so more steps repeat timesteps",
+    "dpm++": "gives the DiT integer timesteps in [0, 1000], so more steps repeat timesteps",
+    "euler": "spaces its steps over the 1000 training timesteps: more would be finer than the DiT tells apart",
+}
+
+
+def _check_steps(settings: RootConfig) -> None:
+    """A step count or timestep list the solver's grid can represent (schedulers/ builds the grids)."""
+    pipeline = settings.pipeline
+    solver = pipeline.sample_solver
+    if pipeline.timesteps is None:
+        steps = pipeline.num_inference_steps
+        if steps < 1:
+            raise UserError(f"pipeline.num_inference_steps={steps} must be >= 1")
+        if steps > NUM_TRAIN_TIMESTEPS:
+            raise UserError(
+                f"pipeline.num_inference_steps={steps}: at most {NUM_TRAIN_TIMESTEPS}; "
+                f"sample_solver={solver} {_GRID[solver]}"
+            )
+        return
+    timesteps = list(pipeline.timesteps)
+    if solver != "euler":
+        raise UserError(
+            f"pipeline.timesteps is set, but explicit timesteps need pipeline.sample_solver=euler "
+            f"(the step-distilled samplers are Euler), not {solver}"
+        )
+    ordered = all(later < earlier for earlier, later in zip(timesteps, timesteps[1:], strict=False))
+    inside = all(0 < t <= NUM_TRAIN_TIMESTEPS for t in timesteps)
+    if not timesteps or not ordered or not inside or len(timesteps) > NUM_TRAIN_TIMESTEPS:
+        raise UserError(
+            f"pipeline.timesteps={timesteps}: give 1 to {NUM_TRAIN_TIMESTEPS} strictly decreasing values in "
+            f"(0, {NUM_TRAIN_TIMESTEPS}], e.g. [1000,750,500,250]"
+        )
+
+
+IMAGE_TASKS = (Task.i2v, Task.ti2v, Task.flf2v)
+
+
+def packaged_models(tasks: tuple[Task, ...]) -> list[str]:
+    """The packaged model entries (conf/model/) of these tasks, read from their YAML (no Hydra)."""
+    values = {task.value for task in tasks}
+    names = []
+    for path in sorted((config_dir() / "model").glob("*.yaml")):
+        entry = yaml.safe_load(path.read_text(encoding="utf-8"))
+        if isinstance(entry, dict) and entry.get("task") in values:
+            names.append(path.stem)
+    return names
+
+
+def _check_images(settings: RootConfig, require_image: bool) -> None:
+    """An input image goes to a model that takes one, a last frame to one that takes a last frame."""
+    user, model = settings.user, settings.model
+    if user.input_image and model.task not in IMAGE_TASKS:
+        raise UserError(
+            f"user.input_image={user.input_image}: model {model.name} is {model.task.value} and takes no "
+            f"image; models that do: {', '.join(packaged_models(IMAGE_TASKS))}"
+        )
+    if user.end_image and model.task is not Task.flf2v:
+        takers = ", ".join(packaged_models((Task.flf2v,))) or "none is packaged in this version"
+        raise UserError(
+            f"user.end_image={user.end_image}: model {model.name} ({model.task.value}) takes no last frame; "
+            f"only first-last-frame (flf2v) models do: {takers}"
+        )
+    if model.task in (Task.i2v, Task.flf2v) and require_image:
+        if not user.input_image:
+            raise UserError(f"model {model.name} turns an image into a video: set user.input_image=PATH")
+        for key in ("input_image", "end_image"):
+            path = getattr(user, key)
+            problem = file_problem(path) if path else None
+            if problem:
+                raise UserError(f"user.{key}={path} {problem}")
+
+
 def validate(settings: RootConfig, *, require_prompt: bool = True) -> RunPlan:
     """Every check a job can fail before loading anything; raises UserError."""
     user, pipeline, model = settings.user, settings.pipeline, settings.model
+    check_values(settings)
     if require_prompt and not user.prompt.strip():
         raise UserError('user.prompt is empty: pass prompt="a cat surfing a wave"')
     if pipeline.num_frames < 1 or (pipeline.num_frames - 1) % 4:
@@ -280,8 +440,8 @@ def validate(settings: RootConfig, *, require_prompt: bool = True) -> RunPlan:
         raise UserError(
             f"pipeline.sample_solver={pipeline.sample_solver!r} is not one of {', '.join(SOLVERS)}"
         )
-    if pipeline.timesteps is None and pipeline.num_inference_steps < 1:
-        raise UserError(f"pipeline.num_inference_steps={pipeline.num_inference_steps} must be >= 1")
+    check_frames(pipeline.num_frames)
+    _check_steps(settings)
     if pipeline.fps < 1:
         raise UserError(f"pipeline.fps={pipeline.fps} must be >= 1")
     if pipeline.sigma_shift <= 0:
@@ -309,21 +469,16 @@ def validate(settings: RootConfig, *, require_prompt: bool = True) -> RunPlan:
         raise UserError(f"output.video_quality={settings.output.video_quality} must be in 0..10")
     if user.seed < -1 or user.seed >= 2**63:
         raise UserError(f"user.seed={user.seed}: use a non-negative integer, or -1 for a random seed")
-    if model.task in (Task.i2v, Task.flf2v) and require_prompt:
-        if not user.input_image:
-            raise UserError(f"model {model.name} turns an image into a video: set user.input_image=PATH")
-        for key in ("input_image", "end_image"):
-            path = getattr(user, key)
-            if path and not Path(path).expanduser().is_file():
-                raise UserError(f"user.{key}={path}: no such file")
+    _check_images(settings, require_image=require_prompt)
     target_fps = _check_vfi(settings)
     width, height = resolve_size(user.resolution, user.aspect_ratio, model)
+    shape = latent_shape(model, width, height, pipeline.num_frames)
     _check_model_and_pipeline(settings)
     world_size = _world_size(settings)
     for name, runtime in _runtime_configs(settings).items():
         _check_runtime(name, runtime)
     _check_parallel(settings, world_size)
-    channels, spatial, temporal = latent_geometry(model.family, model.task)
-    latent_shape = (channels, (pipeline.num_frames - 1) // temporal + 1, height // spatial, width // spatial)
     negative = effective_negative_prompt(user.negative_prompt, pipeline.negative_prompt)
-    return RunPlan(width, height, pipeline.num_frames, latent_shape, negative, world_size, target_fps)
+    return RunPlan(
+        width, height, pipeline.num_frames, shape, negative, world_size, target_fps, _warnings(settings)
+    )

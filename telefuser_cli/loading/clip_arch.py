@@ -18,6 +18,7 @@ import torch
 
 from telefuser_cli.errors import UserError
 from telefuser_cli.loading.checkpoint import build_module, read_state_dict
+from telefuser_cli.loading.shapes import shape_of
 from telefuser_cli.models.clip_vision import CLIPVisionConfig, WanCLIPVision
 
 CLIP_FILE = "models_clip_open-clip-xlm-roberta-large-vit-huge-14.pth"
@@ -25,11 +26,8 @@ PREFIX = "visual."
 HEAD_DIM = 80  # 1280 / 16 heads in the released ViT-H/14; head count is not visible in the shapes
 
 
-def _shape(shapes: Mapping[str, Any], key: str) -> tuple[int, ...]:
-    if key not in shapes:
-        raise ValueError(f"not an open-clip visual tower: key {key!r} is missing")
-    value = shapes[key]
-    return tuple(getattr(value, "shape", value))
+def _shape(shapes: Mapping[str, Any], key: str, ndim: int | None = None) -> tuple[int, ...]:
+    return shape_of(shapes, key, ndim, "an open-clip visual tower")
 
 
 def infer_clip_config(shapes: Mapping[str, Any], head_dim: int = HEAD_DIM) -> CLIPVisionConfig:
@@ -39,7 +37,7 @@ def infer_clip_config(shapes: Mapping[str, Any], head_dim: int = HEAD_DIM) -> CL
     if len(pe) != 4 or pe[1] != 3 or pe[2] != pe[3]:
         raise ValueError(f"patch_embedding.weight has shape {pe}, expected [dim, 3, p, p]")
     dim, patch = pe[0], pe[2]
-    tokens = _shape(shapes, "pos_embedding")[1]
+    tokens = _shape(shapes, "pos_embedding", 3)[1]
     grid = math.isqrt(tokens - 1)
     if grid * grid != tokens - 1:
         raise ValueError(f"pos_embedding has {tokens} tokens, expected 1 + a square number of patches")
@@ -52,8 +50,8 @@ def infer_clip_config(shapes: Mapping[str, Any], head_dim: int = HEAD_DIM) -> CL
         image_size=grid * patch,
         patch_size=patch,
         dim=dim,
-        mlp_ratio=_shape(shapes, "transformer.0.mlp.0.weight")[0] / dim,
-        out_dim=_shape(shapes, "head")[1],
+        mlp_ratio=_shape(shapes, "transformer.0.mlp.0.weight", 2)[0] / dim,
+        out_dim=_shape(shapes, "head", 2)[1],
         num_heads=dim // head_dim,
         num_layers=len(layers),
     )

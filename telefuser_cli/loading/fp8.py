@@ -20,7 +20,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 
 from telefuser_cli.errors import UserError
-from telefuser_cli.loading.checkpoint import read_state_dict
+from telefuser_cli.loading.checkpoint import checkpoint_format, read_state_dict
 
 FP8_DTYPES = (torch.float8_e4m3fn, torch.float8_e5m2)
 WEIGHT_SCALE_SUFFIXES = (".scale_weight", ".weight_scale")  # ComfyUI, lightx2v
@@ -48,7 +48,7 @@ def read_dtypes(files: Iterable[Path]) -> dict[str, torch.dtype | str]:
     out: dict[str, torch.dtype | str] = {}
     for path in files:
         path = Path(path)
-        if path.suffix == ".safetensors":
+        if checkpoint_format(path) == "safetensors":
             try:
                 with safe_open(str(path), framework="pt", device="cpu") as handle:
                     for key in handle.keys():
@@ -59,6 +59,17 @@ def read_dtypes(files: Iterable[Path]) -> dict[str, torch.dtype | str]:
         else:
             out.update({k: v.dtype for k, v in read_state_dict([path]).items()})
     return out
+
+
+# safetensors names of the dtypes torch has no use for here, as torch would print them
+_OTHER_NAMES = {"BOOL": "bool", "I8": "int8", "U8": "uint8", "I16": "int16", "U16": "uint16", "I32": "int32",
+                "U32": "uint32", "I64": "int64", "U64": "uint64", "C64": "complex64"}  # fmt: skip
+
+
+def _dtype_label(dtype: torch.dtype | str) -> str:
+    if isinstance(dtype, str):
+        return _OTHER_NAMES.get(dtype, dtype)
+    return str(dtype).removeprefix("torch.")
 
 
 def _as_dtype(value) -> torch.dtype | str:
@@ -86,7 +97,11 @@ def detect_quant(dtypes: Mapping[str, object], shapes: Mapping[str, object] | No
             size = 1 if shapes is None else math.prod(tuple(getattr(shapes[key], "shape", shapes[key])))
             totals[_KIND[dtype]] = totals.get(_KIND[dtype], 0) + size
     if not totals:
-        raise ValueError(f"no floating-point *.weight tensors among {len(resolved)} keys")
+        found = sorted({_dtype_label(d) for k, d in resolved.items() if k.endswith(".weight")})
+        raise ValueError(
+            f"no floating-point *.weight tensors among {len(resolved)} keys (weights stored as "
+            f"{', '.join(found) or 'nothing'}; integer-quantized checkpoints are not supported)"
+        )
     return max(totals, key=totals.__getitem__)
 
 

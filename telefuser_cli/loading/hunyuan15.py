@@ -27,6 +27,8 @@ import torch
 from telefuser_cli.errors import UserError
 from telefuser_cli.loading.checkpoint import build_module, read_shapes, read_state_dict, resolve_files
 from telefuser_cli.loading.hunyuan15_arch import infer_dit_config, infer_vae_config
+from telefuser_cli.loading.quiet_transformers import load_pretrained
+from telefuser_cli.loading.shapes import shape_of
 from telefuser_cli.models.hunyuan15_dit import Hunyuan15DiT
 from telefuser_cli.models.hunyuan15_upsampler import (
     SRTo720pConfig,
@@ -134,7 +136,7 @@ def infer_upsampler_config(
     config_json = config_json or {}
 
     def shape(key: str) -> tuple[int, ...]:
-        return tuple(getattr(shapes[key], "shape", shapes[key]))
+        return shape_of(shapes, key, 5, "a HunyuanVideo 1.5 upsampler checkpoint")  # CausalConv3d weights
 
     if "in_conv.conv.weight" in shapes:
         hidden, c_in = shape("in_conv.conv.weight")[:2]
@@ -189,7 +191,8 @@ def load_text_encoder(root: Path, dtype: torch.dtype, device: torch.device, fold
     path = _folder(root, folder, "text encoder")
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True, padding_side="right")
-        model = AutoModel.from_pretrained(str(path), local_files_only=True, dtype=dtype)
+        # the official encoder keeps the language model: Qwen2.5-VL's lm_head is never used
+        model = load_pretrained(AutoModel, path, "text encoder", expected_unused=("lm_head.",), dtype=dtype)
     except (OSError, ValueError) as error:
         raise UserError(f"text encoder: cannot load {path} offline: {error}") from None
     llm = getattr(model, "language_model", None)
@@ -279,8 +282,8 @@ def load_vision_encoder(root: Path, dtype: torch.dtype, device: torch.device, fo
         processor = siglip_processor_class().from_pretrained(
             str(path / SIGLIP_PROCESSOR), local_files_only=True
         )
-        model = SiglipVisionModel.from_pretrained(
-            str(path / SIGLIP_MODEL), local_files_only=True, use_safetensors=True, dtype=dtype
+        model = load_pretrained(
+            SiglipVisionModel, path / SIGLIP_MODEL, "image encoder", use_safetensors=True, dtype=dtype
         )
     except (OSError, ValueError) as error:
         raise UserError(f"image encoder: cannot load {path} offline: {error}") from None

@@ -18,15 +18,13 @@ from typing import Any
 
 import torch
 
+from telefuser_cli.loading.shapes import shape_of
 from telefuser_cli.models.hunyuan15_dit import Hunyuan15DiTConfig
 from telefuser_cli.models.hunyuan15_vae import Hunyuan15VAEConfig
 
 
-def _shape(shapes: Mapping[str, Any], key: str, what: str) -> tuple[int, ...]:
-    if key not in shapes:
-        raise ValueError(f"not a HunyuanVideo 1.5 {what} checkpoint: key {key!r} is missing")
-    value = shapes[key]
-    return tuple(getattr(value, "shape", value))  # a shape, or a tensor standing for its shape
+def _shape(shapes: Mapping[str, Any], key: str, what: str, ndim: int | None = None) -> tuple[int, ...]:
+    return shape_of(shapes, key, ndim, f"a HunyuanVideo 1.5 {what} checkpoint")
 
 
 def _indices(shapes: Mapping[str, Any], prefix: str) -> int:
@@ -89,18 +87,18 @@ def infer_dit_config(shapes: Mapping[str, Any], config_json: dict | None = None)
     if len(pe) != 5:
         raise ValueError(f"img_in.proj.weight has shape {pe}, expected [hidden, in, pt, ph, pw]")
     hidden, patch_in, patch = pe[0], pe[1], tuple(pe[2:])
-    final = _shape(shapes, "final_layer.linear.weight", what)[0]
+    final = _shape(shapes, "final_layer.linear.weight", what, 2)[0]
     if final % math.prod(patch):
         raise ValueError(f"final_layer.linear.weight rows {final} not divisible by prod(patch_size={patch})")
     out_channels = final // math.prod(patch)
     concat = patch_in == 2 * out_channels + 1
     in_channels = out_channels if concat else patch_in
-    head_dim = _shape(shapes, "double_blocks.0.img_attn_q_norm.weight", what)[0]
+    head_dim = _shape(shapes, "double_blocks.0.img_attn_q_norm.weight", what, 1)[0]
     if any(k.startswith("single_blocks.") for k in shapes):
         raise ValueError("the checkpoint has single_blocks.N: single-stream blocks are not implemented")
-    byt5 = _shape(shapes, "byt5_in.fc1.weight", what) if "byt5_in.fc1.weight" in shapes else None
+    byt5 = _shape(shapes, "byt5_in.fc1.weight", what, 2) if "byt5_in.fc1.weight" in shapes else None
     vision = (
-        _shape(shapes, "vision_in.proj.1.weight", what)[1] if "vision_in.proj.1.weight" in shapes else None
+        _shape(shapes, "vision_in.proj.1.weight", what, 2)[1] if "vision_in.proj.1.weight" in shapes else None
     )
     derived: dict[str, Any] = {
         "patch_size": patch,
@@ -109,10 +107,10 @@ def infer_dit_config(shapes: Mapping[str, Any], config_json: dict | None = None)
         "out_channels": out_channels,
         "hidden_size": hidden,
         "heads_num": hidden // head_dim,
-        "mlp_width_ratio": _shape(shapes, "double_blocks.0.img_mlp.fc1.weight", what)[0] / hidden,
+        "mlp_width_ratio": _shape(shapes, "double_blocks.0.img_mlp.fc1.weight", what, 2)[0] / hidden,
         "mm_double_blocks_depth": _indices(shapes, "double_blocks."),
         "qkv_bias": "double_blocks.0.img_attn_q.bias" in shapes,
-        "text_states_dim": _shape(shapes, "txt_in.input_embedder.weight", what)[1],
+        "text_states_dim": _shape(shapes, "txt_in.input_embedder.weight", what, 2)[1],
         "refiner_depth": _indices(shapes, "txt_in.individual_token_refiner.blocks."),
         "byt5_dim": None if byt5 is None else byt5[1],
         "byt5_hidden_dim": 2048 if byt5 is None else byt5[0],
@@ -365,12 +363,12 @@ def infer_vae_config(shapes: Mapping[str, Any], config_json: dict | None = None)
     if levels != enc_levels or levels == 0:
         raise ValueError(f"encoder has {enc_levels} levels but decoder has {levels}")
     channels = tuple(
-        _shape(shapes, f"encoder.down.{i}.block.0.conv1.conv.weight", what)[0] for i in range(levels)
+        _shape(shapes, f"encoder.down.{i}.block.0.conv1.conv.weight", what, 5)[0] for i in range(levels)
     )
     derived: dict[str, Any] = {
-        "in_channels": _shape(shapes, "encoder.conv_in.conv.weight", what)[1],
-        "out_channels": _shape(shapes, "decoder.conv_out.conv.weight", what)[0],
-        "latent_channels": _shape(shapes, "decoder.conv_in.conv.weight", what)[1],
+        "in_channels": _shape(shapes, "encoder.conv_in.conv.weight", what, 5)[1],
+        "out_channels": _shape(shapes, "decoder.conv_out.conv.weight", what, 5)[0],
+        "latent_channels": _shape(shapes, "decoder.conv_in.conv.weight", what, 5)[1],
         "block_out_channels": channels,
         "layers_per_block": _indices(shapes, "encoder.down.0.block."),
     }

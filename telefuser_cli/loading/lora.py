@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from telefuser_cli.errors import UserError
+from telefuser_cli.io.path_kind import file_problem
 from telefuser_cli.loading.checkpoint import read_state_dict
 from telefuser_cli.loading.wan_dit_arch import diffusers_to_official_dit
 
@@ -62,8 +63,9 @@ class LoraPatch:
 def load_lora(path: str | Path) -> dict[str, torch.Tensor]:
     """A LoRA file (safetensors, or a weights-only ``.pt``/``.pth``) -> its tensors; UserError if unreadable."""
     path = Path(path).expanduser()
-    if not path.is_file():
-        raise UserError(f"LoRA file {path} does not exist")
+    problem = file_problem(path)
+    if problem is not None:
+        raise UserError(f"LoRA file {path} {problem}")
     return read_state_dict([path])
 
 
@@ -89,6 +91,17 @@ def _official_module(name: str, modules: set[str], kohya: Mapping[str, str]) -> 
     return official if official in modules else None
 
 
+def _check_dtype(key: str, tensor: torch.Tensor, alpha: bool) -> None:
+    """LoRA matrices must be floating point (``.float()`` would quietly turn integer or complex values into
+    weights); an alpha may be any real number."""
+    if tensor.is_floating_point() or (alpha and not tensor.is_complex() and tensor.dtype != torch.bool):
+        return
+    raise ValueError(
+        f"{key} is stored as {str(tensor.dtype).removeprefix('torch.')}; LoRA "
+        f"{'alphas must be real numbers' if alpha else 'matrices must be floating point (bf16, fp16, fp32)'}"
+    )
+
+
 def lora_patches(lora_sd: Mapping[str, torch.Tensor], target_keys: Iterable[str]) -> dict[str, LoraPatch]:
     """Group a LoRA state dict by the official module it changes.
 
@@ -106,6 +119,7 @@ def lora_patches(lora_sd: Mapping[str, torch.Tensor], target_keys: Iterable[str]
         if match is None:
             not_lora.append(key)
             continue
+        _check_dtype(key, tensor, alpha=match["other"] == "alpha")
         module = _official_module(match["module"], modules, kohya)
         if module is None:
             unknown.append(key)

@@ -15,10 +15,13 @@ from pathlib import Path
 
 import torch
 
+from telefuser_cli.errors import UserError
 from telefuser_cli.loading.checkpoint import build_module, read_state_dict
+from telefuser_cli.loading.shapes import shape_of
 from telefuser_cli.models.rife import IFNet, RIFEConfig
 
 PREFIX = "module."
+_LAYOUT = "an IFNet (v4.22+) state dict"
 _BLOCK = re.compile(r"block(\d+)\.")
 _RESCONV = re.compile(r"block0\.convblock\.(\d+)\.")
 
@@ -63,14 +66,14 @@ def infer_rife_config(shapes: Mapping[str, torch.Size]) -> RIFEConfig:
     for i in indices:
         if f"block{i}.conv0.1.0.weight" not in shapes:
             raise ValueError(f"not an IFNet (v4.22+) state dict: no 'block{i}.conv0.1.0.weight'")
-    out = int(shapes["block0.lastconv.0.weight"][1])
+    out = shape_of(shapes, "block0.lastconv.0.weight", 4, _LAYOUT)[1]
     if out % 4 or out // 4 <= 5:
         raise ValueError(f"block0.lastconv.0.weight has {out} output channels; expected 4 * (5 + features)")
     resconv = {int(m.group(1)) for k in shapes if (m := _RESCONV.match(k))}
     cfg = RIFEConfig(
-        block_widths=tuple(int(shapes[f"block{i}.conv0.1.0.weight"][0]) for i in indices),
-        head_width=int(shapes["encode.cnn0.weight"][0]),
-        head_channels=int(shapes["encode.cnn3.weight"][1]),
+        block_widths=tuple(shape_of(shapes, f"block{i}.conv0.1.0.weight", 4, _LAYOUT)[0] for i in indices),
+        head_width=shape_of(shapes, "encode.cnn0.weight", 4, _LAYOUT)[0],
+        head_channels=shape_of(shapes, "encode.cnn3.weight", 4, _LAYOUT)[1],
         feat_channels=out // 4 - 5,
         num_resconv=len(resconv),
     )
@@ -96,11 +99,14 @@ def _check_layout(cfg: RIFEConfig, shapes: Mapping[str, torch.Size]) -> None:
 def load_rife(path: Path, *, device: torch.device, dtype: torch.dtype = torch.float32) -> IFNet:
     """Read ``flownet.pkl`` (weights only, memory-mapped), detect its architecture, build on meta, fill.
 
-    Raises UserError for unreadable or unsafe files (from ``read_state_dict``) and ValueError naming
-    the key for a layout that is not an IFNet of the supported family.
+    Raises UserError naming the file for unreadable or unsafe files (from ``read_state_dict``) and for a
+    layout that is not an IFNet of the supported family (naming the key).
     """
-    sd = strip_module_prefix(read_state_dict([Path(path)]))
-    cfg = infer_rife_config({k: v.shape for k, v in sd.items()})
+    try:
+        sd = strip_module_prefix(read_state_dict([Path(path)]))
+        cfg = infer_rife_config({k: v.shape for k, v in sd.items()})
+    except ValueError as error:
+        raise UserError(f"{path}: not Practical-RIFE interpolation weights (v4.22+): {error}") from None
     return build_module(lambda: IFNet(cfg), sd, dtype=dtype, device=device, source=str(path))
 
 

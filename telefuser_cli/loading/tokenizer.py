@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import html
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,13 @@ import ftfy
 import regex
 import torch
 
-__all__ = ["TOKENIZER_FILES", "clean_prompt", "load_tokenizer", "tokenize", "write_tiny_tokenizer"]
+from telefuser_cli.io.path_kind import directory_problem
+
+__all__ = [
+    "TOKENIZER_FILES", "clean_prompt", "load_tokenizer", "tokenize", "warn_truncated", "write_tiny_tokenizer",
+]  # fmt: skip
+
+log = logging.getLogger(__name__)
 
 # What a tokenizer folder holds (google/umt5-xxl ships all of these plus spiece.model; a fast tokenizer needs
 # only tokenizer.json, a slow one spiece.model).
@@ -47,8 +54,9 @@ def load_tokenizer(path: Path) -> Any:
 
     path = Path(path)
     expected = ", ".join(TOKENIZER_FILES)
-    if not path.is_dir():
-        raise FileNotFoundError(f"tokenizer folder {path} does not exist (expected a folder with {expected})")
+    problem = directory_problem(path)
+    if problem is not None:
+        raise FileNotFoundError(f"tokenizer folder {path} {problem} (expected a folder with {expected})")
     if not any((path / name).is_file() for name in ("tokenizer.json", "spiece.model")):
         raise FileNotFoundError(
             f"tokenizer folder {path} holds neither tokenizer.json nor spiece.model (expected {expected})"
@@ -59,11 +67,26 @@ def load_tokenizer(path: Path) -> Any:
         raise ValueError(f"cannot read the tokenizer in {path} (expected {expected}): {exc}") from exc
 
 
+def warn_truncated(prompt: str, length: int, limit: int, encoder: str) -> None:
+    """Log a warning when a prompt of ``length`` tokens is cut to the ``limit`` an encoder reads.
+
+    Text encoders truncate without a word; the end of a long prompt then silently has no effect.
+    """
+    if length <= limit:
+        return
+    excerpt = prompt if len(prompt) <= 60 else prompt[:57] + "..."
+    log.warning(
+        "prompt %r is %d tokens long, but the %s reads %d: the last %d tokens are dropped; shorten the prompt",
+        excerpt, length, encoder, limit, length - limit,
+    )  # fmt: skip
+
+
 def tokenize(
     tokenizer: Any, prompts: list[str], max_length: int = 512, clean: bool = True
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Tokenize prompts as the official wrapper: cleaned (``clean_prompt``; pass ``clean=False`` for text
-    already cleaned), EOS appended, truncated to and right-padded to ``max_length``.
+    already cleaned), EOS appended, truncated to and right-padded to ``max_length``. A prompt that is cut
+    is logged (``warn_truncated``).
 
     Returns ``ids`` [B, max_length] long and ``mask`` [B, max_length] long (1 on tokens incl. EOS, 0 on
     padding). The true length of prompt b is ``mask[b].sum()``.
@@ -73,6 +96,10 @@ def tokenize(
     if max_length <= 0:
         raise ValueError(f"tokenize: max_length must be positive, got {max_length}")
     texts = [clean_prompt(p) for p in prompts] if clean else list(prompts)
+    # verbose=False: transformers would log its own "longer than the maximum" line for each long prompt
+    full = tokenizer(texts, add_special_tokens=True, truncation=False, verbose=False)["input_ids"]
+    for text, ids in zip(texts, full, strict=True):
+        warn_truncated(text, len(ids), max_length, "UMT5 text encoder")
     out = tokenizer(
         texts,
         padding="max_length",

@@ -18,6 +18,7 @@ from typing import TypeVar
 
 import torch
 
+from telefuser_cli.loading.shapes import shape_of
 from telefuser_cli.models.umt5 import UMT5Config
 
 __all__ = ["hf_to_official_umt5", "infer_umt5_config", "official_to_hf_umt5"]
@@ -93,10 +94,11 @@ def infer_umt5_config(shapes: Mapping[str, torch.Size]) -> UMT5Config:
     layers = _block_indices(list(shapes), _OFFICIAL_BLOCK)
     if layers != list(range(len(layers))):
         raise ValueError(f"infer_umt5_config: block indices are not 0..N-1 without gaps: {layers}")
-    vocab_size, dim = shapes["token_embedding.weight"]
-    dim_attn = shapes["blocks.0.attn.q.weight"][0]
-    dim_ffn = shapes["blocks.0.ffn.fc1.weight"][0]
-    num_buckets, num_heads = shapes["blocks.0.pos_embedding.embedding.weight"]
+    layout = "an official UMT5 encoder state dict"
+    vocab_size, dim = shape_of(shapes, "token_embedding.weight", 2, layout)
+    dim_attn = shape_of(shapes, "blocks.0.attn.q.weight", 2, layout)[0]
+    dim_ffn = shape_of(shapes, "blocks.0.ffn.fc1.weight", 2, layout)[0]
+    num_buckets, num_heads = shape_of(shapes, "blocks.0.pos_embedding.embedding.weight", 2, layout)
     cfg = UMT5Config(
         vocab_size=vocab_size,
         dim=dim,

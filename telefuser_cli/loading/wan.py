@@ -84,7 +84,10 @@ def dit_config_json(files: ComponentFiles) -> dict | None:
 
 def _check_quant(files: ComponentFiles, expected_quant: str, model_name: str) -> str:
     """The weights' precision (fp8 / bf16 / fp16 / fp32) against the model entry's `quant` fact."""
-    found = detect_quant(read_dtypes(files.files))
+    try:
+        found = detect_quant(read_dtypes(files.files))
+    except ValueError as error:
+        raise UserError(f"{files.source}: {error}") from None
     fp8_expected, fp8_found = expected_quant == "fp8", found == "fp8"
     if fp8_expected != fp8_found:
         raise UserError(
@@ -117,7 +120,11 @@ def load_dit(
             raise UserError(f"{files.source}: {error}") from None
     for index, (path, strength) in enumerate(loras):
         try:
-            state_dict = merge_lora(state_dict, load_lora(path), strength)
+            lora = load_lora(path)
+        except UserError as error:  # the message names the file already
+            raise UserError(f"LoRA (lora_configs[{index}]): {error}") from None
+        try:
+            state_dict = merge_lora(state_dict, lora, strength)
         except (ValueError, OSError) as error:
             raise UserError(f"LoRA {path} (lora_configs[{index}]): {error}") from None
     shapes = {key: tensor.shape for key, tensor in state_dict.items()}

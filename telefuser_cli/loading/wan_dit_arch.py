@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 
+from telefuser_cli.loading.shapes import shape_of
 from telefuser_cli.models.wan_dit import MODEL_TYPES, WanDiTConfig
 
 # Fields of the official config.json that are taken from it and checked against the shapes.
@@ -29,11 +30,8 @@ _DIFFUSERS_CONFIG_NAMES = {
 }
 
 
-def _shape(shapes: Mapping[str, Any], key: str) -> tuple[int, ...]:
-    if key not in shapes:
-        raise ValueError(f"not a Wan DiT checkpoint: key {key!r} is missing")
-    value = shapes[key]
-    return tuple(getattr(value, "shape", value))  # a shape, or a tensor standing for its shape
+def _shape(shapes: Mapping[str, Any], key: str, ndim: int | None = None) -> tuple[int, ...]:
+    return shape_of(shapes, key, ndim, "a Wan DiT checkpoint")
 
 
 def _official_config(config_json: dict) -> dict:
@@ -65,20 +63,20 @@ def infer_dit_config(
     if len(pe) != 5:
         raise ValueError(f"patch_embedding.weight has shape {pe}, expected [dim, in_dim, pt, ph, pw]")
     dim, in_dim, patch = pe[0], pe[1], pe[2:]
-    text_dim = _shape(shapes, "text_embedding.0.weight")[1]
-    freq_dim = _shape(shapes, "time_embedding.0.weight")[1]
-    ffn_dim = _shape(shapes, "blocks.0.ffn.0.weight")[0]
+    text_dim = _shape(shapes, "text_embedding.0.weight", 2)[1]
+    freq_dim = _shape(shapes, "time_embedding.0.weight", 2)[1]
+    ffn_dim = _shape(shapes, "blocks.0.ffn.0.weight", 2)[0]
     layer_ids = {int(m.group(1)) for k in shapes if (m := re.match(r"blocks\.(\d+)\.", k))}
     num_layers = len(layer_ids)
     if layer_ids != set(range(num_layers)):
         raise ValueError(f"block indices are not contiguous from 0: {sorted(layer_ids)}")
-    head_out = _shape(shapes, "head.head.weight")[0]
+    head_out = _shape(shapes, "head.head.weight", 2)[0]
     if head_out % math.prod(patch):
         raise ValueError(f"head.head.weight rows {head_out} not divisible by prod(patch_size={patch})")
     out_dim = head_out // math.prod(patch)
     qk_norm = "blocks.0.self_attn.norm_q.weight" in shapes
     cross_attn_norm = "blocks.0.norm3.weight" in shapes
-    image_dim = _shape(shapes, "img_emb.proj.0.weight")[0] if "img_emb.proj.0.weight" in shapes else None
+    image_dim = _shape(shapes, "img_emb.proj.0.weight", 1)[0] if "img_emb.proj.0.weight" in shapes else None
     has_pos = "img_emb.emb_pos" in shapes
 
     if has_pos:

@@ -10,6 +10,7 @@ from collections.abc import Mapping
 
 import torch
 
+from telefuser_cli.loading.shapes import shape_of
 from telefuser_cli.models.wan_vae import WanVAE, WanVAEConfig
 
 _ENC_BLOCK = re.compile(r"encoder\.downsamples\.(\d+)\.(\w+)\.")
@@ -23,11 +24,9 @@ def infer_vae_config(shapes: Mapping[str, torch.Size]) -> WanVAEConfig:
     widths / base), temporal downsampling (a Resample with ``time_conv``) and attention scales. The
     result is checked against the full key/shape set of a model built from it.
     """
-    for key in ("encoder.conv1.weight", "conv2.weight"):
-        if key not in shapes:
-            raise ValueError(f"not a Wan2.1 VAE state dict in the official layout: no {key!r}")
-    dim = int(shapes["encoder.conv1.weight"][0])
-    z_dim = int(shapes["conv2.weight"][0])
+    layout = "a Wan2.1 VAE state dict in the official layout"
+    dim = shape_of(shapes, "encoder.conv1.weight", 5, layout)[0]
+    z_dim = shape_of(shapes, "conv2.weight", 5, layout)[0]
 
     kinds: dict[int, str] = {}
     for key in shapes:
@@ -56,7 +55,7 @@ def infer_vae_config(shapes: Mapping[str, torch.Size]) -> WanVAEConfig:
         raise ValueError(f"levels have different residual block counts {[len(lv) for lv in levels]}")
     dim_mult = []
     for level in levels:
-        width = int(shapes[f"encoder.downsamples.{level[-1]}.residual.6.weight"][0])
+        width = shape_of(shapes, f"encoder.downsamples.{level[-1]}.residual.6.weight", 5, layout)[0]
         if width % dim:
             raise ValueError(f"level width {width} is not a multiple of the base width {dim}")
         dim_mult.append(width // dim)
@@ -72,7 +71,11 @@ def _check_layout(cfg: WanVAEConfig, shapes: Mapping[str, torch.Size]) -> None:
         expected = {k: v.shape for k, v in WanVAE(cfg).state_dict().items()}
     missing = sorted(set(expected) - set(shapes))
     unexpected = sorted(set(shapes) - set(expected))
-    wrong = sorted(k for k in set(expected) & set(shapes) if tuple(expected[k]) != tuple(shapes[k]))
+    wrong = sorted(
+        f"{k} {tuple(shapes[k])} != {tuple(expected[k])}"
+        for k in set(expected) & set(shapes)
+        if tuple(expected[k]) != tuple(shapes[k])
+    )
     if missing or unexpected or wrong:
         raise ValueError(
             f"state dict does not match the inferred {cfg}: missing {missing[:5]} ({len(missing)}), "

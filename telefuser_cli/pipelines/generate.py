@@ -7,7 +7,7 @@ from pathlib import Path
 from telefuser_cli.config.schema import Family, RootConfig
 from telefuser_cli.config.validate import RunPlan
 from telefuser_cli.pipelines.generate_wan import generate_wan, start_parallel
-from telefuser_cli.pipelines.outputs import GenerationResult
+from telefuser_cli.pipelines.outputs import GenerationResult, oom_as_user_error
 from telefuser_cli.runtime.distributed import ParallelGroups
 
 __all__ = ["generate", "start_parallel"]
@@ -20,9 +20,14 @@ def generate(
     config_hash: str = "",
     groups: ParallelGroups | None = None,
 ) -> GenerationResult | None:
-    """Run one generation; returns None on the ranks of a distributed run that write nothing."""
-    if settings.model.family is Family.hunyuan15:
-        from telefuser_cli.pipelines.generate_hunyuan15 import generate_hunyuan15
+    """Run one generation; returns None on the ranks of a distributed run that write nothing.
 
-        return generate_hunyuan15(settings, plan, output_dir, config_hash, groups)
-    return generate_wan(settings, plan, output_dir, config_hash, groups)
+    Every allocation of the run (loading, noise, encoding, decoding, writing) is inside one out-of-memory
+    guard, which names the progress stage that ran out.
+    """
+    with oom_as_user_error():
+        if settings.model.family is Family.hunyuan15:
+            from telefuser_cli.pipelines.generate_hunyuan15 import generate_hunyuan15
+
+            return generate_hunyuan15(settings, plan, output_dir, config_hash, groups)
+        return generate_wan(settings, plan, output_dir, config_hash, groups)

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 
 import torch
 
+from telefuser_cli.loading.tokenizer import warn_truncated
 from telefuser_cli.models.hunyuan15_dit import Hunyuan15DiT
 from telefuser_cli.models.hunyuan15_vae import Hunyuan15VAE
 from telefuser_cli.ops.crop_blend_tiling import crop_blend_decode
@@ -98,10 +99,18 @@ def encode_text(
     """Prompts -> (features [B, max_length, D] float32, mask [B, max_length] int64).
 
     ``llm``: transformers' Qwen2.5-VL language model (``Qwen2_5_VLTextModel``); ``crop_start`` from
-    :func:`find_crop_start`. Token sequences are right padded (or truncated) to ``max_length + crop_start``.
+    :func:`find_crop_start`. Token sequences are right padded (or truncated, with a logged warning) to
+    ``max_length + crop_start``.
     """
+    conversations = [chat_messages(p) for p in prompts]
+    full = tokenizer.apply_chat_template(
+        conversations, add_generation_prompt=True, tokenize=True, return_dict=True
+    )["input_ids"]
+    for prompt, ids in zip(prompts, full, strict=True):
+        # counted after the template's system part, as max_length is
+        warn_truncated(prompt, len(ids) - crop_start, max_length, "HunyuanVideo 1.5 text encoder")
     batch = tokenizer.apply_chat_template(
-        [chat_messages(p) for p in prompts],
+        conversations,
         add_generation_prompt=True,
         tokenize=True,
         return_dict=True,
@@ -142,6 +151,8 @@ def encode_glyphs(
         text = format_glyph_prompt(extract_glyph_texts(prompt))
         if text is None:
             continue
+        length = len(tokenizer(text, add_special_tokens=True, verbose=False)["input_ids"])
+        warn_truncated(text, length, max_length, "ByT5 glyph encoder (quoted text)")
         tok = tokenizer(text, padding="max_length", max_length=max_length, truncation=True,
                         add_special_tokens=True, return_tensors="pt")  # fmt: skip
         ids, mask = tok["input_ids"].to(device), tok["attention_mask"].to(device)

@@ -44,7 +44,7 @@ def prepare_image_condition(
     if settings.model.task is Task.flf2v:
         if not user.end_image:
             raise UserError(f"model {settings.model.name} needs a last frame too: set user.end_image=PATH")
-        end = load_image(user.end_image)
+        end = load_image(user.end_image, key="user.end_image")
     width, height = i2v_size(image.shape[2], image.shape[1], plan.width * plan.height)
     vae_device = resolve_device(pipeline.vae_config, "vae_config")
     vae = wan_loading.load_vae(vae_files, dtype=resolve_dtype(pipeline.vae_config), device=vae_device)

@@ -25,7 +25,7 @@ from telefuser_cli.io.video import write_video
 from telefuser_cli.loading.rife_arch import load_rife
 from telefuser_cli.paths import cache_dir
 from telefuser_cli.pipelines.vfi import interpolate, interpolation_plan, network_calls
-from telefuser_cli.progress import Reporter
+from telefuser_cli.progress import Reporter, stage_of
 from telefuser_cli.runtime.device import peak_memory, resolve_device, resolve_dtype
 from telefuser_cli.tiny import ensure_tiny
 
@@ -71,19 +71,22 @@ def free_memory() -> None:
 
 
 def _is_oom(error: BaseException) -> bool:
-    return isinstance(error, torch.OutOfMemoryError) or "can't allocate memory" in str(error)
+    # torch's CPU allocator raises a plain RuntimeError; numpy and Python raise MemoryError
+    return isinstance(error, (torch.OutOfMemoryError, MemoryError)) or "can't allocate memory" in str(error)
 
 
 @contextmanager
-def oom_as_user_error(stage: str) -> Iterator[None]:
-    """Out of memory in `stage` becomes one message with what to try instead."""
+def oom_as_user_error(stage: str | None = None) -> Iterator[None]:
+    """Out of memory in `stage` (default: the progress stage the error escaped from) becomes one message
+    with what to try instead."""
     try:
         yield
-    except (torch.OutOfMemoryError, RuntimeError) as error:
+    except (torch.OutOfMemoryError, MemoryError, RuntimeError) as error:
         if _is_oom(error):
+            where = stage or stage_of(error)
             raise UserError(
-                f"out of memory during {stage}; try pipeline.tiled=true (VAE decode in tiles), "
-                "a smaller resolution or fewer frames, or "
+                f"out of memory{f' during {where}' if where else ''}; try pipeline.tiled=true (VAE decode in "
+                "tiles), a smaller resolution or fewer frames, or "
                 "pipeline.dit_config.offload_config.offload_type=MODEL_CPU_OFFLOAD"
             ) from None
         raise

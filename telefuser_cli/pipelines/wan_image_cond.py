@@ -12,11 +12,11 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
 from telefuser_cli.errors import UserError
+from telefuser_cli.io.image_file import read_rgb
 
 MASK_CHANNELS = 4  # = the VAE's temporal scale: one mask channel per pixel frame inside a latent frame
 
@@ -47,21 +47,12 @@ def i2v_size(
     return lat_w * vae_stride, lat_h * vae_stride
 
 
-def load_image(path: str | Path) -> torch.Tensor:
-    """An image file -> float32 [3, H, W] in [-1, 1] (RGB; alpha dropped, grey expanded), as the official
-    ``TF.to_tensor(Image.open(p).convert("RGB")).sub_(0.5).div_(0.5)``."""
-    from PIL import Image, UnidentifiedImageError  # Pillow comes with imageio; only image runs need it
-
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise UserError(f"input image {path} does not exist; set user.image=/path/to/an/image")
-    try:
-        with Image.open(path) as handle:
-            rgb = np.asarray(handle.convert("RGB"))
-    except (UnidentifiedImageError, OSError, ValueError) as error:
-        raise UserError(
-            f"input image {path} is not a readable image (PNG, JPEG, WebP, ...): {error}"
-        ) from None
+def load_image(path: str | Path, key: str = "user.input_image") -> torch.Tensor:
+    """An image file -> float32 [3, H, W] in [-1, 1], as the official
+    ``TF.to_tensor(Image.open(p).convert("RGB")).sub_(0.5).div_(0.5)`` for 8-bit RGB files; other modes
+    (16-bit, transparency, CMYK, ...) are converted as ``io.image_file.read_rgb`` documents. ``key`` names
+    the setting in messages."""
+    rgb = read_rgb(path, key)
     img = torch.from_numpy(rgb.copy()).permute(2, 0, 1).contiguous().to(torch.float32).div(255)
     return img.sub_(0.5).div_(0.5)
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 
 import pytest
 from helpers import job_dirs, run_cli
@@ -100,15 +99,13 @@ def test_replay_from_config(tmp_path):
     assert b["layer1_model_definition"] == a["layer1_model_definition"]
 
 
-def test_help_is_fast_and_imports_no_torch():
-    start = time.perf_counter()
+def test_help_imports_no_torch():
+    # what --help imports, not how long it takes: timings belong in benchmarks/
     out = subprocess.run([sys.executable, "-X", "importtime", "-m", "telefuser_cli", "--help"],
                          capture_output=True, text=True, check=True)  # fmt: skip
-    elapsed = time.perf_counter() - start
     assert "generate" in out.stdout
     imported = {line.split("|")[-1].strip() for line in out.stderr.splitlines()}
     assert "torch" not in imported and "hydra" not in imported
-    assert elapsed < 3.0  # generous for a loaded CI machine; typically ~0.3 s
 
 
 def test_inspect_reads_architecture_without_loading(tiny_root):

@@ -126,7 +126,8 @@ def test_load_and_resize(tmp_path):
     Image.fromarray(rgba, "RGBA").save(tmp_path / "a.png")
     img = load_image(tmp_path / "a.png")
     assert img.shape == (3, 6, 10) and img.dtype == torch.float32
-    assert img[0].eq(1).all() and img[1:].eq(-1).all()
+    # half-transparent red is composited over white (io.image_file.ALPHA_BACKGROUND): green = blue = 127
+    assert img[0].eq(1).all() and img[1:].eq((torch.tensor(127.0) / 255 - 0.5) / 0.5).all()
     (tmp_path / "bad.png").write_bytes(b"not an image")
     with pytest.raises(UserError, match="not a readable image"):
         load_image(tmp_path / "bad.png")

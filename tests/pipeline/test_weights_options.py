@@ -54,7 +54,7 @@ def test_image_to_video_needs_an_existing_image(tmp_path, i2v_root):
     result, _ = _run(tmp_path / "run", "model=tiny_wan21_i2v", f"model.root={i2v_root}", "prompt=x")
     assert result.exit_code == 2 and "user.input_image=PATH" in result.stderr
     result, _ = _run(tmp_path / "run", "model=tiny_wan21_i2v", "prompt=x", "user.input_image=nope.png")
-    assert result.exit_code == 2 and "no such file" in result.stderr
+    assert result.exit_code == 2 and "user.input_image=nope.png does not exist" in result.stderr
 
 
 def _lora_for(dit_path, path, rank=2):
@@ -98,7 +98,7 @@ def test_missing_lora_file_is_refused_before_loading(tmp_path):
         "prompt=x",
         "+pipeline.dit_config.lora_configs=[{path:'none.safetensors'}]",
     )
-    assert result.exit_code == 2 and "lora_configs[0].path=none.safetensors: no such file" in result.stderr
+    assert result.exit_code == 2 and "lora_configs[0].path=none.safetensors does not exist" in result.stderr
 
 
 def test_fp8_weights_under_a_full_precision_entry_are_refused(tmp_path, tiny_root):

@@ -1,7 +1,9 @@
 """The context prepared once per run (WanDiT.prepare_context) against recomputing it in every block, on tiny DiTs.
 
-Bit for bit in float32 on CPU: the forward, whole trajectories (two-pass and batched CFG, t2v and i2v with the
-CLIP path, two MoE experts), with the step cache and with compiled blocks.
+Bit for bit in float32 where both sides project contexts of the same shape with the same kernels: the forward,
+two-pass trajectories (t2v and i2v with the CLIP path, two MoE experts), the step cache. Within a tolerance
+where they do not: batched CFG concatenates two prepared [1, text_len] caches but projects the raw
+[2, text_len] batch at once; compiled blocks reassociate sums.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from helpers import assert_rel_close
 
 from telefuser_cli.models.wan_dit import ContextCache, CrossAttention, WanDiT
 from telefuser_cli.pipelines.image_inputs import ConditionedDiT
@@ -21,6 +24,12 @@ from telefuser_cli.schedulers import make_scheduler
 from telefuser_cli.tiny import TINY_DIT, TINY_DIT_I2V_CLIP
 
 STEPS = 4
+# Batched CFG against two passes, or a cache of two [1, text_len] projections against one [2, text_len]
+# projection: other row counts, so possibly other kernels on another CPU. Max relative error, float32, measured
+# on an AMD EPYC: 0 under the default kernels, ATEN_CPU_CAPABILITY=default/avx2, ONEDNN_MAX_CPU_ISA=AVX2/SSE41,
+# MKL_CBWR=COMPATIBLE/AVX2, 1 and 2 threads; 1.7e-6 to 1.9e-6 with the batched side's linears summing in
+# another order. A guidance scale of 4.95 for 5 gives 1.3e-4, a dropped block 0.33.
+BATCH_TOL = 2e-5
 
 
 def tiny_dit(config=TINY_DIT, seed: int = 0, num_layers: int = 3) -> WanDiT:
@@ -69,16 +78,19 @@ def test_forward_with_cache_equals_raw_context_bitwise():
 
 @pytest.mark.parametrize("guidance", [two_pass_guidance, batched_cfg_guidance])
 @pytest.mark.parametrize("image", [False, True])
-def test_trajectory_with_cache_equals_recomputing_bitwise(guidance, image):
+def test_trajectory_with_cache_matches_recomputing(guidance, image):
     latents = inputs()[0]
     dit = tiny_dit(TINY_DIT_I2V_CLIP) if image else tiny_dit()
     module = conditioned(dit, latents) if image else dit
     cached = sample([Expert(module, 5.0)], [0] * STEPS, guidance)
     recomputed = sample([Expert(module, 5.0, cache_context=False)], [0] * STEPS, guidance)
-    assert torch.equal(cached, recomputed), (cached - recomputed).abs().max().item()
-    # and batched CFG over caches still equals two passes over them
+    if guidance is two_pass_guidance:  # the same [1, text_len] projections, once or in every block
+        assert torch.equal(cached, recomputed), (cached - recomputed).abs().max().item()
+    else:
+        assert_rel_close(cached, recomputed, BATCH_TOL)
+    # and batched CFG over caches still matches two passes over them
     other = batched_cfg_guidance if guidance is two_pass_guidance else two_pass_guidance
-    assert torch.equal(cached, sample([Expert(module, 5.0)], [0] * STEPS, other))
+    assert_rel_close(cached, sample([Expert(module, 5.0)], [0] * STEPS, other), BATCH_TOL)
 
 
 def count_projections(monkeypatch) -> list[int]:
