@@ -4,7 +4,7 @@ PYTHON ?= python3
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install test demo lint bench gpu-wheels clean
+.PHONY: install test test-kernels demo lint bench gpu-wheels clean
 
 install: $(STAMP)
 
@@ -20,6 +20,12 @@ $(STAMP): pyproject.toml
 
 test: install
 	$(PY) -m pytest -q
+
+# The numeric tests (marker `numeric`) once more on other CPU kernels, those an AVX2-only x86-64 CPU gets: what is
+# bit for bit on one CPU may differ in the last bits on the next, so a tolerance must hold on both (~5 min).
+KERNELS ?= ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 MKL_CBWR=AVX2
+test-kernels: install
+	env $(KERNELS) $(PY) -m pytest -q -m numeric
 
 # The tiny trained model that ships with telefuser: two prompts, each a video (16 -> 32 fps with RIFE)
 # and a PNG strip of its frames beside it.

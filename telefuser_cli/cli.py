@@ -257,9 +257,26 @@ def _report_run(ret: Any) -> None:
         _fail(result["error"], code=1 if result.get("internal") else 2)
     if result.get("status") == "worker":  # a torchrun rank other than 0: rank 0 reports
         return
-    if result.get("video"):
-        console.print(f"[green]video:[/] {escape(result['video'])}")
-    console.print(f"[green]output:[/] {escape(result['output_dir'])}")
+    if result.get("status") == "dry-run":
+        console.print(f"[green]dry run:[/] {escape(result['output_dir'])}", soft_wrap=True, highlight=False)
+        return
+    _print_summary(Path(result["output_dir"]))
+
+
+def _print_summary(output_dir: Path) -> None:
+    """The end of a run: its files, size, time and memory, as its config.json records them."""
+    from telefuser_cli.job import CONFIG_JSON
+    from telefuser_cli.summary import summary_lines, summary_rows
+
+    try:
+        document = json.loads((output_dir / CONFIG_JSON).read_text(encoding="utf-8"))
+        rows = summary_rows(document, output_dir)
+    except (OSError, ValueError, KeyError, TypeError) as error:  # the video is there; say where, and why no more
+        console.print(f"[green]output:[/] {escape(str(output_dir))} (no summary: {escape(str(error))})")
+        return
+    for label, text in summary_lines(rows, console.width):
+        # soft_wrap: a path longer than the terminal stays one line, never broken where it wraps
+        console.print(f"[green]{label}[/]{escape(text)}", soft_wrap=True, highlight=False)
 
 
 def _sweep_row(ret: Any) -> dict[str, Any]:

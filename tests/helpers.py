@@ -35,4 +35,6 @@ def assert_rel_close(got: torch.Tensor, want: torch.Tensor, limit: float) -> Non
     """Assert max_rel_err(got, want) <= limit, naming the measured error when it is not."""
     assert got.shape == want.shape, f"shapes differ: {tuple(got.shape)} vs {tuple(want.shape)}"
     err = max_rel_err(got, want)
-    assert err <= limit, f"max relative error {err:.3e} > {limit:.1e} (max abs {(got - want).abs().max():.3e})"
+    assert err <= limit, (
+        f"max relative error {err:.3e} > {limit:.1e} (max abs {(got - want).abs().max():.3e})"
+    )

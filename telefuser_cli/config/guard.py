@@ -9,13 +9,14 @@ that the chosen model leaves null would crash inside OmegaConf; `check_override_
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import types
 import typing
 from typing import Any
 
 from omegaconf import DictConfig, ListConfig
 
+from telefuser_cli.config.habits import GROUPS, argv_message, did_you_mean, suggest
+from telefuser_cli.config.keys import SECTIONS
 from telefuser_cli.config.overrides import override_key
 from telefuser_cli.config.schema import ModelConfig, ModelRuntimeConfig, PipelineConfig, RootConfig
 from telefuser_cli.errors import UserError
@@ -54,35 +55,39 @@ def _field_names(node_type: Any) -> list[str]:
     return [f.name for f in dataclasses.fields(node_type)] if dataclasses.is_dataclass(node_type) else []
 
 
-def _similarity(typed: str, name: str) -> float:
-    """Whole-string similarity, or the share of typed words found in the name (num_step ~ num_inference_steps)."""
-    whole = difflib.SequenceMatcher(None, typed, name).ratio()
-    words = [w for w in typed.split("_") if w]
-    name_words = name.split("_")
-    found = sum(any(difflib.SequenceMatcher(None, w, n).ratio() >= 0.8 for n in name_words) for w in words)
-    return max(whole, found / len(words) if words else 0.0)
+def unknown_key_message(dotted: str, value: str | None = None) -> str | None:
+    """None if `dotted` names a schema field, else a message with a did-you-mean.
 
-
-def did_you_mean(typed: str, names: list[str]) -> str | None:
-    scored = sorted(((_similarity(typed, name), name) for name in names), reverse=True)
-    return scored[0][1] if scored and scored[0][0] >= 0.6 else None
-
-
-def unknown_key_message(dotted: str) -> str | None:
-    """None if `dotted` names a schema field, else a message with a did-you-mean."""
+    A close name beside the typed one comes first (user.sed -> user.seed); else the key of any layer that
+    the last name most likely means (steps -> pipeline.num_inference_steps), shown with `value` if given.
+    """
     node_type: Any = RootConfig
     parts = dotted.split(".")
     for depth, part in enumerate(parts):
         try:
             node_type = _child(node_type, part)
         except KeyError:
-            parent = ".".join(parts[:depth]) or "the configuration"
-            names = _field_names(node_type)
-            close = did_you_mean(part, names)
-            hint = f"; did you mean {'.'.join([*parts[:depth], close])}?" if close else ""
-            valid = f" Valid keys under {parent}: {', '.join(names)}." if names else ""
-            return f"unknown key '{dotted}'{hint}{valid}"
+            return _unknown_message(dotted, parts, depth, _field_names(node_type), value)
     return None
+
+
+def _unknown_message(dotted: str, parts: list[str], depth: int, names: list[str], value: str | None) -> str:
+    part, last = parts[depth], depth == len(parts) - 1
+    parent = ".".join(parts[:depth]) or "the configuration"
+    valid = f"Valid keys under {parent}: {', '.join(names)}." if names else ""
+    # A top-level name (steps=30) is rarely a misspelt section: look in every layer first.
+    close = did_you_mean(part, names) if depth or not last else None
+    if close:
+        return f"unknown key '{dotted}'; did you mean {'.'.join([*parts[:depth], close])}? {valid}".strip()
+    found = suggest(part, value) if last else None
+    if found:
+        return f"unknown key '{dotted}'; did you mean {found}?"
+    if depth == 0 and last:
+        return (
+            f"unknown key '{dotted}': not a section ({', '.join(SECTIONS)}) nor a group "
+            "(model=, pipeline=, recipe=); `telefuser keys` lists every key"
+        )
+    return f"unknown key '{dotted}'. {valid}".strip()
 
 
 def fact_fields() -> list[str]:
@@ -117,16 +122,24 @@ def not_utf8_message(name: str, text: str) -> str | None:
 
 
 def check_overrides(overrides: list[str]) -> None:
-    """Refuse text that is not UTF-8, unknown keys and fact changes named on the command line."""
+    """Refuse text that is not UTF-8, options and keyless words (other tools' habits), unknown keys and
+    fact changes named on the command line."""
     for index, override in enumerate(overrides):
         key = override_key(override)
         name = key if key is not None and key.isascii() else f"override #{index + 1}"
         message = not_utf8_message(name, override)
         if message:
             raise UserError(message)
-        if key is None or key.startswith("hydra.") or key.startswith("hydra/") or "." not in key:
-            continue  # group choices (model=, recipe=) and Hydra's own settings
-        message = unknown_key_message(key)
+    message = argv_message(overrides)
+    if message:
+        raise UserError(message)
+    for override in overrides:
+        key = override_key(override)
+        if key is None or key.startswith("hydra.") or "/" in key or "@" in key:
+            continue  # `~key` deletions and Hydra's own settings and group syntax
+        if "." not in key and (key in SECTIONS or key in GROUPS or override.startswith(("+", "~"))):
+            continue  # group choices (model=, recipe=), whole sections, and groups added with +
+        message = unknown_key_message(key, override.split("=", 1)[1])
         if message:
             raise UserError(message)
         parts = key.split(".")

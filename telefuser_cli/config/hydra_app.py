@@ -27,6 +27,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 import telefuser_cli.config.store  # noqa: F401  (registers the schema and the recipes)
+from telefuser_cli.config.catalog import unknown_choice_message
 from telefuser_cli.config.guard import check_composed, check_override_targets, check_overrides
 from telefuser_cli.config.overrides import override_key
 from telefuser_cli.errors import UserError
@@ -73,6 +74,7 @@ class HydraApp:
             search_path.prepend("user", f"file://{Path(user_config_dir).resolve()}")
         GlobalHydra.instance().clear()
         self.hydra = Hydra.create_main_hydra2(task_name="telefuser", config_search_path=search_path)
+        self.user_config_dir = user_config_dir
         self._composed: dict[tuple[str, ...], DictConfig] = {}
 
     def compose(self, overrides: list[str], *, multirun: bool = False) -> DictConfig:
@@ -85,7 +87,9 @@ class HydraApp:
                 with_log_configuration=False,
             )
         except (HydraException, OmegaConfBaseException, ValueError, yaml.YAMLError) as error:
-            raise UserError(_clean_hydra_message(error)) from None
+            # an entry name that does not exist: one line with the closest name, not Hydra's list of all
+            unknown = unknown_choice_message(list(overrides), self.user_config_dir)
+            raise UserError(unknown or _clean_hydra_message(error)) from None
 
     def job_overrides(self, overrides: list[str], multirun: bool) -> list[list[str]]:
         """The override list of every job the command will run."""

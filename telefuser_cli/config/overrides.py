@@ -13,13 +13,16 @@ import re
 from enum import Enum
 from typing import Any
 
-# shorthand -> full key
+# shorthand -> full key: layer 3 only. The pipeline layer is the recipe's and is named in full on purpose
+# (`steps=30` is refused with a did-you-mean, config/habits.py).
 SHORTHANDS = {
     "prompt": "user.prompt",
     "negative_prompt": "user.negative_prompt",
     "seed": "user.seed",
     "resolution": "user.resolution",
     "aspect_ratio": "user.aspect_ratio",
+    "image": "user.input_image",
+    "end_image": "user.end_image",
 }
 LITERAL_KEYS = {"user.prompt", "user.negative_prompt", "pipeline.negative_prompt"}
 
@@ -32,9 +35,19 @@ def quote(text: str) -> str:
     Hydra treats backslashes specially only right before a quote or at the end of the string, and
     `${` starts an interpolation even inside quotes; escape exactly those.
     """
-    text = re.sub(r"(\\+)(?='|\$\{|$)", lambda m: m.group(1) * 2, text)
+    # \Z, not $: `$` also matches before a final newline, where Hydra keeps backslashes as they are.
+    text = re.sub(r"(\\+)(?='|\$\{|\Z)", lambda m: m.group(1) * 2, text)
     text = text.replace("'", "\\'").replace("${", "\\${")
     return f"'{text}'"
+
+
+def unquote(quoted: str) -> str:
+    """The text that `quote` was given: `unquote(quote(text)) == text`."""
+
+    def unescape(match: re.Match[str]) -> str:
+        return "\\" * (len(match.group(1)) // 2) + match.group(2)
+
+    return re.sub(r"(\\*)('|\$\{|\Z)", unescape, quoted[1:-1])
 
 
 def unwrap_quotes(value: str) -> str:

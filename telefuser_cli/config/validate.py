@@ -30,6 +30,7 @@ from telefuser_cli.config.schema import (
     Task,
 )
 from telefuser_cli.config.sizes import check_frames, latent_shape, resolve_size
+from telefuser_cli.config.support import check_supported_options
 from telefuser_cli.errors import UserError
 from telefuser_cli.io.path_kind import file_problem
 from telefuser_cli.paths import config_dir
@@ -478,6 +479,7 @@ def validate(settings: RootConfig, *, require_prompt: bool = True) -> RunPlan:
     for name, runtime in _runtime_configs(settings).items():
         _check_runtime(name, runtime)
     _check_parallel(settings, world_size)
+    check_supported_options(settings)
     negative = effective_negative_prompt(user.negative_prompt, pipeline.negative_prompt)
     return RunPlan(
         width, height, pipeline.num_frames, shape, negative, world_size, target_fps, _warnings(settings)

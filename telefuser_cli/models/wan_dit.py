@@ -30,6 +30,8 @@ from telefuser_cli.ops.rope import apply_rope, rope_axis_dims, rope_table
 MODEL_TYPES = ("t2v", "i2v", "flf2v", "ti2v")
 CLIP_TOKENS = 257  # tokens per image from the open-clip ViT-H/14 used by Wan2.1 i2v/flf2v
 _ONEDNN = torch.backends.mkldnn.is_available()  # read once: torch.compile does not trace the query
+# oneDNN has no bf16 matmul on AVX2-only CPUs (nor under ONEDNN_MAX_CPU_ISA=AVX2): the op raises there
+_ONEDNN_BF16 = _ONEDNN and torch.ops.mkldnn._is_mkldnn_bf16_supported()
 
 
 @dataclass(frozen=True)
@@ -107,7 +109,8 @@ def _linear_gelu(x: torch.Tensor, layer: nn.Linear) -> torch.Tensor:
     Compiled blocks keep the plain pattern: Inductor fuses it its own way (its lowering of this op wants
     prepacked weights).
     """
-    if x.is_cpu and _ONEDNN and not torch.compiler.is_compiling():
+    onednn = x.dtype == torch.float32 or (x.dtype == torch.bfloat16 and _ONEDNN_BF16)
+    if x.is_cpu and _ONEDNN and onednn and not torch.compiler.is_compiling():
         return torch.ops.mkldnn._linear_pointwise(x, layer.weight, layer.bias, "gelu", [], "tanh")
     return F.gelu(layer(x), approximate="tanh")
 

@@ -23,7 +23,6 @@ from telefuser_cli.pipelines.outputs import (
     finish_video,
     free_memory,
     model_root,
-    oom_as_user_error,
     result_of,
     save_latents,
     vfi_weights,
@@ -55,7 +54,7 @@ def _sr_size(height: int, width: int, resolution: str, sr_resolution: str) -> tu
 def _decode(vae, latents: torch.Tensor, settings: RootConfig, reporter: Reporter, stage: str, device):
     pipeline = settings.pipeline
     tile = tuple(pipeline.tile_size) if pipeline.tiled else None
-    with reporter.stage(stage), oom_as_user_error("VAE decode"):
+    with reporter.stage(stage):
         video = hy.decode(
             vae, latents.to(device), tile, tuple(pipeline.tile_stride), pipeline.tile_frames or None
         )
@@ -115,7 +114,7 @@ def _image_inputs(root: Path, settings: RootConfig, plan: RunPlan, reporter: Rep
     vae_device = resolve_device(pipeline.vae_config, "vae_config")
     with reporter.stage("load vae"):
         vae = loading.load_vae(root, resolve_dtype(pipeline.vae_config), vae_device, settings.model.vae)
-    with reporter.stage("encode first frame"), oom_as_user_error("VAE encode"):
+    with reporter.stage("encode first frame"):
         frames = hy.latent_shape(1, plan.num_frames, height, width)[2]
         conditions = [ic.image_condition(vae, image, frames).to(device) for image in images]
     del vae
@@ -189,7 +188,7 @@ def generate_hunyuan15(
         scheduler = make_scheduler(
             "euler", pipeline.num_inference_steps, pipeline.sigma_shift, pipeline.timesteps
         )
-        with reporter.stage("denoise", total=scheduler.num_steps) as advance, oom_as_user_error("denoising"):
+        with reporter.stage("denoise", total=scheduler.num_steps) as advance:
             latents = hy.denoise(
                 dit, latents, scheduler, condition, positive, negative if pipeline.cfg_scale != 1.0 else None,
                 pipeline.cfg_scale, advance, image.tokens if image else None,
@@ -214,10 +213,7 @@ def generate_hunyuan15(
             with reporter.stage("load sr"):
                 sr_dit = loading.load_dit(root, sr_version, resolve_dtype(pipeline.dit_config), device, attn)
                 upsampler = loading.load_upsampler(root, up_version, device)
-            with (
-                reporter.stage("super-resolve", total=pipeline.sr_steps) as advance,
-                oom_as_user_error("super-resolution"),
-            ):
+            with reporter.stage("super-resolve", total=pipeline.sr_steps) as advance:
                 latents = super_resolve(
                     sr_dit, upsampler, latents, (height // 16, width // 16), positive,
                     negative if pipeline.sr_cfg_scale != 1.0 else None, user.seed, steps=pipeline.sr_steps,

@@ -32,7 +32,6 @@ from telefuser_cli.pipelines.outputs import (
     finish_video,
     free_memory,
     model_root,
-    oom_as_user_error,
     result_of,
     save_latents,
     vfi_weights,
@@ -263,7 +262,7 @@ def generate_wan(
             guidance = CfgParallelGuidance(groups.cfg_group, groups.cfg_rank)
         else:
             guidance = batched_cfg_guidance if pipeline.cfg_batch else two_pass_guidance
-        with reporter.stage("denoise", total=scheduler.num_steps) as advance, oom_as_user_error("denoising"):
+        with reporter.stage("denoise", total=scheduler.num_steps) as advance:
             latents = denoise(
                 latents, scheduler, experts, schedule, context, context_null, advance, switch, guidance
             )
@@ -284,7 +283,7 @@ def generate_wan(
         # 6. Decode, then write.
         with reporter.stage("load vae"):
             vae = wan_loading.load_vae(vae_files, dtype=resolve_dtype(pipeline.vae_config), device=vae_device)
-        with reporter.stage("decode"), oom_as_user_error("VAE decode"):
+        with reporter.stage("decode"):
             z = latents.to(vae_device)
             if pipeline.tiled:
                 video = vae.tiled_decode(z, tuple(pipeline.tile_size), tuple(pipeline.tile_stride))

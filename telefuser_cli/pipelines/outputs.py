@@ -27,6 +27,7 @@ from telefuser_cli.paths import cache_dir
 from telefuser_cli.pipelines.vfi import interpolate, interpolation_plan, network_calls
 from telefuser_cli.progress import Reporter, stage_of
 from telefuser_cli.runtime.device import peak_memory, resolve_device, resolve_dtype
+from telefuser_cli.terminal import FILE_ONLY
 from telefuser_cli.tiny import ensure_tiny
 
 log = logging.getLogger(__name__)
@@ -203,7 +204,8 @@ def result_of(
         extra=extra,
     )
     timings = ", ".join(f"{name} {seconds:.1f}s" for name, seconds in reporter.timings.items())
-    log.info("wrote %s (%s)", video_path, timings)
+    # the log file keeps this line; the terminal gets the CLI's summary of config.json instead
+    log.info("wrote %s (%s)", video_path, timings, extra=FILE_ONLY)
     return result
 
 

@@ -107,7 +107,29 @@ def test_list_shows_where_weights_go_and_what_runs(tmp_path, monkeypatch):
     assert found.split()[1:8] == ["t2v", "832x480", "50", "5", "5", "found", f"{tmp_path}/Wan2.1-T2V-1.3B"]
     assert blocks["model=wan21_t2v_14b"].split()[6] == "missing"
     assert blocks["model=wan22_a14b_t2v"].split()[4] == "4/3"  # MoE: high/low guidance
-    assert "first use" in blocks["model=tiny_wan21_random"]
+
+
+def test_weights_state_is_read_from_the_folder(tmp_path):
+    from types import SimpleNamespace
+
+    from telefuser_cli.config.catalog import weights_state
+
+    single = SimpleNamespace(root=str(tmp_path / "w"), moe=False, dit="diffusion_pytorch_model*.safetensors",
+                             dit_high=None, dit_low=None, auto_create=None)  # fmt: skip
+    assert weights_state(single) == "missing"
+    assert weights_state(SimpleNamespace(**{**vars(single), "auto_create": "tiny_wan21"})) == "first use"
+    (tmp_path / "w").mkdir()
+    (tmp_path / "w" / "diffusion_pytorch_model-00001-of-00002.safetensors").write_bytes(b"")
+    assert weights_state(single) == "found"
+    moe = SimpleNamespace(**{**vars(single), "moe": True, "dit": None, "dit_high": "high/*.safetensors",
+                             "dit_low": "low/*.safetensors"})  # fmt: skip
+    assert weights_state(moe) == "missing"  # both experts are needed
+    (tmp_path / "w" / "high").mkdir()
+    (tmp_path / "w" / "high" / "a.safetensors").write_bytes(b"")
+    assert weights_state(moe) == "missing"
+    (tmp_path / "w" / "low").mkdir()
+    (tmp_path / "w" / "low" / "a.safetensors").write_bytes(b"")
+    assert weights_state(moe) == "found"
     assert "packaged" not in run_at(120, "list", "models").stdout  # no source column when all agree
 
 
@@ -332,7 +354,7 @@ def test_inspect_summarises_a_hunyuan15_folder(hunyuan_root):
         assert part in text, part
     assert "text-to-video; 480p; 2 double blocks, hidden 32, 2 heads" in text and "fp32" in text
     fits = text[text.index("model entries that load it") :]
-    assert "hunyuan15_480p_t2v " in fits and "tiny_hunyuan15_i2v " in fits
+    assert "hunyuan15_480p_t2v " in fits and "hunyuan15_480p_i2v " in fits
     assert "wan21_t2v_1.3b" not in fits and "hunyuan15_720p_t2v " not in fits  # no transformer/720p_t2v here
     assert f"model=NAME model.root={hunyuan_root}" in text
     report = json.loads(run_at(120, "inspect", "--json", str(hunyuan_root)).stdout)
@@ -347,7 +369,7 @@ def test_inspect_summarises_a_wan_folder(tiny_root):
     assert text.startswith("Wan2.1: text-to-video")
     assert "2 layers, dim 128, 4 heads, 16 -> 16 channels" in text and "UMT5, 2 layers" in text
     fits = text[text.index("model entries that load it") :]
-    assert "wan21_t2v_1.3b" in fits and "tiny_wan21_random" in fits
+    assert "wan21_t2v_1.3b" in fits and "wan21_t2v_14b" in fits
     assert "wan21_i2v_14b_480p" not in fits and "wan22_a14b_t2v" not in fits
     report = json.loads(run_at(120, "inspect", "--json", str(tiny_root)).stdout)
     assert report["family"] == "wan21" and report["moe"] is False and report["dit"]["quant"] == "fp32"

@@ -111,7 +111,7 @@ def test_help_imports_no_torch():
 def test_inspect_reads_architecture_without_loading(tiny_root):
     from helpers import run_cli as cli
 
-    result = cli("inspect", str(tiny_root))
+    result = cli("inspect", "--json", str(tiny_root))
     assert result.exit_code == 0, result.stderr
     report = json.loads(result.stdout)
     assert report["moe"] is False and report["dit"]["layout"] == "official"

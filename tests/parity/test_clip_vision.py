@@ -20,6 +20,8 @@ from telefuser_cli.loading.clip_arch import (
 )
 from telefuser_cli.models.clip_vision import CLIP_MEAN, CLIP_STD, CLIPVisionConfig, WanCLIPVision
 
+pytestmark = pytest.mark.numeric
+
 transformers = pytest.importorskip("transformers")
 
 TINY = CLIPVisionConfig(

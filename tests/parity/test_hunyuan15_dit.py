@@ -14,6 +14,8 @@ from telefuser_cli.loading.hunyuan15_arch import (
 )
 from telefuser_cli.models.hunyuan15_dit import Hunyuan15DiT, Hunyuan15DiTConfig
 
+pytestmark = pytest.mark.numeric
+
 diffusers = pytest.importorskip("diffusers")
 from diffusers import HunyuanVideo15Transformer3DModel  # noqa: E402
 

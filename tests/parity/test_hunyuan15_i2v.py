@@ -24,6 +24,8 @@ from telefuser_cli.pipelines import hunyuan15_image_cond as ic
 from telefuser_cli.schedulers import make_scheduler
 from telefuser_cli.tiny import randomise
 
+pytestmark = pytest.mark.numeric
+
 diffusers = pytest.importorskip("diffusers")
 from diffusers import (  # noqa: E402
     AutoencoderKLHunyuanVideo15,

@@ -15,6 +15,8 @@ from telefuser_cli.loading.hunyuan15_arch import official_to_diffusers_dit, offi
 from telefuser_cli.pipelines import hunyuan15 as hy
 from telefuser_cli.schedulers import make_scheduler
 
+pytestmark = pytest.mark.numeric
+
 diffusers = pytest.importorskip("diffusers")
 from diffusers import (  # noqa: E402
     AutoencoderKLHunyuanVideo15,

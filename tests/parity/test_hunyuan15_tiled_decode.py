@@ -10,6 +10,8 @@ import torch
 from telefuser_cli.ops.crop_blend_tiling import crop_blend_decode
 from tests.parity.test_hunyuan15_vae import TINY, models  # noqa: F401  (the shared tiny VAE pair)
 
+pytestmark = pytest.mark.numeric
+
 
 @pytest.mark.parametrize(("tile", "overlap", "size"), [(4, 0.25, (5, 7)), (4, 0.5, (5, 6)), (2, 0.0, (3, 4))])
 @torch.no_grad()

@@ -12,6 +12,8 @@ from telefuser_cli.loading.hunyuan15_arch import (
 )
 from telefuser_cli.models.hunyuan15_vae import Hunyuan15VAE, Hunyuan15VAEConfig
 
+pytestmark = pytest.mark.numeric
+
 diffusers = pytest.importorskip("diffusers")
 from diffusers import AutoencoderKLHunyuanVideo15  # noqa: E402
 

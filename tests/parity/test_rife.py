@@ -29,6 +29,8 @@ from telefuser_cli.loading.rife_arch import (
 from telefuser_cli.models.rife import IFNet, RIFEConfig, size_multiple
 from telefuser_cli.pipelines.vfi import interpolate, interpolation_plan, network_calls, output_frame_count
 
+pytestmark = pytest.mark.numeric
+
 TOL = 1e-5  # float32 round-off (measured ~1e-7 relative)
 
 

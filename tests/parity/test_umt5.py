@@ -19,6 +19,8 @@ from telefuser_cli.loading.tokenizer import clean_prompt, load_tokenizer, tokeni
 from telefuser_cli.loading.umt5_arch import hf_to_official_umt5, infer_umt5_config, official_to_hf_umt5
 from telefuser_cli.models.umt5 import UMT5Config, UMT5Encoder, relative_position_buckets
 
+pytestmark = pytest.mark.numeric
+
 TINY = UMT5Config(vocab_size=300, dim=32, dim_attn=32, dim_ffn=64, num_heads=4, num_layers=2, num_buckets=32)
 # Long enough to reach the log-spaced buckets and the max_distance (128) clamp.
 LENGTHS = (160, 97, 5)

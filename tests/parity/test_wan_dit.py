@@ -11,6 +11,8 @@ from telefuser_cli.loading.wan_dit_arch import diffusers_to_official_dit, infer_
 from telefuser_cli.models.wan_dit import WanDiT, WanDiTConfig
 from telefuser_cli.ops.attention import attention, available_backends, check_backend, get_attention_fn
 
+pytestmark = pytest.mark.numeric
+
 diffusers = pytest.importorskip("diffusers")
 from diffusers import WanTransformer3DModel  # noqa: E402
 from diffusers.loaders.single_file_utils import convert_wan_transformer_to_diffusers  # noqa: E402

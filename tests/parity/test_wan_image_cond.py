@@ -28,6 +28,8 @@ from telefuser_cli.pipelines.wan_image_cond import (
 )
 from telefuser_cli.tiny import TINY_VAE
 
+pytestmark = pytest.mark.numeric
+
 pytest.importorskip("diffusers")
 from diffusers import AutoencoderKLWan, WanImageToVideoPipeline  # noqa: E402
 from diffusers.loaders.single_file_utils import convert_wan_vae_to_diffusers  # noqa: E402

@@ -18,6 +18,8 @@ import torch
 from helpers import run_cli
 from safetensors.torch import load_file
 
+pytestmark = pytest.mark.numeric
+
 diffusers = pytest.importorskip("diffusers")
 transformers = pytest.importorskip("transformers")
 

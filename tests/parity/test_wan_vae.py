@@ -17,6 +17,8 @@ from telefuser_cli.models.wan_vae import (
 )
 from telefuser_cli.ops.tiling import tile_starts, tiled_decode
 
+pytestmark = pytest.mark.numeric
+
 pytest.importorskip("diffusers")
 from diffusers import AutoencoderKLWan  # noqa: E402
 from diffusers.loaders.single_file_utils import convert_wan_vae_to_diffusers  # noqa: E402

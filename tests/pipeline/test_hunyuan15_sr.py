@@ -18,6 +18,8 @@ from telefuser_cli.pipelines import hunyuan15 as hy
 from telefuser_cli.pipelines import hunyuan15_sr as sr
 from telefuser_cli.schedulers import make_scheduler
 
+pytestmark = pytest.mark.numeric
+
 DEV = torch.device("cpu")
 
 

@@ -21,6 +21,8 @@ from telefuser_cli.pipelines.wan import Expert, denoise, encode_text, initial_no
 from telefuser_cli.schedulers import make_scheduler
 from telefuser_cli.synthetic import ClipSpec, analyse_clip, make_clip
 
+pytestmark = pytest.mark.numeric
+
 ASSETS = Path(telefuser_cli.__file__).parent / "assets" / "tiny_wan21"
 SIZE, FRAMES, STEPS, SHIFT, CFG = 32, 9, 8, 5.0, 4.0
 PROMPTS = [

@@ -19,6 +19,8 @@ from telefuser_cli.loading import wan as wan_loading
 from telefuser_cli.models.wan_vae import WanVAE, WanVAEConfig
 from telefuser_cli.synthetic import make_clip
 
+pytestmark = pytest.mark.numeric
+
 ASSETS = Path(telefuser_cli.__file__).parent / "assets" / "tiny_wan21"
 
 

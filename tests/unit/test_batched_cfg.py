@@ -14,6 +14,8 @@ from telefuser_cli.pipelines.wan import Expert, batched_cfg_guidance, denoise, t
 from telefuser_cli.schedulers import make_scheduler
 from telefuser_cli.tiny import TINY_DIT
 
+pytestmark = pytest.mark.numeric
+
 # Batch 2 against two batches of 1 is not bitwise: the matmuls see twice the rows, and a CPU may pick another
 # kernel for them (an AMX Xeon does). Max relative error, float32, measured on an AMD EPYC: 0 under the default
 # kernels, ATEN_CPU_CAPABILITY=default/avx2, ONEDNN_MAX_CPU_ISA=AVX2/SSE41, MKL_CBWR=COMPATIBLE/AVX2, 1 and 2
@@ -21,6 +23,7 @@ from telefuser_cli.tiny import TINY_DIT
 # float64). Real bugs are far above: guidance 4.95 for 5: 1.3e-4 to 2.2e-4; 4 for 5: 4.1e-3; swapped
 # branches: 3.2e-2; a dropped block: 0.5.
 BATCH_TOL = 2e-5
+
 
 def tiny_dit(seed: int = 0, **changes) -> WanDiT:
     torch.manual_seed(seed)

@@ -12,7 +12,10 @@ from telefuser_cli.runtime.compile import compile_blocks, compiler_available
 from telefuser_cli.tiny import TINY_DIT
 
 # Inductor leaves the complex RoPE product to eager kernels and warns each time; expected here.
-pytestmark = pytest.mark.filterwarnings("ignore:Torchinductor does not support code generation for complex")
+pytestmark = [
+    pytest.mark.numeric,
+    pytest.mark.filterwarnings("ignore:Torchinductor does not support code generation for complex"),
+]
 
 
 @pytest.fixture(autouse=True)

@@ -23,6 +23,8 @@ from telefuser_cli.runtime.step_cache import apply_step_cache
 from telefuser_cli.schedulers import make_scheduler
 from telefuser_cli.tiny import TINY_DIT, TINY_DIT_I2V_CLIP
 
+pytestmark = pytest.mark.numeric
+
 STEPS = 4
 # Batched CFG against two passes, or a cache of two [1, text_len] projections against one [2, text_len]
 # projection: other row counts, so possibly other kernels on another CPU. Max relative error, float32, measured

@@ -8,6 +8,8 @@ from safetensors.torch import save_file
 
 from telefuser_cli.loading.fp8 import dequantize_state_dict, detect_quant, read_dtypes
 
+pytestmark = pytest.mark.numeric
+
 E4M3 = torch.float8_e4m3fn
 
 

@@ -15,6 +15,8 @@ from telefuser_cli.errors import UserError
 from telefuser_cli.loading.lora import load_lora, lora_patches, merge_lora
 from telefuser_cli.models.wan_dit import WanDiT, WanDiTConfig
 
+pytestmark = pytest.mark.numeric
+
 lcu = pytest.importorskip("diffusers.loaders.lora_conversion_utils")
 
 CFG = WanDiTConfig(

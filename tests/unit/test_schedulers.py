@@ -15,6 +15,8 @@ import torch
 
 from telefuser_cli.schedulers import FlowScheduler, make_scheduler, shift_sigmas
 
+pytestmark = pytest.mark.numeric
+
 diffusers = pytest.importorskip("diffusers")
 
 STEPS_SHIFTS = [(1, 5.0), (2, 3.0), (4, 5.0), (7, 1.0), (12, 8.0), (40, 12.0)]

@@ -1,0 +1,61 @@
+"""Options the chosen family or component would not read are refused in one line, before anything loads."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.helpers import run_cli
+
+REFUSED = [
+    (
+        ["model=tiny_hunyuan15", "pipeline.sample_solver=unipc"],
+        "pipeline.sample_solver=unipc: not supported by hunyuan15",
+    ),
+    (
+        ["model=tiny_hunyuan15", "pipeline.rand_device=cuda"],
+        "pipeline.rand_device=cuda: not supported by hunyuan15",
+    ),
+    (
+        ["model=tiny_hunyuan15", "pipeline.cfg_batch=true"],
+        "pipeline.cfg_batch=true: not supported by hunyuan15",
+    ),
+    (["model=tiny_hunyuan15", "pipeline.step_cache_threshold=0.1"], "pipeline.step_cache_threshold=0.1"),
+    (["model=tiny_hunyuan15", "pipeline.dit_config.compile=true"], "pipeline.dit_config.compile=true"),
+    (
+        ["model=tiny_hunyuan15", "pipeline.dit_config.offload_config.offload_type=MODEL_CPU_OFFLOAD"],
+        "pipeline.dit_config.offload_config.offload_type=MODEL_CPU_OFFLOAD: not supported by hunyuan15",
+    ),
+    (["recipe=tiny", "pipeline.vae_config.compile=true"], "pipeline.vae_config.compile=true: only the DiT"),
+    (
+        ["recipe=tiny", "pipeline.text_encoding_config.offload_config.offload_type=SEQUENTIAL_CPU_OFFLOAD"],
+        "only the DiT is offloaded",
+    ),
+    # flash-attn is not installed here, so this names the missing package first; either way it is refused
+    (
+        ["recipe=tiny", "pipeline.vae_config.attention_config.attn_impl=FLASH_ATTN_2"],
+        "attn_impl=FLASH_ATTN_2",
+    ),
+    (["recipe=tiny", "+pipeline.dit_config.attention_config.sparse_config.k=1"], "sparse attention"),
+    (["recipe=tiny", "pipeline.dit_config.parallel_config.device_ids=[0,1]"], "device_ids: not read"),
+]
+
+
+@pytest.mark.parametrize(("overrides", "message"), REFUSED, ids=[o[-1].split("=")[0] for o, _ in REFUSED])
+def test_an_option_nothing_reads_is_refused(overrides, message):
+    result = run_cli("dump-config", *overrides)
+    assert result.exit_code == 2, result.stdout
+    assert message in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ["recipe=tiny", "pipeline.dit_config.compile=true", "pipeline.cfg_batch=true"],
+        ["recipe=tiny", "pipeline.sample_solver=euler", "pipeline.step_cache_threshold=0.1"],
+        ["recipe=tiny_moe", "pipeline.dit_config.offload_config.offload_type=MODEL_CPU_OFFLOAD"],
+        ["model=tiny_hunyuan15", "pipeline.dit_config.torch_dtype=float32"],
+    ],
+)
+def test_the_same_options_where_they_are_read_are_accepted(overrides):
+    result = run_cli("dump-config", *overrides)
+    assert result.exit_code == 0, result.stderr
