@@ -3,6 +3,13 @@ VENV   ?= .venv
 PYTHON ?= python3
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
+# Where torch comes from. A plain `pip install torch` on Linux resolves to the CUDA build (several GB), so
+# PyTorch's CPU-only index is added for it (a wheel of a few hundred MB, preferred: its 2.13.0+cpu sorts
+# above 2.13.0). Where that index cannot be reached (a machine that sees only a package mirror), pip warns
+# and takes torch from the default index. TORCH_INDEX= (empty) uses the default index only.
+TORCH_PIN   := torch==2.13.0
+TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
+TORCH_FROM  := $(if $(strip $(TORCH_INDEX)),--timeout 20 --retries 1 --extra-index-url $(TORCH_INDEX))
 
 .PHONY: install test test-kernels demo lint bench gpu-wheels clean
 
@@ -12,7 +19,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet $(TORCH_FROM) $(TORCH_PIN)
 	$(PY) -m pip install --quiet -e '.[dev,cluster]'
 	# RIFE parity reference; --no-deps: its declared deps (torchvision, opencv) are not needed for the model code.
 	$(PY) -m pip install --quiet --no-deps ccvfi==0.0.3

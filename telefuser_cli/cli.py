@@ -31,7 +31,7 @@ err_console = terminal.console  # the run's console: messages print above its pr
 
 OVERRIDES_HELP = (
     "Hydra overrides: model=NAME pipeline=NAME recipe=NAME, shorthands prompt= negative_prompt= seed= "
-    "resolution= aspect_ratio=, any key such as pipeline.num_inference_steps=30."
+    "resolution= aspect_ratio= image= end_image=, any key such as pipeline.num_inference_steps=30."
 )
 # Shown under `generate --help`; every line fits an 80-column terminal.
 GENERATE_EXAMPLES = """[bold]Examples[/]
@@ -171,7 +171,6 @@ def _generate(
 ) -> None:
     from telefuser_cli.config.hydra_app import HydraApp, with_kwargs
     from telefuser_cli.config.overrides import expand
-    from telefuser_cli.job import run_job
 
     args = expand(overrides)
     hydra_app = HydraApp(config_dir)
@@ -192,6 +191,8 @@ def _generate(
         if should_relaunch(nproc):
             argv = _torchrun_argv(overrides, config_dir, from_config, jobs[0][1]["run_dir"])
             raise typer.Exit(relaunch_with_torchrun(nproc, argv))
+    from telefuser_cli.job import run_job  # imports torch: only once every job is valid
+
     task = with_kwargs(run_job, dry_run=dry_run, replayed_from=replayed_from)
     if multirun:
         _report_sweep(hydra_app.multirun(task, args))
@@ -271,7 +272,7 @@ def _print_summary(output_dir: Path) -> None:
     try:
         document = json.loads((output_dir / CONFIG_JSON).read_text(encoding="utf-8"))
         rows = summary_rows(document, output_dir)
-    except (OSError, ValueError, KeyError, TypeError) as error:  # the video is there; say where, and why no more
+    except (OSError, ValueError, KeyError, TypeError) as error:  # the video is there: say where
         console.print(f"[green]output:[/] {escape(str(output_dir))} (no summary: {escape(str(error))})")
         return
     for label, text in summary_lines(rows, console.width):
@@ -338,7 +339,6 @@ def dump_config(
     from telefuser_cli.config.validate import to_settings, validate
     from telefuser_cli.errors import UserError
     from telefuser_cli.io.files import atomic_write_text
-    from telefuser_cli.pipelines.plan import sampling_plan
 
     if fmt not in ("json", "yaml"):
         _fail(f"--format {fmt}: use json or yaml")
@@ -349,6 +349,8 @@ def dump_config(
         settings = to_settings(cfg)
         plan = validate(settings, require_prompt=False)
         _warn(list(plan.warnings))
+        from telefuser_cli.pipelines.plan import sampling_plan  # imports torch: only once the config is valid
+
         sampling = sampling_plan(settings.pipeline, settings.model.moe)
         document = build_document(
             settings, plan, dict(cfg.hydra.runtime.choices), extra={"sampling": sampling}

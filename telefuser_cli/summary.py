@@ -37,8 +37,10 @@ def _time(timings: dict[str, float]) -> list[str]:
     """The total first, then every stage (stage names are unique: a second `load vae` is `load vae (2)`).
 
     The total is the sum of the stages: the run's work, without Python's start-up."""
-    total = sum(timings.values())
-    return [f"{duration(total)} total:"] + [f"{name} {duration(seconds)}" for name, seconds in timings.items()]
+    if not timings:
+        return ["not recorded"]
+    stages = [f"{name} {duration(seconds)}" for name, seconds in timings.items()]
+    return [f"{duration(sum(timings.values()))} total:", *stages]
 
 
 def _memory(peaks: dict[str, float]) -> str:
@@ -47,7 +49,8 @@ def _memory(peaks: dict[str, float]) -> str:
 
 
 def _experts(steps: dict[str, int]) -> str:
-    return ", ".join(f"{name} noise {count} steps" for name, count in steps.items())
+    """high noise 6 steps, low noise 2 steps (config.json names them high_noise, low_noise)."""
+    return ", ".join(f"{name.replace('_', ' ')} {count} steps" for name, count in steps.items())
 
 
 def summary_rows(document: dict[str, Any], output_dir: Path) -> list[tuple[str, list[str]]]:

@@ -21,19 +21,22 @@ def _clean_hydra_and_logging():
         handler.close()
 
 
-@pytest.fixture(autouse=True, scope="session")
-def _inductor_cache_per_cpu_capability():
-    """Inductor's cache key leaves out ATEN_CPU_CAPABILITY (torch 2.13): C++ generated for AVX-512 by an earlier
-    run is loaded, and fails to compile, under ATEN_CPU_CAPABILITY=default. One cache per capability."""
-    capability = os.environ.get("ATEN_CPU_CAPABILITY")
-    if not capability or "TORCHINDUCTOR_CACHE_DIR" in os.environ:
-        yield
-        return
-    from torch._inductor.runtime.cache_dir_utils import default_cache_dir
+# Environment variables that make torch pick other CPU kernels (make test-kernels sets some of them).
+KERNEL_SETTINGS = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "MKL_CBWR", "MKL_ENABLE_INSTRUCTIONS")
 
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("TORCHINDUCTOR_CACHE_DIR", os.path.join(default_cache_dir(), f"capability-{capability}"))
-        yield
+
+def pytest_configure(config):
+    """One Inductor cache per combination of kernel settings. Its cache key leaves them out (torch 2.13): code
+    compiled for AVX-512 by an earlier run is loaded under ATEN_CPU_CAPABILITY=default (and fails to compile) or
+    avx2 (and returns NaN). Set here, before anything imports Inductor, which fixes the directory on first use."""
+    chosen = [
+        f"{name.lower()}-{os.environ[name].lower()}" for name in KERNEL_SETTINGS if os.environ.get(name)
+    ]
+    if chosen and "TORCHINDUCTOR_CACHE_DIR" not in os.environ:
+        from torch._inductor.runtime.cache_dir_utils import default_cache_dir
+
+        directory = os.path.join(default_cache_dir(), "kernels_" + "_".join(chosen))
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = directory
 
 
 @pytest.fixture(scope="session")

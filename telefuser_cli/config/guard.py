@@ -4,6 +4,7 @@ Hydra accepts `+user.sed=3` even with a typed schema (appending bypasses struct 
 or recipe file could set `model.distill`. Both checks run on the overrides (early, with a
 did-you-mean) and again on every composed job config (catching what files did). Keys below a node
 that the chosen model leaves null would crash inside OmegaConf; `check_override_targets` names them.
+Options and words without a key (habits of other tools) are explained first, by config/habits.py.
 """
 
 from __future__ import annotations
@@ -78,7 +79,10 @@ def _unknown_message(dotted: str, parts: list[str], depth: int, names: list[str]
     # A top-level name (steps=30) is rarely a misspelt section: look in every layer first.
     close = did_you_mean(part, names) if depth or not last else None
     if close:
-        return f"unknown key '{dotted}'; did you mean {'.'.join([*parts[:depth], close])}? {valid}".strip()
+        fixed = ".".join([*parts[:depth], close, *parts[depth + 1 :]])  # pipelines.num_inference_steps
+        if unknown_key_message(fixed) is not None:
+            fixed = ".".join([*parts[:depth], close])
+        return f"unknown key '{dotted}'; did you mean {fixed}? {valid}".strip()
     found = suggest(part, value) if last else None
     if found:
         return f"unknown key '{dotted}'; did you mean {found}?"

@@ -25,7 +25,7 @@ from telefuser_cli.config.overrides import LITERAL_KEYS, SHORTHANDS, override_ke
 from telefuser_cli.config.schema import RootConfig
 
 LAYERS = {"model": "layer 1", "pipeline": "layer 2", "user": "layer 3"}
-# Group choices beside the schema's sections (conf/config.yaml's defaults list); hydra/* are Hydra's.
+# The groups of conf/config.yaml's defaults list (model=NAME, recipe=NAME); hydra/* are Hydra's.
 GROUPS = ("model", "pipeline", "user", "recipe")
 # When names tie, the key a person may change per run wins.
 _PREFERENCE = ("user", "pipeline", "output", "launcher", "model")
@@ -76,15 +76,27 @@ def _offload(value: str | None) -> str:
     return "NO_CPU_OFFLOAD" if off else "MODEL_CPU_OFFLOAD"
 
 
-def _task(value: str | None) -> str:
+def _entries_for_task(value: str | None) -> list[str]:
     """The packaged model entries named by the words of an official task name (`t2v-A14B` ->
     wan22_a14b_t2v), read from the entries' names, never from a table of ours."""
     from telefuser_cli.config.catalog import catalog
 
     words = set(re.split(r"[-_\s]+", (value or "").strip().lower())) - {""}
     names = [entry.name for entry in catalog("model")]
-    fits = [name for name in names if words and words <= set(name.split("_"))]
-    return " or model=".join(fits) if fits else "NAME"
+    return [name for name in names if words and words <= set(name.split("_"))]
+
+
+def _task(value: str | None) -> str:
+    fits = _entries_for_task(value)
+    return fits[0] if len(fits) == 1 else "NAME"
+
+
+def _task_note(value: str | None) -> str:
+    fits = _entries_for_task(value)
+    if len(fits) == 1:
+        return "the task comes with the weights"
+    where = f"one of {', '.join(fits)}" if fits else "telefuser list models"
+    return f"the task comes with the weights: {where}"
 
 
 @dataclass(frozen=True)
@@ -93,7 +105,7 @@ class Habit:
 
     key: str
     convert: Callable[[str | None], str | None] = lambda value: value
-    note: str = ""
+    note: str | Callable[[str | None], str] = ""  # shown after the suggestion; by default its layer
 
 
 _STEPS = Habit("pipeline.num_inference_steps")
@@ -105,12 +117,16 @@ _NEGATIVE = Habit("negative_prompt")
 _IMAGE = Habit("image")
 _END_IMAGE = Habit("end_image")
 _ROOT = Habit("model.root")
-_RUN_DIR = Habit("hydra.run.dir", lambda value: "DIR", "the run's folder; the video is DIR/video.mp4")
+_RUN_DIR = Habit(
+    "hydra.run.dir",
+    lambda value: value if value and not value.lower().endswith(".mp4") else "DIR",  # Wan's --save_file
+    "the run's folder: the video is written there as video.mp4",
+)
 _OFFLOAD = Habit("pipeline.dit_config.offload_config.offload_type", _offload)
 _PARALLEL = "pipeline.dit_config.parallel_config"
 
-# The official Wan generate.py's arguments, diffusers' call arguments and common spellings; everything
-# else is matched against the schema's own leaf names.
+# The official Wan generate.py's arguments, diffusers' call arguments and common spellings that no leaf of
+# the schema is named like; everything else is matched against the leaves' own names (num_frames, fps).
 HABITS = {
     **dict.fromkeys(("steps", "sample_steps", "num_steps", "infer_steps", "inference_steps"), _STEPS),
     **dict.fromkeys(("cfg", "guidance", "guidance_scale", "guide_scale", "sample_guide_scale"), _CFG),
@@ -118,19 +134,19 @@ HABITS = {
     **dict.fromkeys(("shift", "sample_shift", "flow_shift", "timestep_shift"), _SHIFT),
     **dict.fromkeys(("frames", "frame_num", "video_length", "num_video_frames"), _FRAMES),
     **dict.fromkeys(("solver", "sampler", "scheduler"), _SOLVER),
-    **dict.fromkeys(("frame_rate", "save_fps", "fps"), Habit("pipeline.fps")),
+    **dict.fromkeys(("frame_rate", "save_fps"), Habit("pipeline.fps")),
     "boundary_ratio": Habit("pipeline.boundary"),
-    **dict.fromkeys(("negative", "neg", "neg_prompt", "n_prompt", "negative_prompts"), _NEGATIVE),
-    **dict.fromkeys(("text", "prompts", "positive_prompt", "caption"), Habit("prompt")),
-    **dict.fromkeys(("base_seed", "random_seed", "manual_seed", "seeds"), Habit("seed")),
+    **dict.fromkeys(("negative", "neg", "neg_prompt", "n_prompt"), _NEGATIVE),
+    **dict.fromkeys(("text", "positive_prompt", "caption"), Habit("prompt")),
+    **dict.fromkeys(("base_seed", "random_seed", "manual_seed"), Habit("seed")),
     "size": Habit("resolution", _size),
     "height": Habit("resolution", lambda value: f"WIDTHx{value or 'HEIGHT'}"),
     "width": Habit("resolution", lambda value: f"{value or 'WIDTH'}xHEIGHT"),
-    **dict.fromkeys(("img", "input_image", "first_frame", "first_image", "image_path"), _IMAGE),
+    **dict.fromkeys(("img", "first_frame", "first_image", "image_path"), _IMAGE),
     **dict.fromkeys(("last_frame", "last_image", "end_frame"), _END_IMAGE),
-    **dict.fromkeys(("ckpt_dir", "checkpoint_dir", "model_dir", "model_path", "weights", "root"), _ROOT),
+    **dict.fromkeys(("ckpt_dir", "checkpoint_dir", "model_dir", "model_path", "weights"), _ROOT),
     "pretrained_model_name_or_path": _ROOT,
-    "task": Habit("model", _task, "the task comes with the weights: telefuser list models"),
+    "task": Habit("model", _task, _task_note),
     **dict.fromkeys(("offload_model", "offload", "cpu_offload", "enable_model_cpu_offload"), _OFFLOAD),
     "t5_cpu": Habit("pipeline.text_encoding_config.device_type", lambda value: "cpu"),
     "t5_fsdp": Habit("pipeline.text_encoding_config.parallel_config.enable_fsdp", lambda value: "true"),
@@ -142,7 +158,7 @@ HABITS = {
     ),
     **dict.fromkeys(("dtype", "precision"), Habit("pipeline.dit_config.torch_dtype")),
     **dict.fromkeys(
-        ("lora", "lora_path"), Habit("pipeline.dit_config.lora_configs", lambda v: f"[{{path:{v}}}]")
+        ("lora", "lora_path"), Habit("pipeline.dit_config.lora_configs", lambda value: f"[{{path:{value}}}]")
     ),
     **dict.fromkeys(("nproc", "num_gpus", "gpus", "world_size"), Habit("launcher.nproc_per_node")),
     **dict.fromkeys(("output", "output_dir", "outdir", "save_dir", "save_file", "out", "o"), _RUN_DIR),
@@ -164,7 +180,7 @@ class Suggestion:
 
 def shell_word(text: str) -> str:
     """`text` as the shell should see it typed: bare when it is safe, else in double quotes."""
-    if re.fullmatch(r"[\w.,:/@%+=\-\[\]{}]+", text):
+    if re.fullmatch(r"[\w.,:/@%+=\-]+", text):
         return text
     return '"' + re.sub(r'(["\\$`])', r"\\\1", text) + '"'
 
@@ -206,22 +222,27 @@ def suggest(name: str, value: str | None = None, fuzzy: bool = True) -> Suggesti
         if leaf is None:
             return None
         key, habit = _shorthand(leaf), Habit(leaf)
-    return Suggestion(key, habit.convert(value), habit.note or _note(key))
+    note = habit.note(value) if callable(habit.note) else habit.note
+    return Suggestion(key, habit.convert(value), note or _note(key))
 
 
 # ---------------------------------------------------------------- options, and words without a key
 
 
+def _hydra_option(flag: str) -> str:
+    return f"{flag} is Hydra's own option"
+
+
 def _dump_config(flag: str) -> str:
-    return f"{flag} is Hydra's; use `telefuser dump-config ...` (same overrides) to see the composed configuration"
+    return f"{_hydra_option(flag)}: use `telefuser dump-config ...` (same overrides) to see the composed configuration"
 
 
 def _listing(flag: str) -> str:
-    return f"{flag} is Hydra's; use `telefuser list` for models, pipelines and recipes, `telefuser keys` for every key"
+    return f"{_hydra_option(flag)}: use `telefuser list` for models, pipelines and recipes, `telefuser keys` for every key"
 
 
 def _config_dir(flag: str) -> str:
-    return f"{flag} is Hydra's; use --config-dir DIR: your files there shadow the packaged ones"
+    return f"{_hydra_option(flag)}: use --config-dir DIR: your files there shadow the packaged ones"
 
 
 HYDRA_FLAGS: dict[str, Callable[[str], str]] = {
@@ -230,27 +251,29 @@ HYDRA_FLAGS: dict[str, Callable[[str], str]] = {
     **dict.fromkeys(
         ("-p", "--package"),
         lambda flag: (
-            f"{flag} is Hydra's; use `telefuser keys SECTION` "
+            f"{_hydra_option(flag)}: use `telefuser keys SECTION` "
             f"({', '.join(SECTIONS)}) or `telefuser dump-config ...`"
         ),
     ),
     **dict.fromkeys(
         ("-cn", "--config-name"),
         lambda flag: (
-            f"{flag} is Hydra's; choose entries with "
+            f"{_hydra_option(flag)}: choose entries with "
             "recipe=NAME, model=NAME or pipeline=NAME, or shadow files with --config-dir DIR"
         ),
     ),
     **dict.fromkeys(("-cp", "--config-path", "-cd"), _config_dir),
     **dict.fromkeys(
-        ("-sc", "--shell-completion"), lambda flag: f"{flag} is Hydra's; use `telefuser --install-completion`"
+        ("-sc", "--shell-completion"),
+        lambda flag: f"{_hydra_option(flag)}: use `telefuser --install-completion`",
     ),
-    "--experimental-rerun": lambda flag: f"{flag} is Hydra's; use --from-config RUN_DIR to replay a run",
-    "-h": lambda flag: "use --help",
-    "--version": lambda flag: "use `telefuser --version`",
+    "--experimental-rerun": lambda flag: f"{_hydra_option(flag)}: use --from-config RUN_DIR to replay a run",
+    "-h": lambda flag: "unknown option '-h'; use --help",
+    "--version": lambda flag: "--version belongs before the command: `telefuser --version`",
 }
-# This CLI's own options, to catch `--dry_run` (each command reads those it has before this code runs).
-OPTIONS = ("--dry-run", "--from-config", "--config-dir", "--multirun", "--output", "--format")
+# This CLI's own options, to catch `--dry_run` (each command reads those it has before this code runs;
+# dump-config's --output is left out: for generate it is another tool's option, hydra.run.dir here).
+OPTIONS = ("--dry-run", "--from-config", "--config-dir", "--multirun", "--format")
 
 
 def _bare(item: str) -> bool:
@@ -286,6 +309,8 @@ def _option_message(items: list[str], index: int) -> str:
     flag = items[index].partition("=")[0]
     if flag in HYDRA_FLAGS:
         return HYDRA_FLAGS[flag](flag)
+    if flag in OPTIONS:
+        return f"{flag} is not an option of this command (see its --help)"
     squashed = flag.replace("_", "").replace("-", "")
     for option in OPTIONS:
         if squashed == option.replace("-", ""):
@@ -305,8 +330,7 @@ def _lost_quotes_message(override: str, words: list[str]) -> str:
     key = override_key(override) or ""
     text = " ".join([unquote(override.split("=", 1)[1]), *words])
     what = "the negative prompt" if "negative" in key else "the prompt"
-    shown = ", ".join(words)
-    return f"did you forget quotes around {what}? {_shorthand(key)}={shell_word(text)} (got {shown} as separate words)"
+    return f"did you forget quotes around {what}? {_shorthand(key)}={shell_word(text)}"
 
 
 def _bare_message(items: list[str], index: int) -> str:

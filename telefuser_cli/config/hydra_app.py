@@ -21,7 +21,7 @@ from hydra._internal.utils import create_config_search_path
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.utils import JobReturn
-from hydra.errors import HydraException
+from hydra.errors import HydraException, OverrideParseException
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -58,8 +58,25 @@ def _clean_hydra_message(error: BaseException) -> str:
             parts.append(text)
         error = error.__cause__
     text = ": ".join(parts) or "invalid configuration"
-    # Hydra appends a hint about HYDRA_FULL_ERROR; our users get no tracebacks anyway.
-    return text.split("\nSet the environment variable HYDRA_FULL_ERROR")[0].strip()
+    # Hydra appends hints (HYDRA_FULL_ERROR, a link to its grammar); our users get one line.
+    for hint in ("\nSet the environment variable HYDRA_FULL_ERROR", "\nSee https://hydra.cc/"):
+        text = text.split(hint)[0]
+    return text.strip()
+
+
+def _override_problem(overrides: list[str], error: BaseException) -> str:
+    """Hydra's parse errors do not say which override they are about: find it."""
+    if isinstance(error, OverrideParseException):
+        parser = OverridesParser.create()
+        for override in overrides:
+            try:
+                parser.parse_overrides([override])
+            except OverrideParseException as own:
+                return (
+                    f"cannot read the override {override!r}: {_clean_hydra_message(own)} (quote values with "
+                    "special characters: key='a value', or see telefuser keys)"
+                )
+    return _clean_hydra_message(error)
 
 
 class HydraApp:
@@ -89,7 +106,7 @@ class HydraApp:
         except (HydraException, OmegaConfBaseException, ValueError, yaml.YAMLError) as error:
             # an entry name that does not exist: one line with the closest name, not Hydra's list of all
             unknown = unknown_choice_message(list(overrides), self.user_config_dir)
-            raise UserError(unknown or _clean_hydra_message(error)) from None
+            raise UserError(unknown or _override_problem(list(overrides), error)) from None
 
     def job_overrides(self, overrides: list[str], multirun: bool) -> list[list[str]]:
         """The override list of every job the command will run."""
@@ -99,7 +116,7 @@ class HydraApp:
             parsed = OverridesParser.create().parse_overrides(overrides)
             batches = BasicSweeper.split_arguments(parsed, max_batch_size=None)
         except HydraException as error:
-            raise UserError(_clean_hydra_message(error)) from None
+            raise UserError(_override_problem(overrides, error)) from None
         return [job for batch in batches for job in batch]
 
     def _compose_cached(self, overrides: list[str]) -> DictConfig:

@@ -141,7 +141,7 @@ REFUSALS = [
     (["pipeline.dit_config.attention_config.attn_impl=FLASH_ATTN_2"], "telefuser[gpu]"),
     (["pipeline.dit_config.attention_config.attn_impl=SAGE_ATTN"], "sageattention"),
     (["pipeline.dit_config.parallel_config.cfg_degree=2"], "world size is 1"),
-    (["model=nope"], "Could not find 'model/nope'"),
+    (["model=nope"], "no model entry is called 'nope'"),
     (["pipeline.cfg_scale_high=null", "model=wan22_a14b_t2v"], "cfg_scale_high"),
     (["pipeline.tile_stride=[40,40]"], "stride <= size"),
 ]

@@ -17,9 +17,9 @@ COMMON = ["recipe=tiny", "prompt=a cat", "seed=5", "resolution=32x32", "pipeline
           "pipeline.num_inference_steps=3", "output.save_latents=true"]  # fmt: skip
 # Batched CFG against two passes: a batch of 2 may take other kernels than two batches of 1 (an AMX Xeon does),
 # so not bitwise. Max relative error of the final latents, float32, measured on an AMD EPYC: 0 under the default
-# kernels, ATEN_CPU_CAPABILITY=default/avx2, ONEDNN_MAX_CPU_ISA=AVX2, MKL_CBWR=COMPATIBLE; 1.0e-6 with the
-# batched run's linears summing in another order (K in two halves, or in float64). A guidance scale of 3.96
-# for 4 gives 4.1e-4, 3 for 4 gives 1.0e-2, no guidance 3.1e-2.
+# kernels, ATEN_CPU_CAPABILITY=default/avx2, ONEDNN_MAX_CPU_ISA=AVX2, MKL_CBWR=COMPATIBLE and the AVX2 set of
+# `make test-kernels`; 1.0e-6 with the batched run's linears summing in another order (K in two halves, or in
+# float64). A guidance scale of 3.96 for 4 gives 4.1e-4, 3 for 4 gives 1.0e-2, no guidance 3.1e-2.
 BATCH_TOL = 2e-5
 
 

@@ -43,7 +43,6 @@ def test_tiny_generation_writes_video_config_and_latents(tmp_path, tiny_root):
     assert not list(out.glob(".*partial*"))
 
 
-@pytest.mark.numeric
 def test_same_seed_gives_identical_latents_and_replay_reproduces(tmp_path, tiny_root):
     runs = []
     for name in ("a", "b"):
