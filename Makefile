@@ -29,7 +29,7 @@ test: install
 	$(PY) -m pytest -q
 
 # The numeric tests (marker `numeric`) once more on other CPU kernels, those an AVX2-only x86-64 CPU gets: what is
-# bit for bit on one CPU may differ in the last bits on the next, so a tolerance must hold on both (~5 min).
+# bit for bit on one CPU may differ in the last bits on the next, so a tolerance must hold on both (~3 min).
 KERNELS ?= ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 MKL_CBWR=AVX2
 test-kernels: install
 	env $(KERNELS) $(PY) -m pytest -q -m numeric

@@ -48,6 +48,12 @@ def write_error(path: Path, error: OSError, written: int = 0) -> UserError:
     return UserError(f"could not write {path}: {error.strerror or error}")
 
 
+def _umask() -> int:
+    mask = os.umask(0)  # the only way to read it is to set it: put it back at once
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_path(path: Path) -> Iterator[Path]:
     """Yield a temporary sibling path to write; rename it to `path` only if the block succeeds."""
@@ -56,6 +62,8 @@ def atomic_path(path: Path) -> Iterator[Path]:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         yield temporary
+        # some writers (safetensors) create 0600 files: every output gets the mode a plain write gets
+        os.chmod(temporary, 0o666 & ~_umask())
         os.replace(temporary, path)
     except OSError as error:
         raise write_error(path, error, _size(temporary)) from None

@@ -9,6 +9,7 @@ from pathlib import Path
 import imageio.v2 as imageio
 import numpy as np
 import pytest
+import torch
 
 from telefuser_cli.errors import UserError
 from telefuser_cli.io import video
@@ -81,3 +82,18 @@ def test_a_real_full_disk(tmp_path):
         assert list((disk / "run").iterdir()) == []
     finally:
         subprocess.run(["umount", str(disk)], check=False)
+
+
+def test_atomic_files_get_the_mode_of_a_plain_write(tmp_path):
+    """safetensors writes 0600; a run's outputs (latents too) follow the umask like every other file."""
+    import os
+
+    from safetensors.torch import save_file
+
+    from telefuser_cli.io.files import atomic_path
+
+    with atomic_path(tmp_path / "latents.safetensors") as temporary:
+        save_file({"x": torch.zeros(1)}, str(temporary))
+    plain = tmp_path / "plain"
+    plain.write_text("x")
+    assert os.stat(tmp_path / "latents.safetensors").st_mode & 0o777 == plain.stat().st_mode & 0o777
