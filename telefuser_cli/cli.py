@@ -6,17 +6,15 @@ Heavy imports (Hydra, torch) happen inside the commands, so `telefuser --help` a
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Any
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from telefuser_cli import terminal
+from telefuser_cli.reports import console, fail, internal_error, report_run, report_sweep, warn
 
 app = typer.Typer(
     name="telefuser",
@@ -26,8 +24,6 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
-console = Console()
-err_console = terminal.console  # the run's console: messages print above its progress bars
 
 OVERRIDES_HELP = (
     "Hydra overrides: model=NAME pipeline=NAME recipe=NAME, shorthands prompt= negative_prompt= seed= "
@@ -63,18 +59,6 @@ def _complete_override(ctx: typer.Context, incomplete: str) -> list[str]:
 
     previous = list(ctx.params.get("overrides") or [])  # the words before this one
     return complete_override(incomplete, ctx.params.get("config_dir"), previous)
-
-
-def _fail(message: str, code: int = 2) -> None:
-    # soft_wrap: a long message stays one line (a path is never broken where the terminal wraps it)
-    err_console.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True, highlight=False)
-    raise typer.Exit(code)
-
-
-def _warn(warnings: list[str]) -> None:
-    """Each validation warning once, however many jobs raised it (the jobs keep them in config.json)."""
-    for warning in dict.fromkeys(warnings):
-        err_console.print(f"[yellow]warning:[/] {escape(warning)}", soft_wrap=True, highlight=False)
 
 
 def _validate_for_generate(cfg: Any) -> dict[str, Any]:
@@ -157,11 +141,11 @@ def generate(
     except typer.Exit:
         raise
     except UserError as error:
-        _fail(str(error))
+        fail(str(error))
     except KeyboardInterrupt:
-        _fail("interrupted", code=130)
+        fail("interrupted", code=130)
     except Exception as error:  # a bug outside any job (a job's own bugs come back as its result)
-        _internal_error(error)
+        internal_error(error)
     finally:
         reset_logging()
 
@@ -179,13 +163,13 @@ def _generate(
         replayed_from, args = _replay_overrides(from_config, args, hydra_app)
     jobs = hydra_app.validate_all(args, multirun, _validate_for_generate)
     _check_output_dirs([info for _, info in jobs], multirun)
-    _warn([warning for _, info in jobs for warning in info["warnings"]])
+    warn([warning for _, info in jobs for warning in info["warnings"]])
     nproc = max(info["nproc"] for _, info in jobs)
     if nproc > 1 and not dry_run:
         from telefuser_cli.runtime.launch import relaunch_with_torchrun, should_relaunch
 
         if multirun:
-            _fail(
+            fail(
                 "launcher.nproc_per_node > 1 runs one job on several local processes; with -m use a SLURM preset"
             )
         if should_relaunch(nproc):
@@ -195,131 +179,9 @@ def _generate(
 
     task = with_kwargs(run_job, dry_run=dry_run, replayed_from=replayed_from)
     if multirun:
-        _report_sweep(hydra_app.multirun(task, args))
+        report_sweep(hydra_app.multirun(task, args))
     else:
-        _report_run(hydra_app.run(task, args))
-
-
-def _debug() -> bool:
-    from telefuser_cli.job import DEBUG_ENV
-
-    return os.environ.get(DEBUG_ENV, "") not in ("", "0")
-
-
-def _internal_error(error: BaseException) -> None:
-    """A bug: one line naming a file with the traceback (on the terminal too with TELEFUSER_DEBUG=1)."""
-    import tempfile
-    import traceback
-
-    from telefuser_cli.job import internal_error_message
-
-    if _debug():
-        raise error
-    try:
-        with tempfile.NamedTemporaryFile("w", prefix="telefuser-error-", suffix=".log", delete=False) as file:
-            file.write("".join(traceback.format_exception(error)))
-        path = Path(file.name)
-    except OSError:
-        path = None
-    _fail(internal_error_message(error, path), code=1)
-
-
-def _show_traceback(result: dict[str, Any]) -> None:
-    """With TELEFUSER_DEBUG=1, a job's internal error shows its saved traceback."""
-    if _debug() and result.get("traceback"):
-        try:
-            err_console.print(
-                Path(result["traceback"]).read_text(encoding="utf-8"), markup=False, highlight=False
-            )
-        except OSError:
-            pass
-
-
-def _job_error(ret: Any) -> BaseException | None:
-    """The exception a job raised (run_job returns its failures, but a launcher may still report one)."""
-    from hydra.core.utils import JobStatus
-
-    if ret.status == JobStatus.COMPLETED:
-        return None
-    return ret._return_value if isinstance(ret._return_value, BaseException) else RuntimeError("job failed")
-
-
-def _report_run(ret: Any) -> None:
-    from telefuser_cli.errors import UserError
-
-    error = _job_error(ret)
-    if isinstance(error, UserError):
-        _fail(str(error))
-    if error is not None:
-        raise error
-    result = ret._return_value
-    if result.get("status") == "failed":
-        _show_traceback(result)
-        _fail(result["error"], code=1 if result.get("internal") else 2)
-    if result.get("status") == "worker":  # a torchrun rank other than 0: rank 0 reports
-        return
-    if result.get("status") == "dry-run":
-        console.print(f"[green]dry run:[/] {escape(result['output_dir'])}", soft_wrap=True, highlight=False)
-        return
-    _print_summary(Path(result["output_dir"]))
-
-
-def _print_summary(output_dir: Path) -> None:
-    """The end of a run: its files, size, time and memory, as its config.json records them."""
-    from telefuser_cli.job import CONFIG_JSON
-    from telefuser_cli.summary import summary_lines, summary_rows
-
-    try:
-        document = json.loads((output_dir / CONFIG_JSON).read_text(encoding="utf-8"))
-        rows = summary_rows(document, output_dir)
-    except (OSError, ValueError, KeyError, TypeError) as error:  # the video is there: say where
-        console.print(f"[green]output:[/] {escape(str(output_dir))} (no summary: {escape(str(error))})")
-        return
-    for label, text in summary_lines(rows, console.width):
-        # soft_wrap: a path longer than the terminal stays one line, never broken where it wraps
-        console.print(f"[green]{label}[/]{escape(text)}", soft_wrap=True, highlight=False)
-
-
-def _sweep_row(ret: Any) -> dict[str, Any]:
-    """One job's outcome for sweep.json, whatever way it ended."""
-    error = _job_error(ret)
-    value = ret._return_value if error is None and isinstance(ret._return_value, dict) else {}
-    if error is not None:
-        error = str(error)
-    elif value.get("status") == "failed":
-        error = value["error"]
-        _show_traceback(value)
-    output_dir = value.get("output_dir") or str(ret.hydra_cfg.hydra.runtime.output_dir)
-    return {
-        "overrides": list(ret.overrides or []),
-        "status": "failed" if error is not None else value.get("status"),
-        "output_dir": output_dir,
-        "video": value.get("video"),
-        "seed": value.get("seed"),
-        "error": error,
-    }
-
-
-def _report_sweep(returns: list[Any]) -> None:
-    from telefuser_cli.io.files import atomic_write_text
-
-    rows = [_sweep_row(ret) for ret in returns]
-    table = Table(title="sweep")
-    for column in ("#", "overrides", "status", "output"):
-        table.add_column(column)
-    for index, row in enumerate(rows):
-        status = row["status"] if row["error"] is None else f"[red]failed[/]: {escape(row['error'])}"
-        table.add_row(str(index), escape(" ".join(row["overrides"])), status, escape(str(row["output_dir"])))
-    console.print(table)
-    if returns:
-        sweep_dir = Path(returns[0].hydra_cfg.hydra.sweep.dir)
-        atomic_write_text(sweep_dir / "sweep.json", json.dumps({"jobs": rows}, indent=2, ensure_ascii=False))
-        console.print(f"[green]sweep:[/] {escape(str(sweep_dir / 'sweep.json'))}")
-    failures = [(index, row) for index, row in enumerate(rows) if row["error"] is not None]
-    if failures:
-        lines = [f"{len(failures)} of {len(rows)} jobs failed"]
-        lines += [f"job {index} ({' '.join(row['overrides'])}): {row['error']}" for index, row in failures]
-        _fail("\n".join(lines), code=1)
+        report_run(hydra_app.run(task, args))
 
 
 @app.command("dump-config", context_settings={"ignore_unknown_options": True})
@@ -341,14 +203,14 @@ def dump_config(
     from telefuser_cli.io.files import atomic_write_text
 
     if fmt not in ("json", "yaml"):
-        _fail(f"--format {fmt}: use json or yaml")
+        fail(f"--format {fmt}: use json or yaml")
     args = expand(list(overrides or []))
     try:
         check_overrides(args)
         cfg = HydraApp(config_dir).checked_config(args)
         settings = to_settings(cfg)
         plan = validate(settings, require_prompt=False)
-        _warn(list(plan.warnings))
+        warn(list(plan.warnings))
         from telefuser_cli.pipelines.plan import sampling_plan  # imports torch: only once the config is valid
 
         sampling = sampling_plan(settings.pipeline, settings.model.moe)
@@ -356,7 +218,7 @@ def dump_config(
             settings, plan, dict(cfg.hydra.runtime.choices), extra={"sampling": sampling}
         )
     except UserError as error:
-        _fail(str(error))
+        fail(str(error))
     if fmt == "json":
         text = to_json(document)
     else:
@@ -381,11 +243,11 @@ def list_configs(
 
     chosen = group_name(group) if group else None
     if group and chosen is None:
-        _fail(f"unknown group {group!r}; choose one of {', '.join(GROUPS)} (or their plurals)")
+        fail(f"unknown group {group!r}; choose one of {', '.join(GROUPS)} (or their plurals)")
     try:
         compositions = Compositions(HydraApp(config_dir))
     except UserError as error:
-        _fail(str(error))
+        fail(str(error))
     models = {entry.name for entry in catalog("model", config_dir)}
     for name in [chosen] if chosen else GROUPS:
         entries = catalog(name, config_dir)
@@ -414,7 +276,7 @@ def inspect(
     try:
         report = inspect_directory(directory)
     except UserError as error:
-        _fail(str(error))
+        fail(str(error))
     if as_json:
         sys.stdout.write(json.dumps(report, indent=2, default=str) + "\n")
         return
@@ -466,7 +328,7 @@ def make_tiny_checkpoint(
     try:
         write_tiny(kind, directory, seed=seed)
     except (ValueError, FileExistsError) as error:
-        _fail(str(error))
+        fail(str(error))
     console.print(f"wrote the {escape(kind)} model to {escape(str(directory))}")
 
 
@@ -505,19 +367,19 @@ def keys_command(
     for word in (word for word in words if "=" not in word):
         section = word.lower() if word.lower() in SECTIONS else word.lower().removesuffix("s")
         if section not in SECTIONS:
-            _fail(
+            fail(
                 f"unknown section {word!r}; choose among {', '.join(SECTIONS)}, or give overrides such as recipe=NAME"
             )
         sections.append(section)
     unknown = unknown_choice_message(overrides, config_dir)
     if unknown:
-        _fail(unknown)
+        fail(unknown)
     try:
         check_overrides(overrides)
         cfg = HydraApp(config_dir).checked_config(overrides)
         settings = to_settings(cfg)
     except UserError as error:
-        _fail(str(error))
+        fail(str(error))
     choices = cfg.hydra.runtime.choices
     chosen = " ".join(
         f"{group}={choices.get(group)}" for group in ("model", "pipeline", "recipe") if choices.get(group)
