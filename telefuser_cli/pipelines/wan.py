@@ -116,9 +116,9 @@ def batched_cfg_guidance(
     """Classifier-free guidance with one forward on the batch [cond; uncond] (twice the activations).
 
     Raw contexts are zero-padded to a common length first (exact: the DiT zero-pads to text_len); prepared
-    ones are concatenated. On CPU in float32 the result equals :func:`two_pass_guidance` bit for bit
-    (tests/unit/test_batched_cfg.py); it costs twice the activation memory of one pass, and saves one launch
-    of every kernel per step. Scale 1 runs the conditional pass alone, as two_pass_guidance does.
+    ones are concatenated. The result equals :func:`two_pass_guidance` to round-off (a batch of 2 may take
+    other kernels than two batches of 1 on some CPUs: tests/unit/test_batched_cfg.py states the tolerance);
+    it costs twice the activation memory of one pass, and saves one launch of every kernel per step. Scale 1 runs the conditional pass alone, as two_pass_guidance does.
     """
     if cfg_scale == 1.0:
         return dit(latents, t, context)
