@@ -10,6 +10,7 @@ Options and words without a key (habits of other tools) are explained first, by 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import types
 import typing
 from typing import Any
@@ -33,6 +34,12 @@ def _unwrap(hint: Any) -> Any:
     return hint
 
 
+@functools.cache
+def _type_hints(cls: type) -> dict[str, Any]:
+    """typing.get_type_hints evaluates every annotation anew; the schema's classes never change."""
+    return typing.get_type_hints(cls)
+
+
 def _child(node_type: Any, key: str) -> Any:
     """The schema type of `node_type.key`, _FREE, or raise KeyError."""
     if node_type is _FREE:
@@ -45,7 +52,7 @@ def _child(node_type: Any, key: str) -> Any:
             raise KeyError(key)
         return _unwrap(typing.get_args(node_type)[0])
     if dataclasses.is_dataclass(node_type):
-        hints = typing.get_type_hints(node_type)
+        hints = _type_hints(node_type)
         if key not in hints:
             raise KeyError(key)
         return _unwrap(hints[key])
@@ -198,7 +205,7 @@ def _child_node(node: Any, part: str) -> Any:
 
 def _runtime_nodes(pipeline: DictConfig) -> list[str]:
     """The runtime configs (dit_config, vae_config, ...) this pipeline sets."""
-    hints = typing.get_type_hints(PipelineConfig)
+    hints = _type_hints(PipelineConfig)
     return [
         f"pipeline.{f.name}"
         for f in dataclasses.fields(PipelineConfig)

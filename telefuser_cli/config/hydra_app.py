@@ -132,7 +132,8 @@ class HydraApp:
         # single-DiT model) would crash inside OmegaConf: check them on the job's entries alone first.
         choices = [o for o in overrides if "." not in (override_key(o) or ".")]
         check_override_targets(overrides, self._compose_cached(choices))
-        cfg = self.compose(overrides)
+        # a job of choices only (every entry `list` shows) is that composition: a copy, not a second compose
+        cfg = self._compose_cached(choices).copy() if choices == list(overrides) else self.compose(overrides)
         choice = cfg.hydra.runtime.choices.get("model")
         bound = self._compose_cached([f"model={choice}"])
         tree = OmegaConf.to_container(cfg, resolve=False)
