@@ -1,4 +1,4 @@
-"""Shared fixtures: isolated Hydra state and logging, a private model cache, one tiny checkpoint."""
+"""Shared fixtures: isolated Hydra state and logging, a private model cache, tiny checkpoints."""
 
 from __future__ import annotations
 
@@ -45,6 +45,14 @@ def tiny_root(tmp_path_factory) -> Path:
     from telefuser_cli.tiny import write_tiny_wan21
 
     return write_tiny_wan21(tmp_path_factory.mktemp("models") / "tiny_wan21", seed=0)
+
+
+@pytest.fixture(scope="session")
+def i2v_root(tmp_path_factory) -> Path:
+    """A tiny Wan2.1 I2V directory (DiT with image inputs, CLIP) in the official layout, made once."""
+    from telefuser_cli.tiny import write_tiny
+
+    return write_tiny("tiny_wan21_i2v", tmp_path_factory.mktemp("i2v") / "tiny_wan21_i2v")
 
 
 @pytest.fixture(autouse=True)

@@ -13,7 +13,7 @@ from helpers import run_cli
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
-from telefuser_cli.tiny import DIT_FILE, write_tiny
+from telefuser_cli.tiny import DIT_FILE
 
 FAST = ["pipeline.num_inference_steps=1", "pipeline.num_frames=5"]
 
@@ -21,11 +21,6 @@ FAST = ["pipeline.num_inference_steps=1", "pipeline.num_frames=5"]
 @pytest.fixture(autouse=True)
 def _in_tmp(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-
-
-@pytest.fixture(scope="module")
-def i2v_root(tmp_path_factory):
-    return write_tiny("tiny_wan21_i2v", tmp_path_factory.mktemp("i2v") / "tiny_wan21_i2v")
 
 
 def _generate(out, *overrides):
