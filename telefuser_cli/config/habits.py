@@ -41,8 +41,15 @@ def similarity(typed: str, name: str) -> float:
 
 
 def did_you_mean(typed: str, names: list[str]) -> str | None:
-    scored = sorted(((similarity(typed, name), name) for name in names), reverse=True)
-    return scored[0][1] if scored and scored[0][0] >= 0.6 else None
+    # ties (every typed word found in several names) go to the name closest as a whole: tinyy -> tiny
+    scored = sorted(
+        (
+            (similarity(typed, name), difflib.SequenceMatcher(None, typed, name).ratio(), name)
+            for name in names
+        ),
+        reverse=True,
+    )
+    return scored[0][2] if scored and scored[0][0] >= 0.6 else None
 
 
 def _leaves(node: type, prefix: str) -> list[str]:

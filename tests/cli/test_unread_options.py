@@ -59,3 +59,10 @@ def test_an_option_nothing_reads_is_refused(overrides, message):
 def test_the_same_options_where_they_are_read_are_accepted(overrides):
     result = run_cli("dump-config", *overrides)
     assert result.exit_code == 0, result.stderr
+
+
+def test_an_unknown_entry_name_gets_the_closest_name_in_one_line():
+    result = run_cli("dump-config", "recipe=tinyy")
+    assert result.exit_code == 2
+    assert "no recipe entry is called 'tinyy'; did you mean recipe=tiny?" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
