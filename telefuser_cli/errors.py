@@ -3,5 +3,3 @@
 
 class UserError(Exception):
     """A bad override, a missing or wrong checkpoint, an unsupported size: one clear message, no traceback."""
-
-    exit_code = 2

@@ -125,7 +125,6 @@ class OffloadConfig:
 @dataclass
 class AttentionConfig:
     attn_impl: AttnImpl = AttnImpl.TORCH_SDPA
-    sparse_config: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -136,7 +135,6 @@ class LoraConfig:
 
 @dataclass
 class ParallelConfig:
-    device_ids: list[int] = field(default_factory=list)
     dp_degree: int = 1
     cfg_degree: int = 1
     sp_ulysses_degree: int = 1

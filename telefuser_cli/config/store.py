@@ -24,14 +24,6 @@ def recipe_files(directory: Path | None = None) -> dict[str, Path]:
     return {path.stem: path for path in sorted(directory.glob("*.yaml"))}
 
 
-def recipe_description(path: Path) -> str:
-    """The first comment line after the `# @package` header."""
-    for line in path.read_text(encoding="utf-8").splitlines():
-        if line.startswith("#") and "@package" not in line:
-            return line.lstrip("# ").strip()
-    return ""
-
-
 def asset_path(name: str) -> str:
     """`${asset:NAME}`: a folder shipped inside the package (the tiny trained model)."""
     return str(Path(__file__).resolve().parents[1] / "assets" / name)

@@ -31,13 +31,6 @@ def _parallel_degrees(parallel: ParallelConfig) -> dict[str, int]:
 
 def _runtime_problems(name: str, runtime: ModelRuntimeConfig, plain: bool) -> Iterator[str]:
     key = f"pipeline.{name}"
-    if runtime.attention_config.sparse_config:
-        yield f"{key}.attention_config.sparse_config: sparse attention is not available in this version"
-    if runtime.parallel_config.device_ids:
-        yield (
-            f"{key}.parallel_config.device_ids: not read in this version (processes get their device "
-            "from torchrun's LOCAL_RANK)"
-        )
     if not plain:
         return
     if runtime.compile:

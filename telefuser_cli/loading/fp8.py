@@ -27,7 +27,6 @@ WEIGHT_SCALE_SUFFIXES = (".scale_weight", ".weight_scale")  # ComfyUI, lightx2v
 DROPPED_SUFFIXES = (".scale_input", ".input_scale")
 MARKER_KEYS = ("scaled_fp8",)
 BLOCK = 128  # the block size of block-wise fp8 scales (lightx2v fp8-b128, DeepSeek-style)
-QUANT_KINDS = ("fp8", "bf16", "fp16", "fp32")
 
 _SAFETENSORS_DTYPES = {
     "F8_E4M3": torch.float8_e4m3fn,

@@ -47,7 +47,6 @@ GLYPH_DIR = "text_encoder/Glyph-SDXL-v2"
 GLYPH_CKPT = "checkpoints/byt5_model.pt"
 GLYPH_COLORS = "assets/color_idx.json"
 GLYPH_FONTS = "assets/multilingual_10-lang_idx.json"
-SCHEDULER_CONFIG = "scheduler/scheduler_config.json"
 SIGLIP_DIR = "vision_encoder/siglip"
 SIGLIP_MODEL = "image_encoder"
 SIGLIP_PROCESSOR = "feature_extractor"
@@ -288,8 +287,3 @@ def load_vision_encoder(root: Path, dtype: torch.dtype, device: torch.device, fo
     except (OSError, ValueError) as error:
         raise UserError(f"image encoder: cannot load {path} offline: {error}") from None
     return model.to(device).eval().requires_grad_(False), processor
-
-
-def scheduler_config(root: Path) -> dict | None:
-    """``scheduler/scheduler_config.json`` if present (the sampling shift itself is a pipeline setting)."""
-    return _optional_json(Path(root) / SCHEDULER_CONFIG, "scheduler")

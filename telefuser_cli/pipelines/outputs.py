@@ -6,7 +6,7 @@ from __future__ import annotations
 import gc
 import logging
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -207,6 +207,3 @@ def result_of(
     # the log file keeps this line; the terminal gets the CLI's summary of config.json instead
     log.info("wrote %s (%s)", video_path, timings, extra=FILE_ONLY)
     return result
-
-
-Generator = Callable[..., GenerationResult | None]

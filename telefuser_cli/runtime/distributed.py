@@ -23,7 +23,6 @@ import torch
 import torch.distributed as dist
 
 # the fields of pipeline.<dit>_config.parallel_config that this module implements
-SUPPORTED = ("cfg_degree", "sp_ulysses_degree", "sp_ring_degree")
 
 
 @dataclass(frozen=True)
