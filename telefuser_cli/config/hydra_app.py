@@ -58,10 +58,26 @@ def _clean_hydra_message(error: BaseException) -> str:
             parts.append(text)
         error = error.__cause__
     text = ": ".join(parts) or "invalid configuration"
-    # Hydra appends hints (HYDRA_FULL_ERROR, a link to its grammar); our users get one line.
-    for hint in ("\nSet the environment variable HYDRA_FULL_ERROR", "\nSee https://hydra.cc/"):
-        text = text.split(hint)[0]
-    return text.strip()
+    return _one_line(text)
+
+
+def _one_line(text: str) -> str:
+    """Hydra's and OmegaConf's messages in one line: the first line, plus the options Hydra lists.
+
+    OmegaConf appends `full_key:` / `reference_type=` / `object_type=` lines, Hydra a link to its grammar,
+    the config search path and a list of the group's entries over many lines.
+    """
+    lines = [line.strip() for line in text.strip().splitlines()]
+    first = lines[0] if lines else "invalid configuration"
+    header = next((i for i, line in enumerate(lines) if line.startswith("Available options in")), None)
+    if header is None:
+        return first
+    options = []
+    for line in lines[header + 1 :]:
+        if not line or line.startswith("Config search path"):
+            break
+        options.append(line)
+    return f"{first}; available: {', '.join(options)}" if options else first
 
 
 def _override_problem(overrides: list[str], error: BaseException) -> str:

@@ -142,6 +142,9 @@ REFUSALS = [
     (["pipeline.dit_config.attention_config.attn_impl=SAGE_ATTN"], "sageattention"),
     (["pipeline.dit_config.parallel_config.cfg_degree=2"], "world size is 1"),
     (["model=nope"], "no model entry is called 'nope'"),
+    (["user=nope"], "Could not find 'user/nope'; available: default, tiny"),
+    (["seed=abc"], "Value 'abc' of type 'str' could not be converted to Integer"),
+    (["~user.prompt"], "does not support deletion"),
     (["pipeline.cfg_scale_high=null", "model=wan22_a14b_t2v"], "cfg_scale_high"),
     (["pipeline.tile_stride=[40,40]"], "stride <= size"),
 ]
@@ -154,6 +157,7 @@ def test_refusals_have_one_clear_message(overrides, message):
     text = " ".join(result.stderr.split())
     assert message in text, text
     assert "Traceback" not in result.output + result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr  # OmegaConf's extra lines are dropped
 
 
 def test_sizes_by_area_and_presets():
