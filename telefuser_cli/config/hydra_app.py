@@ -69,6 +69,10 @@ def _one_line(text: str) -> str:
     """
     lines = [line.strip() for line in text.strip().splitlines()]
     first = lines[0] if lines else "invalid configuration"
+    # Hydra's numbered choices ("3. To sweep over it, add --multirun") are the fix: keep them, inline
+    choices = [line for line in lines[1:] if line[:2].rstrip(".").isdigit() and line[1:2] == "."]
+    if choices:
+        return f"{first}: " + "; ".join(choices)
     header = next((i for i, line in enumerate(lines) if line.startswith("Available options in")), None)
     if header is None:
         return first
