@@ -5,35 +5,19 @@ Runs on every TAB press, so it reads file names and the schema's dataclasses onl
 
 from __future__ import annotations
 
-import dataclasses
 import enum
-import typing
 from pathlib import Path
 
 from telefuser_cli.config.catalog import CHOICE_KEYS, catalog
-from telefuser_cli.config.keys import SECTIONS, unwrap_optional
+from telefuser_cli.config.keys import SECTIONS, schema_key_types
 from telefuser_cli.config.overrides import SHORTHANDS
-from telefuser_cli.config.schema import RootConfig
-
-
-def _key_types(node: type, prefix: str) -> dict[str, type]:
-    """Dotted key -> its type, for every leaf of the schema."""
-    found = {}
-    for name, hint in typing.get_type_hints(node).items():
-        inner, _ = unwrap_optional(hint)
-        path = f"{prefix}.{name}" if prefix else name
-        if dataclasses.is_dataclass(inner):
-            found.update(_key_types(inner, path))
-        else:
-            found[path] = inner
-    return found
 
 
 def _values(key: str, user_dir: Path | None) -> list[str]:
     """The values worth offering after `key=`: entry names of a group, members of an enum."""
     if key in CHOICE_KEYS:
         return [entry.name for entry in catalog(CHOICE_KEYS[key], user_dir)]
-    kind = _key_types(RootConfig, "").get(SHORTHANDS.get(key, key))
+    kind = schema_key_types().get(SHORTHANDS.get(key, key))
     if isinstance(kind, type) and issubclass(kind, enum.Enum):
         return [member.name for member in kind]
     if kind is bool:
@@ -65,7 +49,7 @@ def complete_override(
     if "=" in incomplete:
         key, prefix = incomplete.split("=", 1)
         return [f"{key}={value}" for value in _values(key, user_dir) if value.startswith(prefix)]
-    keys = [f"{key}=" for key in (*CHOICE_KEYS, *SHORTHANDS, *_key_types(RootConfig, ""))]
+    keys = [f"{key}=" for key in (*CHOICE_KEYS, *SHORTHANDS, *schema_key_types())]
     return [key for key in keys if key.startswith(incomplete)]
 
 

@@ -12,17 +12,14 @@ Torch-free and Hydra-free: these messages come before anything is composed.
 
 from __future__ import annotations
 
-import dataclasses
 import difflib
 import functools
 import re
-import typing
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from telefuser_cli.config.keys import SECTIONS, unwrap_optional
+from telefuser_cli.config.keys import SECTIONS, schema_key_types
 from telefuser_cli.config.overrides import LITERAL_KEYS, SHORTHANDS, override_key, unquote
-from telefuser_cli.config.schema import RootConfig
 
 LAYERS = {"model": "layer 1", "pipeline": "layer 2", "user": "layer 3"}
 # The groups of conf/config.yaml's defaults list (model=NAME, recipe=NAME); hydra/* are Hydra's.
@@ -52,22 +49,11 @@ def did_you_mean(typed: str, names: list[str]) -> str | None:
     return scored[0][2] if scored and scored[0][0] >= 0.6 else None
 
 
-def _leaves(node: type, prefix: str) -> list[str]:
-    found = []
-    for name, hint in typing.get_type_hints(node).items():
-        inner, _ = unwrap_optional(hint)
-        path = f"{prefix}.{name}"
-        found += _leaves(inner, path) if dataclasses.is_dataclass(inner) else [path]
-    return found
-
-
 @functools.cache
 def schema_leaves() -> tuple[str, ...]:
     """Every leaf key of the schema (`pipeline.dit_config.compile`), in _PREFERENCE order of sections."""
-    hints = typing.get_type_hints(RootConfig)
-    return tuple(
-        leaf for section in _PREFERENCE for leaf in _leaves(unwrap_optional(hints[section])[0], section)
-    )
+    keys = schema_key_types()
+    return tuple(key for section in _PREFERENCE for key in keys if key.split(".", 1)[0] == section)
 
 
 # ---------------------------------------------------------------- what other tools call our keys

@@ -11,6 +11,7 @@ from __future__ import annotations
 import ast
 import dataclasses
 import enum
+import functools
 import io
 import json
 import tokenize
@@ -195,6 +196,22 @@ def descriptions() -> dict[tuple[str, str], str]:
     """Every description: schema.py's comments, WRITTEN where a field has none."""
     written = {tuple(key.split(".")): text for key, text in WRITTEN.items()}
     return {**written, **schema_comments()}
+
+
+@functools.cache
+def schema_key_types() -> dict[str, Any]:
+    """Every leaf key of the schema (`pipeline.dit_config.compile`) -> its type, in schema order."""
+
+    def walk(node: type, prefix: str) -> Iterator[tuple[str, Any]]:
+        for name, hint in typing.get_type_hints(node).items():
+            inner, _ = unwrap_optional(hint)
+            path = f"{prefix}.{name}" if prefix else name
+            if dataclasses.is_dataclass(inner):
+                yield from walk(inner, path)
+            else:
+                yield path, inner
+
+    return dict(walk(RootConfig, ""))
 
 
 def unwrap_optional(hint: Any) -> tuple[Any, bool]:
