@@ -116,27 +116,18 @@ def lq_schedule(
 
 
 @torch.no_grad()
-def super_resolve(
+def prepare(
     dit: Hunyuan15DiT,
     upsampler: Upsampler,
     lq_latents: torch.Tensor,
     target_latent_size: tuple[int, int],
-    positive: TextConditioning,
-    negative: TextConditioning | None,
     seed: int,
-    steps: int = SR_STEPS,
-    shift: float = SR_SHIFT,
-    cfg_scale: float = 1.0,
     lq_noise_strength: float = LQ_NOISE_STRENGTH,
-    on_step: Callable[[], None] = lambda: None,
     base_condition: torch.Tensor | None = None,
-    image_embeds: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """Base latents [B, C, T, h, w] -> SR latents [B, C, T, *target_latent_size], float32 (normalised).
+) -> tuple[torch.Tensor, Callable[[float], torch.Tensor]]:
+    """The SR trajectory's start: (fresh noise at the SR size, the condition of each step's timestep).
 
-    ``target_latent_size``: (H/16, W/16) of the SR video (see :func:`sr_target_size`). ``base_condition``:
-    [B, C + 1, T, *target_latent_size] cond latents and mask (None: the t2v zeros); ``image_embeds``: the
-    i2v SigLIP tokens, as the base stage used them.
+    Arguments as :func:`super_resolve` takes them.
     """
     cfg = dit.config
     channels = lq_latents.shape[1]
@@ -165,13 +156,41 @@ def super_resolve(
             f"base_condition {tuple(base_condition.shape)} must be [B, {channels + 1}, T, "
             f"{target_latent_size[0]}, {target_latent_size[1]}] (cond latents and mask at the SR size)"
         )
-    condition = sr_condition(base_condition, lq)
+    return latents, lq_schedule(sr_condition(base_condition, lq), lq_noise_strength)
+
+
+@torch.no_grad()
+def super_resolve(
+    dit: Hunyuan15DiT,
+    upsampler: Upsampler,
+    lq_latents: torch.Tensor,
+    target_latent_size: tuple[int, int],
+    positive: TextConditioning,
+    negative: TextConditioning | None,
+    seed: int,
+    steps: int = SR_STEPS,
+    shift: float = SR_SHIFT,
+    cfg_scale: float = 1.0,
+    lq_noise_strength: float = LQ_NOISE_STRENGTH,
+    on_step: Callable[[], None] = lambda: None,
+    base_condition: torch.Tensor | None = None,
+    image_embeds: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Base latents [B, C, T, h, w] -> SR latents [B, C, T, *target_latent_size], float32 (normalised).
+
+    ``target_latent_size``: (H/16, W/16) of the SR video (see :func:`sr_target_size`). ``base_condition``:
+    [B, C + 1, T, *target_latent_size] cond latents and mask (None: the t2v zeros); ``image_embeds``: the
+    i2v SigLIP tokens, as the base stage used them.
+    """
+    latents, condition = prepare(
+        dit, upsampler, lq_latents, target_latent_size, seed, lq_noise_strength, base_condition
+    )
     scheduler = make_scheduler("euler", steps, shift)
     return denoise(
         dit,
         latents,
         scheduler,
-        lq_schedule(condition, lq_noise_strength),
+        condition,
         positive,
         negative,
         cfg_scale,

@@ -1,0 +1,44 @@
+"""The model families: one folder each (spec.py torch-free, pipeline.py run time), found by the model entry's
+``family`` fact. Importing this package imports no torch."""
+
+from __future__ import annotations
+
+import importlib
+
+from telefuser_cli.config.schema import Family, ModelConfig, RootConfig
+from telefuser_cli.families.base import FamilySpec, unsupported_options
+from telefuser_cli.families.hunyuan15.spec import SPEC as HUNYUAN15
+from telefuser_cli.families.wan.spec import SPEC as WAN
+
+SPECS: tuple[FamilySpec, ...] = (WAN, HUNYUAN15)
+
+
+def spec_of(family: Family) -> FamilySpec:
+    for spec in SPECS:
+        if family in spec.families:
+            return spec
+    raise KeyError(f"no family spec serves {family.value}")
+
+
+def available(model: ModelConfig) -> bool:
+    """Whether this version can run the entry (its family implements its task)."""
+    return model.task in spec_of(model.family).tasks
+
+
+def problems(settings: RootConfig) -> list[str]:
+    """Every reason the chosen family cannot run this job as configured, one line each."""
+    model = settings.model
+    spec = spec_of(model.family)
+    if not available(model):
+        runnable = ", ".join(sorted(task.value for task in spec.tasks))
+        return [
+            f"model {model.name} is a {model.task.value} model: {spec.name} runs {runnable} in this version "
+            "(dump-config still shows the entry)"
+        ]
+    return spec.problems(settings) + unsupported_options(spec, settings, list(SPECS))
+
+
+def pipeline_class(model: ModelConfig):
+    """The family's FamilyPipeline class (imports torch and the models)."""
+    module, _, name = spec_of(model.family).pipeline.partition(":")
+    return getattr(importlib.import_module(module), name)

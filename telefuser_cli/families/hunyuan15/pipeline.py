@@ -1,0 +1,275 @@
+"""The HunyuanVideo 1.5 family at run time: Qwen2.5-VL + byT5 text, the DiT, the optional SR stage, the VAE.
+
+Image-to-video encodes the image first (SigLIP tokens and first-frame VAE latents; the bucket closest to
+the image's aspect ratio sets the size). Super-resolution is a second sampling stage: the base latents are
+upsampled, noised and refined by the SR transformer (:mod:`telefuser_cli.pipelines.hunyuan15_sr`).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from telefuser_cli.config.schema import RootConfig, Task
+from telefuser_cli.errors import UserError
+from telefuser_cli.families.base import FamilyPipeline, SamplingStage, Step, build_scheduler
+from telefuser_cli.io.video import to_uint8_frames
+from telefuser_cli.loading import hunyuan15 as loading
+from telefuser_cli.models.hunyuan15_dit import Hunyuan15DiT
+from telefuser_cli.pipelines import hunyuan15 as hy
+from telefuser_cli.pipelines import hunyuan15_image_cond as ic
+from telefuser_cli.pipelines import hunyuan15_sr as sr
+from telefuser_cli.pipelines.outputs import free_memory, model_root
+from telefuser_cli.pipelines.wan_image_cond import load_image
+from telefuser_cli.runtime.device import attention_backend, resolve_device, resolve_dtype
+from telefuser_cli.schedulers import make_scheduler
+
+log = logging.getLogger(__name__)
+
+# The base resolution each official SR stage lifts (SR_PIPELINE_CONFIGS' base_resolution).
+SR_BASE = {"720p": "480p", "1080p": "720p"}
+
+
+def _sr_size(height: int, width: int, resolution: str, sr_resolution: str) -> tuple[int, int]:
+    """(height, width) after SR of a ``height x width`` base video: the official bucket map for bucket sizes,
+    else the size ratio of the SR stage's two resolutions, rounded to the VAE's 16 pixels."""
+    base = resolution if resolution in sr.SIZE_MAP else SR_BASE[sr_resolution]
+    try:
+        return sr.sr_target_size(height, width, base, sr_resolution)
+    except ValueError:
+        ratio = sr.SIZE_MAP[sr_resolution] / sr.SIZE_MAP[base]
+        return max(16, round(height * ratio / 16) * 16), max(16, round(width * ratio / 16) * 16)
+
+
+def _cat(parts: list[torch.Tensor | None]) -> torch.Tensor | None:
+    return None if parts[0] is None else torch.cat(parts)
+
+
+class Hunyuan15Denoiser:
+    """A HunyuanVideo 1.5 DiT with its condition channels and image tokens bound, called per step.
+
+    ``condition``: channels concatenated after the latents ([1, C_cond, T, h, w]), or a function of the
+    step's timestep returning them (the SR stage drops its low-resolution condition late in the
+    trajectory). ``image_embeds`` ([1, N, D] SigLIP tokens, i2v) go to both guidance branches alike, as in
+    both reference pipelines. Meanflow models also get the next timestep as ``timestep_r``.
+    """
+
+    def __init__(
+        self, dit: Hunyuan15DiT, cfg_scale: float,
+        condition: torch.Tensor | Callable[[float], torch.Tensor], image_embeds: torch.Tensor | None = None,
+    ) -> None:  # fmt: skip
+        self.dit = dit
+        self.cfg_scale = cfg_scale
+        self.condition = condition
+        self.image_embeds = image_embeds
+        self.meanflow = dit.config.use_meanflow
+
+    def prepare(self, text: hy.TextConditioning) -> hy.TextConditioning:
+        return text
+
+    def join(self, context: hy.TextConditioning, context_null: hy.TextConditioning) -> hy.TextConditioning:
+        pairs = [(context.text, context_null.text), (context.text_mask, context_null.text_mask),
+                 (context.glyph, context_null.glyph), (context.glyph_mask, context_null.glyph_mask)]  # fmt: skip
+        return hy.TextConditioning(*(_cat(list(pair)) for pair in pairs))
+
+    def __call__(self, latents: torch.Tensor, step: Step, context: hy.TextConditioning) -> torch.Tensor:
+        batch = latents.shape[0]
+        cond = self.condition(step.t_value) if callable(self.condition) else self.condition
+        x = torch.cat([latents, cond.to(latents.dtype).expand(batch, *cond.shape[1:])], dim=1)
+        t = step.t.expand(batch)
+        t_r = step.t_next.expand(batch) if self.meanflow else None
+        image = self.image_embeds
+        if image is not None:
+            image = image.expand(batch, *image.shape[1:])
+        c = context
+        return self.dit(x, t, c.text, c.text_mask, c.glyph, c.glyph_mask, image, t_r)
+
+
+@dataclass
+class ImageInputs:
+    """What the image conditions, on the DiT's device: condition channels [1, C + 1, T, h, w] and SigLIP
+    tokens [1, N, D] at the base size, and (with super-resolution) the same at the SR size."""
+
+    condition: torch.Tensor
+    tokens: torch.Tensor
+    sr_condition: torch.Tensor | None = None
+    sr_tokens: torch.Tensor | None = None
+
+
+def _check_task(facts: loading.DiTFacts, settings: RootConfig, path: Path) -> None:
+    """The base transformer must suit the entry's task: i2v needs ``vision_in``; config.json's
+    ``ideal_task`` (when it names t2v or i2v) must agree, since t2v and i2v weights have the same shapes."""
+    task = settings.model.task.value
+    if facts.task in ("t2v", "i2v") and facts.task != task:
+        raise UserError(
+            f"{path} is a {facts.task} transformer (config.json ideal_task), but model entry "
+            f"'{settings.model.name}' is {task}"
+        )
+    if settings.model.task is Task.i2v and not facts.vision:
+        raise UserError(f"{path} has no vision_in (SigLIP image tokens): not an image-to-video transformer")
+
+
+class Hunyuan15Pipeline(FamilyPipeline):
+    def locate(self) -> None:
+        settings = self.settings
+        model, pipeline = settings.model, settings.pipeline
+        if self.groups.world_size > 1:
+            raise UserError("HunyuanVideo 1.5 runs on one process in this version; drop the parallel degrees")
+        self.root = root = model_root(settings)
+        self.version = Path(model.dit).name
+        self.facts = loading.dit_facts(root, self.version)  # checks the transformer files before anything loads
+        _check_task(self.facts, settings, root / model.dit)
+        self.i2v = model.task is Task.i2v
+        if self.i2v:
+            loading.check_vision_encoder(root, model.vision_encoder)
+        if pipeline.enable_sr:
+            self.sr_version, self.up_version = Path(model.dit_sr).name, Path(model.upsampler).name
+            if not loading.dit_facts(root, self.sr_version).super_resolution:
+                raise UserError(f"{root / model.dit_sr} is not a super-resolution transformer (model.dit_sr)")
+        self._device = resolve_device(pipeline.dit_config, "dit_config")
+        self.width, self.height = self.plan.width, self.plan.height
+        self.image: ImageInputs | None = None
+        self.record["meanflow"] = self.facts.meanflow
+
+    @property
+    def device(self) -> torch.device:
+        return self._device
+
+    def guided(self) -> bool:
+        pipeline = self.settings.pipeline
+        return pipeline.cfg_scale != 1.0 or (pipeline.enable_sr and pipeline.sr_cfg_scale != 1.0)
+
+    def encode_image(self, reporter) -> None:
+        """i2v: the image sets the size; its first-frame latents and SigLIP tokens condition. With SR, the SR
+        stage gets its own: the image cropped to the SR size, as the official SR pipeline prepares it."""
+        if not self.i2v:
+            return
+        settings, plan = self.settings, self.plan
+        user, pipeline = settings.user, settings.pipeline
+        original = ic.to_pil(load_image(user.input_image))
+        base = ic.bucket_base(user.resolution, plan.width, plan.height)
+        width, height = ic.bucket_size(original.width, original.height, base)
+        log.info(
+            "image-to-video size %dx%d: the bucket of user.resolution=%s closest to the %dx%d image's aspect "
+            "ratio (user.aspect_ratio is not used)", width, height, user.resolution, original.width,
+            original.height,
+        )  # fmt: skip
+        sizes = [(width, height)]
+        if pipeline.enable_sr:
+            sr_height, sr_width = _sr_size(height, width, user.resolution, pipeline.sr_resolution)
+            sizes.append((sr_width, sr_height))
+        images = [ic.crop_to(original, w, h) for w, h in sizes]
+        encoder_device = resolve_device(pipeline.text_encoding_config, "text_encoding_config")
+        with reporter.stage("load image encoder"):
+            encoder, processor = loading.load_vision_encoder(
+                self.root, resolve_dtype(pipeline.text_encoding_config), encoder_device,
+                settings.model.vision_encoder,
+            )  # fmt: skip
+        with reporter.stage("encode image"):
+            tokens = [ic.image_embeds(encoder, processor, im, encoder_device).to(self.device) for im in images]
+        del encoder
+        vae_device = resolve_device(pipeline.vae_config, "vae_config")
+        with reporter.stage("load vae"):
+            vae = loading.load_vae(self.root, resolve_dtype(pipeline.vae_config), vae_device, settings.model.vae)
+        with reporter.stage("encode first frame"):
+            frames = hy.latent_shape(1, plan.num_frames, height, width)[2]
+            conditions = [ic.image_condition(vae, im, frames).to(self.device) for im in images]
+        del vae
+        free_memory()
+        extra = {"sr_condition": conditions[1], "sr_tokens": tokens[1]} if pipeline.enable_sr else {}
+        self.image = ImageInputs(conditions[0], tokens[0], **extra)
+        self.width, self.height = width, height
+        self.record["size_written"] = [width, height]
+
+    def encode_text(self, reporter, prompts: list[str]) -> list[Any]:
+        pipeline, model = self.settings.pipeline, self.settings.model
+        text_device = resolve_device(pipeline.text_encoding_config, "text_encoding_config")
+        text_dtype = resolve_dtype(pipeline.text_encoding_config)
+        with reporter.stage("load text encoders"):
+            llm, tokenizer, crop_start = loading.load_text_encoder(
+                self.root, text_dtype, text_device, model.text_encoder
+            )
+            byt5, byt5_tokenizer = loading.load_byt5(self.root, text_dtype, text_device, model.glyph_encoder)
+        with reporter.stage("encode text"), torch.no_grad():
+            encoded = [
+                hy.encode_prompts(llm, tokenizer, byt5, byt5_tokenizer, [prompt], self.device, crop_start)
+                for prompt in prompts
+            ]
+        del llm, byt5
+        free_memory()
+        return encoded
+
+    def _load_dit(self, version: str) -> Hunyuan15DiT:
+        runtime = self.settings.pipeline.dit_config
+        attn = attention_backend(runtime, self.device)
+        return loading.load_dit(self.root, version, resolve_dtype(runtime), self.device, attn)
+
+    def first_stage(self, reporter, text, text_null) -> SamplingStage:
+        pipeline = self.settings.pipeline
+        with reporter.stage("load dit"):
+            dit = self._load_dit(self.version)
+        shape = hy.latent_shape(1, self.plan.num_frames, self.height, self.width, channels=dit.config.out_channels)
+        latents = hy.initial_noise(shape, self.settings.user.seed, self.device)
+        condition = self.image.condition if self.image else hy.t2v_condition(latents)
+        image = self.image.tokens if self.image else None
+        denoisers = [Hunyuan15Denoiser(dit, pipeline.cfg_scale, condition, image)]
+        return SamplingStage(
+            "denoise", denoisers, build_scheduler(pipeline), latents, text, text_null,
+            release=_releaser(denoisers),
+        )  # fmt: skip
+
+    def refine_stage(self, reporter, latents, text, text_null, write_intermediate) -> SamplingStage | None:
+        """Super-resolution: upsample the base latents, then a few SR steps conditioned on them."""
+        settings = self.settings
+        pipeline, user = settings.pipeline, settings.user
+        if not pipeline.enable_sr:
+            return None
+        if pipeline.save_pre_sr_video or settings.output.keep_intermediate:
+            write_intermediate(latents, "video_pre_sr.mp4")
+        base_size = (self.width, self.height)
+        self.height, self.width = _sr_size(self.height, self.width, user.resolution, pipeline.sr_resolution)
+        with reporter.stage("load sr"):
+            dit = self._load_dit(self.sr_version)
+            upsampler = loading.load_upsampler(self.root, self.up_version, self.device)
+        start, condition = sr.prepare(
+            dit, upsampler, latents, (self.height // 16, self.width // 16), user.seed,
+            lq_noise_strength=pipeline.lq_noise_strength,
+            base_condition=self.image.sr_condition if self.image else None,
+        )  # fmt: skip
+        del upsampler
+        self.record["size_written"] = [self.width, self.height]
+        log.info("super-resolution %dx%d -> %dx%d", *base_size, self.width, self.height)
+        image = self.image.sr_tokens if self.image else None
+        denoisers = [Hunyuan15Denoiser(dit, pipeline.sr_cfg_scale, condition, image)]
+        scheduler = make_scheduler("euler", pipeline.sr_steps, pipeline.sr_shift)
+        return SamplingStage(
+            "super-resolve", denoisers, scheduler, start, text, text_null, release=_releaser(denoisers)
+        )
+
+    def decode(self, reporter, latents: torch.Tensor, stage: str = "decode") -> torch.Tensor:
+        settings = self.settings
+        pipeline = settings.pipeline
+        vae_device = resolve_device(pipeline.vae_config, "vae_config")
+        with reporter.stage("load vae"):
+            vae = loading.load_vae(self.root, resolve_dtype(pipeline.vae_config), vae_device, settings.model.vae)
+        tile = tuple(pipeline.tile_size) if pipeline.tiled else None
+        with reporter.stage(stage):
+            video = hy.decode(
+                vae, latents.to(vae_device), tile, tuple(pipeline.tile_stride), pipeline.tile_frames or None
+            )
+        del vae
+        free_memory()
+        return to_uint8_frames(video[0])
+
+
+def _releaser(denoisers: list) -> Callable[[], dict[str, Any]]:
+    def release() -> dict[str, Any]:
+        denoisers.clear()
+        return {}
+
+    return release

@@ -1,0 +1,290 @@
+"""The Wan family at run time: one DiT (Wan2.1) or two experts (Wan2.2 A14B), text by UMT5, the Wan VAE.
+
+Image-to-video encodes its condition (VAE latents of the image, and CLIP tokens on Wan2.1 I2V) before the
+text; the output size follows the image. The driver (``pipelines/generate.py``) runs the steps in order.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from telefuser_cli.config.schema import ModelRuntimeConfig, Task
+from telefuser_cli.errors import UserError
+from telefuser_cli.families.base import FamilyPipeline, SamplingStage, Step, build_scheduler
+from telefuser_cli.families.wan.spec import EXPERT_NAMES, expert_schedule
+from telefuser_cli.io.video import to_uint8_frames
+from telefuser_cli.loading import wan as wan_loading
+from telefuser_cli.models.wan_dit import ContextCache, WanDiT
+from telefuser_cli.pipelines.image_inputs import ImageCondition, clip_files_of, prepare_image_condition
+from telefuser_cli.pipelines.outputs import free_memory, model_root
+from telefuser_cli.pipelines.wan import encode_text, initial_noise
+from telefuser_cli.runtime.device import resolve_device, resolve_dtype
+from telefuser_cli.runtime.distributed import validate_parallel
+from telefuser_cli.ops.sequence_parallel import parallelize_dit
+from telefuser_cli.runtime.compile import compile_blocks
+from telefuser_cli.runtime.offload import ModelOffload, apply_sequential_offload
+from telefuser_cli.runtime.step_cache import FirstBlockCache, apply_step_cache
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class DitSpec:
+    """One DiT to load: which files, with which runtime settings and guidance."""
+
+    name: str
+    files: wan_loading.ComponentFiles
+    runtime: ModelRuntimeConfig
+    cfg_scale: float
+
+
+def _pad_tokens(context: torch.Tensor, length: int) -> torch.Tensor:
+    """Zero-pad [B, L, D] to [B, length, D]: the DiT pads to text_len with zeros anyway, so this is exact."""
+    return F.pad(context, (0, 0, 0, length - context.shape[1]))
+
+
+class WanDenoiser:
+    """A Wan DiT with its image condition bound (``y`` latents, CLIP tokens), called per step by the loop.
+
+    ``cache_context``: prepare the context once per run (``WanDiT.prepare_context``: the text embedding and
+    every block's cross-attention keys and values) rather than in every block at every step. Off only where
+    the blocks' weights are not on the device between steps (block-sequential offload).
+    """
+
+    def __init__(
+        self, dit: WanDiT, cfg_scale: float, cache_context: bool, condition: ImageCondition | None,
+        device: torch.device,
+    ) -> None:  # fmt: skip
+        self.dit = dit
+        self.cfg_scale = cfg_scale
+        self.cache_context = cache_context
+        self.y = None if condition is None else condition.y.to(device)
+        clip = None if condition is None or dit.config.image_dim is None else condition.clip_fea
+        self.clip_fea = None if clip is None else clip.to(device)
+
+    def prepare(self, text: torch.Tensor):
+        if not self.cache_context:
+            return text
+        return self.dit.prepare_context(text, clip_fea=self.clip_fea)
+
+    def join(self, context, context_null):
+        """Caches concatenated, or raw features zero-padded to one length (exact: the DiT pads with zeros).
+
+        Concatenating caches copies the text keys and values every step: one pass over 2 x layers x 2 x
+        text_len x dim values (Wan2.1 1.3B: 180 MiB, a few hundredths of a percent of the step on a CPU).
+        """
+        if isinstance(context, ContextCache) and isinstance(context_null, ContextCache):
+            return ContextCache.cat([context, context_null])
+        if isinstance(context, ContextCache) or isinstance(context_null, ContextCache):
+            raise ValueError("batched CFG needs both contexts raw or both prepared (ContextCache)")
+        length = max(context.shape[1], context_null.shape[1])
+        return torch.cat([_pad_tokens(context, length), _pad_tokens(context_null, length)])
+
+    def __call__(self, latents: torch.Tensor, step: Step, context) -> torch.Tensor:
+        t = step.t.expand(latents.shape[0])
+        return self.dit(latents, t, context, y=self.y, clip_fea=self.clip_fea)
+
+
+@dataclass
+class Placed:
+    """A loaded DiT and how it comes to the device for its steps (model offload) and leaves after."""
+
+    module: torch.nn.Module
+    offload: ModelOffload | None = None
+    cache: FirstBlockCache | None = None
+    report: dict[str, Any] | None = None
+    cache_context: bool = True
+
+    def load(self) -> None:
+        if self.offload is not None:
+            self.offload.load()
+
+    def release(self) -> None:
+        if self.offload is not None:
+            self.offload.release()
+        if self.cache is not None:
+            self.cache.reset()
+
+    def record(self) -> dict[str, Any]:
+        record = dict(self.report or {})
+        if self.cache is not None:
+            record["step_cache"] = {"calls": self.cache.calls, "skipped": self.cache.skipped}
+        return record
+
+
+def _place(dit, runtime: ModelRuntimeConfig, threshold: float, device, groups) -> Placed:
+    from telefuser_cli.config.schema import OffloadType
+
+    offload_type = runtime.offload_config.offload_type
+    offloaded = offload_type is not OffloadType.NO_CPU_OFFLOAD and device.type != "cpu"
+    dit = parallelize_dit(dit, groups)
+    if runtime.compile:
+        compile_blocks(dit)
+    placed = Placed(dit, report={})
+    if threshold > 0:
+        placed.cache = apply_step_cache(dit, threshold)
+    if offload_type is OffloadType.SEQUENTIAL_CPU_OFFLOAD:
+        report, _ = apply_sequential_offload(dit, device)
+        placed.cache_context = not report.applied
+        placed.report["offload"] = {"type": offload_type.name, "applied": report.applied, "reason": report.reason}
+    if offload_type is OffloadType.MODEL_CPU_OFFLOAD:
+        placed.offload = ModelOffload(dit, device) if offloaded else None
+        placed.report["offload"] = {
+            "type": offload_type.name, "applied": offloaded,
+            "reason": "" if offloaded else "the device is the CPU: MODEL_CPU_OFFLOAD is a no-op",
+        }  # fmt: skip
+    return placed
+
+
+class WanPipeline(FamilyPipeline):
+    def locate(self) -> None:
+        settings = self.settings
+        model, pipeline = settings.model, settings.pipeline
+        self.root = root = model_root(settings)
+        if model.moe:
+            self.dits = [
+                DitSpec("dit_high", wan_loading.locate(root, "dit_high", model.dit_high), pipeline.dit_high_config,
+                        pipeline.cfg_scale_high),
+                DitSpec("dit_low", wan_loading.locate(root, "dit_low", model.dit_low), pipeline.dit_low_config,
+                        pipeline.cfg_scale_low),
+            ]  # fmt: skip
+        else:
+            self.dits = [
+                DitSpec("dit", wan_loading.locate(root, "dit", model.dit), pipeline.dit_config, pipeline.cfg_scale)
+            ]
+        self.t5_files = wan_loading.locate(root, "text_encoder", model.text_encoder)
+        self.vae_files = wan_loading.locate(root, "vae", model.vae)
+        self.tokenizer_path = wan_loading.tokenizer_dir(root, model.tokenizer)
+        self.image_task = model.task in (Task.i2v, Task.flf2v)
+        self.clip_files = clip_files_of(settings, root) if self.image_task else None
+        self._check_parallel()
+        groups = self.groups
+        first = self.dits[0]
+        self._device = (
+            groups.device if groups.world_size > 1 else resolve_device(first.runtime, f"{first.name}_config")
+        )
+        self.condition: ImageCondition | None = None
+
+    @property
+    def device(self) -> torch.device:
+        return self._device
+
+    def _check_parallel(self) -> None:
+        """Degrees against the world and the heads read from the DiT headers: before any work starts."""
+        cfg_scales = [dit.cfg_scale for dit in self.dits]
+        for dit in self.dits:
+            parallel = dit.runtime.parallel_config
+            try:
+                validate_parallel(
+                    world_size=self.groups.world_size,
+                    num_heads=wan_loading.dit_architecture(dit.files).num_heads, cfg_scales=cfg_scales,
+                    cfg_degree=parallel.cfg_degree, ulysses_degree=parallel.sp_ulysses_degree,
+                    ring_degree=parallel.sp_ring_degree,
+                )  # fmt: skip
+            except ValueError as error:
+                raise UserError(f"pipeline.{dit.name}_config.parallel_config: {error}") from None
+
+    def guided(self) -> bool:
+        return any(dit.cfg_scale != 1.0 for dit in self.dits)
+
+    def encode_image(self, reporter) -> None:
+        if not self.image_task:
+            return
+        with reporter.stage("encode image"):
+            self.condition = prepare_image_condition(self.settings, self.plan, self.vae_files, self.clip_files)
+        log.info(
+            "image-to-video size %dx%d (from the image's aspect ratio)", self.condition.width,
+            self.condition.height,
+        )  # fmt: skip
+        self.record["size_written"] = [self.condition.width, self.condition.height]
+        free_memory()
+
+    def encode_text(self, reporter, prompts: list[str]) -> list[Any]:
+        pipeline = self.settings.pipeline
+        text_device = resolve_device(pipeline.text_encoding_config, "text_encoding_config")
+        with reporter.stage("load text encoder"):
+            tokenizer = wan_loading.load_wan_tokenizer(self.tokenizer_path)
+            encoder = wan_loading.load_text_encoder(
+                self.t5_files, dtype=resolve_dtype(pipeline.text_encoding_config), device=text_device
+            )
+        with reporter.stage("encode text"):
+            features = encode_text(encoder, tokenizer, prompts, text_device)
+        del encoder
+        free_memory()
+        return [feature[None].to(self.device) for feature in features]
+
+    def _load(self, dit: DitSpec) -> Placed:
+        settings = self.settings
+        offloaded = dit.runtime.offload_config.offload_type.name != "NO_CPU_OFFLOAD" and self.device.type != "cpu"
+        from telefuser_cli.runtime.device import attention_backend
+
+        module = wan_loading.load_dit(
+            dit.files,
+            dtype=resolve_dtype(dit.runtime),
+            device=torch.device("cpu") if offloaded else self.device,
+            attn_backend=attention_backend(dit.runtime, self.device),
+            expected_task=settings.model.task.value,
+            model_name=settings.model.name,
+            expected_quant=settings.model.quant.value,
+            loras=[(lora.path, lora.strength) for lora in dit.runtime.lora_configs],
+        )
+        return _place(module, dit.runtime, settings.pipeline.step_cache_threshold, self.device, self.groups)
+
+    def first_stage(self, reporter, text, text_null) -> SamplingStage:
+        pipeline = self.settings.pipeline
+        placed: list[Placed] = []
+        for dit in self.dits:
+            with reporter.stage(f"load {dit.name}"):
+                placed.append(self._load(dit))
+        denoisers = [
+            WanDenoiser(p.module, dit.cfg_scale, p.cache_context, self.condition, self.device)
+            for p, dit in zip(placed, self.dits, strict=True)
+        ]
+        scheduler = build_scheduler(pipeline)
+        schedule = expert_schedule(
+            scheduler.timesteps.tolist(), pipeline.boundary, pipeline.boundary_step_index
+        ) if self.settings.model.moe else None  # fmt: skip
+
+        def switch(old: int, new: int) -> None:
+            placed[old].release()
+            placed[new].load()
+
+        placed[schedule[0] if schedule else 0].load()
+        shape = self.plan.latent_shape
+        if self.condition is not None:
+            shape = self.condition.latent_shape(shape[0], shape[1])
+        latents = initial_noise((1, *shape), self.settings.user.seed, pipeline.rand_device, self.device)
+
+        def release() -> dict[str, Any]:
+            record: dict[str, Any] = {
+                dit.name: p.record() for dit, p in zip(self.dits, placed, strict=True) if p.record()
+            }
+            if schedule is not None:
+                record["expert_steps"] = {name: schedule.count(i) for i, name in enumerate(EXPERT_NAMES)}
+            denoisers.clear()
+            placed.clear()
+            return record
+
+        return SamplingStage(
+            "denoise", denoisers, scheduler, latents, text, text_null, schedule, switch, release=release
+        )
+
+    def decode(self, reporter, latents: torch.Tensor, stage: str = "decode") -> torch.Tensor:
+        pipeline = self.settings.pipeline
+        vae_device = resolve_device(pipeline.vae_config, "vae_config")
+        with reporter.stage("load vae"):
+            vae = wan_loading.load_vae(self.vae_files, dtype=resolve_dtype(pipeline.vae_config), device=vae_device)
+        with reporter.stage(stage):
+            z = latents.to(vae_device)
+            if pipeline.tiled:
+                video = vae.tiled_decode(z, tuple(pipeline.tile_size), tuple(pipeline.tile_stride))
+            else:
+                video = vae.decode(z)
+        del vae
+        free_memory()
+        return to_uint8_frames(video[0])
