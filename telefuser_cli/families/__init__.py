@@ -3,9 +3,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 
 from telefuser_cli.config.schema import Family, ModelConfig, RootConfig
+from telefuser_cli.config.validate import RunPlan
+from telefuser_cli.errors import UserError
 from telefuser_cli.families.base import FamilySpec, unsupported_options
 from telefuser_cli.families.hunyuan15.spec import SPEC as HUNYUAN15
 from telefuser_cli.families.wan.spec import SPEC as WAN
@@ -36,6 +39,16 @@ def problems(settings: RootConfig) -> list[str]:
             "(dump-config still shows the entry)"
         ]
     return spec.problems(settings) + unsupported_options(spec, settings, list(SPECS))
+
+
+def check(settings: RootConfig, plan: RunPlan) -> RunPlan:
+    """The family's checks of a validated job (one line, every problem), and its latent shape in the plan."""
+    found = problems(settings)
+    if found:
+        raise UserError("; ".join(found))
+    model = settings.model
+    shape = spec_of(model.family).latent_shape(model, plan.width, plan.height, plan.num_frames)
+    return dataclasses.replace(plan, latent_shape=shape)
 
 
 def pipeline_class(model: ModelConfig):

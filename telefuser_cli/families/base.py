@@ -10,6 +10,7 @@ between a family's DiT and the one sampling loop (``pipelines/sampling.py``).
 from __future__ import annotations
 
 import dataclasses
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -23,6 +24,7 @@ from telefuser_cli.config.schema import (
     RootConfig,
     Task,
 )
+from telefuser_cli.config.sizes import MAX_SIDE, gib
 from telefuser_cli.errors import UserError
 
 if TYPE_CHECKING:
@@ -100,6 +102,10 @@ class LatentGeometry:
         return -(-shape[1] // pt), shape[2] // ph, shape[3] // pw
 
 
+# Sizes up to this many times the DiT tokens of a family's largest official setting are allowed (attention
+# grows with the square of the tokens): beyond it a run could only fail after loading everything, or run for days.
+TOKEN_MARGIN = 4
+
 # Runtime leaves every family honours on every component: where it runs and in which dtype.
 PLACEMENT = frozenset({"device_type", "device_id", "torch_dtype"})
 # Values of a leaf that change nothing, so a family that does not read the leaf need not refuse them.
@@ -163,6 +169,33 @@ class FamilySpec:
 
     def geometry(self, model: ModelConfig) -> LatentGeometry:
         raise NotImplementedError
+
+    def latent_shape(self, model: ModelConfig, width: int, height: int, num_frames: int) -> tuple[int, ...]:
+        """[C, T, h, w] of the latents of a ``num_frames`` x ``height`` x ``width`` video (num_frames = 4k+1).
+
+        Raises UserError when the DiT would attend over far more tokens than the family's largest official
+        setting, or a side is longer than MAX_SIDE, naming the numbers: such a run could only fail after
+        loading every model, or run for days.
+        """
+        geometry = self.geometry(model)
+        shape = geometry.shape(num_frames, height, width)
+        grid = geometry.tokens(shape)
+        tokens = math.prod(grid)
+        official, official_tokens = self.largest_official
+        limit = TOKEN_MARGIN * official_tokens
+        if tokens > limit:
+            raise UserError(
+                f"user.resolution={width}x{height} at pipeline.num_frames={num_frames} is {tokens:,} DiT tokens "
+                f"({' x '.join(map(str, grid))}; float32 latents {gib(4 * math.prod(shape))}) for model "
+                f"{model.name}: more than {limit:,}, {TOKEN_MARGIN}x its family's largest official setting "
+                f"({official}, {official_tokens:,} tokens); lower user.resolution or pipeline.num_frames"
+            )
+        if max(width, height) > MAX_SIDE:
+            raise UserError(
+                f"user.resolution={width}x{height}: a side of {max(width, height)} pixels is more than "
+                f"{MAX_SIDE} (4x the longest official side, 1920 at 1080p); choose a smaller size"
+            )
+        return shape
 
     def problems(self, settings: RootConfig) -> list[str]:
         """The family's own checks of a job (tasks, components, experts): one line each."""

@@ -69,7 +69,7 @@ def _run(stage: SamplingStage, guidance: Guidance, reporter: Reporter) -> tuple[
     stage.latents = None  # the starting noise is no longer needed
     record = stage.release()
     free_memory()
-    return latents, record
+    return latents, {**record, "guidance": guidance.name}
 
 
 def generate(

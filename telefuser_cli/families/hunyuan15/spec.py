@@ -75,9 +75,9 @@ SPEC = Hunyuan15Spec(
     pipeline="telefuser_cli.families.hunyuan15.pipeline:Hunyuan15Pipeline",
     honoured=frozenset(
         {
-            "pipeline_type", "sample_solver", "num_inference_steps", "timesteps", "cfg_scale", "sigma_shift",
+            "sample_solver", "num_inference_steps", "timesteps", "cfg_scale", "sigma_shift",
             "num_frames", "fps", "negative_prompt", "rand_device", "cfg_batch", "tiled", "tile_size",
-            "tile_stride", "tile_frames", "enable_vfi", "target_fps", "vfi_scale", "vfi_chunk_size",
+            "tile_stride", "tile_frames", "enable_vfi", "target_fps", "vfi_scale", "vfi_chunk_size", "vfi_weights",
             "enable_sr", "sr_resolution", "sr_steps", "sr_shift", "sr_cfg_scale", "lq_noise_strength",
             "save_pre_sr_video",
         }

@@ -127,10 +127,10 @@ SPEC = WanSpec(
     pipeline="telefuser_cli.families.wan.pipeline:WanPipeline",
     honoured=frozenset(
         {
-            "pipeline_type", "sample_solver", "num_inference_steps", "timesteps", "cfg_scale", "cfg_scale_high",
+            "sample_solver", "num_inference_steps", "timesteps", "cfg_scale", "cfg_scale_high",
             "cfg_scale_low", "sigma_shift", "boundary", "boundary_step_index", "num_frames", "fps",
             "negative_prompt", "rand_device", "cfg_batch", "step_cache_threshold", "tiled", "tile_size",
-            "tile_stride", "enable_vfi", "target_fps", "vfi_scale", "vfi_chunk_size",
+            "tile_stride", "enable_vfi", "target_fps", "vfi_scale", "vfi_chunk_size", "vfi_weights",
         }
     ),  # fmt: skip
     refused=_NOT_WAN,
