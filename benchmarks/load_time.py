@@ -50,8 +50,8 @@ def write_checkpoint(root: Path, layers: int) -> int:
     """Random bf16 weights in the official layout, official and diffusers config.json; returns file bytes."""
     from safetensors.torch import save_file
 
+    from telefuser_cli.families.wan.tiny import dit_config_json as _dit_config_json
     from telefuser_cli.models.wan_dit import WanDiT, WanDiTConfig
-    from telefuser_cli.tiny import _dit_config_json
 
     cfg = WanDiTConfig(
         model_type="t2v",

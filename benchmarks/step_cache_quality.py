@@ -18,11 +18,11 @@ from pathlib import Path
 
 import torch
 
+from telefuser_cli.families.wan.tiny import TINY_DIT
 from telefuser_cli.models.wan_dit import WanDiT
 from telefuser_cli.pipelines.wan import Expert, denoise
-from telefuser_cli.runtime.step_cache import apply_step_cache
+from telefuser_cli.runtime.transforms import RuntimeRequest, apply_transforms
 from telefuser_cli.schedulers import make_scheduler
-from telefuser_cli.tiny import TINY_DIT
 
 
 def random_model(layers: int) -> tuple[WanDiT, torch.Tensor, torch.Tensor]:
@@ -89,12 +89,12 @@ def main() -> list[dict]:
     print(f"{what}, {args.steps} UniPC steps, CFG 5, latent {latent}")
     print(f"{'threshold':>9} {'skipped':>9} {'rel. L2 error':>14}")
     for threshold in (float(v) for v in args.thresholds.split(",")):
-        cache = apply_step_cache(dit, threshold)
-        out = trajectory(dit, context, context_null, args.steps, latent)
+        placed = apply_transforms(dit, RuntimeRequest(torch.device("cpu"), step_cache=threshold))
+        cache = placed.cache  # the DiT itself is left as it is: each threshold gets a fresh cache
+        out = trajectory(placed.module, context, context_null, args.steps, latent)
         error = ((out - reference).norm() / reference.norm()).item()
         rows.append({"threshold": threshold, "skipped": cache.skipped, "calls": cache.calls, "error": error})
         print(f"{threshold:9.3f} {cache.skipped:4d}/{cache.calls:<4d} {error:14.3e}")
-        cache.remove()
     return rows
 
 

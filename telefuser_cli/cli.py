@@ -63,11 +63,11 @@ def _complete_override(ctx: typer.Context, incomplete: str) -> list[str]:
 
 def _validate_for_generate(cfg: Any) -> dict[str, Any]:
     """Validate one job; returns what the launcher decision and the output checks need."""
-    from telefuser_cli.config.validate import check_supported, to_settings, validate
+    from telefuser_cli.config.validate import to_settings, validate
+    from telefuser_cli.families import check
 
     settings = to_settings(cfg)
-    plan = validate(settings)
-    check_supported(settings)
+    plan = check(settings, validate(settings))
     return {
         "warnings": list(plan.warnings),
         "nproc": settings.launcher.nproc_per_node,
@@ -200,6 +200,7 @@ def dump_config(
     from telefuser_cli.config.overrides import expand
     from telefuser_cli.config.validate import to_settings, validate
     from telefuser_cli.errors import UserError
+    from telefuser_cli.families import check
     from telefuser_cli.io.files import atomic_write_text
 
     if fmt not in ("json", "yaml"):
@@ -209,11 +210,11 @@ def dump_config(
         check_overrides(args)
         cfg = HydraApp(config_dir).checked_config(args)
         settings = to_settings(cfg)
-        plan = validate(settings, require_prompt=False)
+        plan = check(settings, validate(settings, require_prompt=False), runnable_only=False)
         warn(list(plan.warnings))
         from telefuser_cli.pipelines.plan import sampling_plan  # imports torch: only once the config is valid
 
-        sampling = sampling_plan(settings.pipeline, settings.model.moe)
+        sampling = sampling_plan(settings)
         document = build_document(
             settings, plan, dict(cfg.hydra.runtime.choices), extra={"sampling": sampling}
         )
@@ -245,7 +246,9 @@ def list_configs(
     if group and chosen is None:
         fail(f"unknown group {group!r}; choose one of {', '.join(GROUPS)} (or their plurals)")
     try:
-        compositions = Compositions(HydraApp(config_dir))
+        from telefuser_cli.families import available
+
+        compositions = Compositions(HydraApp(config_dir), available)
     except UserError as error:
         fail(str(error))
     models = {entry.name for entry in catalog("model", config_dir)}
@@ -288,7 +291,9 @@ def inspect(
     for component, facts in rows:
         table.add_row(escape(component), escape(facts))
     console.print(table)
-    entries = model_entries(Compositions(HydraApp()), [entry.name for entry in catalog("model")])
+    from telefuser_cli.families import available
+
+    entries = model_entries(Compositions(HydraApp(), available), [entry.name for entry in catalog("model")])
     fits = [name for name, entry in entries.items() if entry_fits(report, entry)]
     root = escape(report["root"])
     if not fits:
@@ -305,7 +310,7 @@ def inspect(
     console.print(f"[green]use:[/] telefuser generate model={choice} model.root={root} prompt=...")
 
 
-# The makers of telefuser_cli/tiny.py, named here so that --help need not import torch.
+# The tiny makers the families register (families/tiny.py), named here so that --help need not import torch.
 TINY_KINDS = (
     "tiny_wan21",
     "tiny_wan22_moe",
@@ -323,7 +328,7 @@ def make_tiny_checkpoint(
     kind: str = typer.Option("tiny_wan21", help=f"Which tiny model: {', '.join(TINY_KINDS)}."),
 ) -> None:
     """Write a complete tiny model folder (Wan or HunyuanVideo 1.5) in the official layout, for tests and demos."""
-    from telefuser_cli.tiny import write_tiny
+    from telefuser_cli.families.tiny import write_tiny
 
     try:
         write_tiny(kind, directory, seed=seed)

@@ -21,8 +21,9 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from telefuser_cli.config.dump import build_document, to_json
-from telefuser_cli.config.validate import check_supported, to_settings, validate
+from telefuser_cli.config.validate import to_settings, validate
 from telefuser_cli.errors import UserError
+from telefuser_cli.families import check
 from telefuser_cli.io.files import atomic_write_text, unwritable_reason
 from telefuser_cli.pipelines.plan import sampling_plan
 from telefuser_cli.terminal import FILE_ONLY
@@ -218,14 +219,13 @@ def _run(
     cfg: DictConfig, output_dir: Path, dry_run: bool, replayed_from: str | None, record: Record
 ) -> dict[str, Any]:
     settings = to_settings(cfg)
-    plan = validate(settings)
-    check_supported(settings)
+    plan = check(settings, validate(settings))
     if not settings.output.overwrite:  # checked before the job too; here for the job's exact directory
         found = finished_run(output_dir)
         if found:
             raise _refuse_finished(None, output_dir, found)
     choices = _choices(cfg)
-    extra: dict[str, Any] = {"sampling": sampling_plan(settings.pipeline, settings.model.moe)}
+    extra: dict[str, Any] = {"sampling": sampling_plan(settings)}
     if plan.warnings:  # the CLI showed them before the run; the record and the log file keep them
         extra["warnings"] = list(plan.warnings)
         for warning in plan.warnings:

@@ -24,11 +24,6 @@ def config_dir() -> Path:
     return _first_existing(_PACKAGE / "_conf", _PACKAGE.parent / "conf")
 
 
-def recipes_dir() -> Path:
-    """`recipes/`: the presets of Hydra group `recipe`."""
-    return _first_existing(_PACKAGE / "_recipes", _PACKAGE.parent / "recipes")
-
-
 def cache_dir() -> Path:
     """Where models created on first use (the tiny model) are kept."""
     return Path(os.environ.get("TELEFUSER_CACHE", "~/.cache/telefuser")).expanduser()

@@ -67,14 +67,12 @@ def _notes(group: str, facts: Facts | None) -> tuple[list[str], list[Text]]:
         return whole, [Text(f"does not compose: {first_line}", style="red")]
     if group == "recipe":
         whole.append(f"uses {facts.model}")
-        if facts.pipeline != f"{facts.model}_default":
+        if facts.pipeline != facts.model_pipeline:
             whole.append(f"with {facts.pipeline}")
     if facts.super_resolution:
         notes.append(Text(f"then super-resolution to {facts.super_resolution}", style="dim"))
     if not facts.supported:
-        notes.append(
-            Text(f"not available in this version (pipeline_type {facts.pipeline_type})", style="red")
-        )
+        notes.append(Text(f"not available in this version (task {facts.task})", style="red"))
     elif facts.refused:
         notes.append(Text(f"refused as it is: {facts.refused}", style="red"))
     return whole, notes

@@ -42,7 +42,7 @@ def pytest_configure(config):
 @pytest.fixture(scope="session")
 def tiny_root(tmp_path_factory) -> Path:
     """A tiny Wan2.1 T2V directory in the official layout (made once per test session)."""
-    from telefuser_cli.tiny import write_tiny_wan21
+    from telefuser_cli.families.wan.tiny import write_tiny_wan21
 
     return write_tiny_wan21(tmp_path_factory.mktemp("models") / "tiny_wan21", seed=0)
 
@@ -50,7 +50,7 @@ def tiny_root(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def i2v_root(tmp_path_factory) -> Path:
     """A tiny Wan2.1 I2V directory (DiT with image inputs, CLIP) in the official layout, made once."""
-    from telefuser_cli.tiny import write_tiny
+    from telefuser_cli.families.tiny import write_tiny
 
     return write_tiny("tiny_wan21_i2v", tmp_path_factory.mktemp("i2v") / "tiny_wan21_i2v")
 

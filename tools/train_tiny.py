@@ -1,9 +1,9 @@
 """Train the tiny Wan2.1 T2V model shipped in telefuser_cli/assets/tiny_wan21, on a CPU, from a seed.
 
-    .venv/bin/python tools/train_tiny.py --out telefuser_cli/assets/tiny_wan21 --seed 0
+    .venv/bin/python -m tools.train_tiny --out telefuser_cli/assets/tiny_wan21 --seed 0
 
 Stages: (1) a tiny Wan2.1 VAE (diffusers' AutoencoderKLWan, which supports autograd) learns to
-reconstruct synthetic clips (telefuser_cli.synthetic); its latent statistics are then folded into its
+reconstruct synthetic clips (tools/synthetic.py); its latent statistics are then folded into its
 1x1x1 quant / post-quant convolutions so that the latents normalised with the fixed Wan2.1 mean/std are
 zero-mean, unit-variance per channel. (2) a tiny UMT5 with frozen random weights and a word-level tokenizer
 over the synthetic vocabulary. (3) a tiny Wan DiT (diffusers' WanTransformer3DModel) learns the
@@ -40,7 +40,7 @@ from telefuser_cli.models.umt5 import UMT5Config, UMT5Encoder
 from telefuser_cli.models.wan_vae import WAN21_LATENT_MEAN, WAN21_LATENT_STD
 from telefuser_cli.pipelines.wan import Expert, denoise, encode_text, initial_noise
 from telefuser_cli.schedulers import make_scheduler
-from telefuser_cli.synthetic import BACKGROUND, VOCABULARY, ClipSpec, all_specs, analyse_clip, make_clip
+from tools.synthetic import BACKGROUND, VOCABULARY, ClipSpec, all_specs, analyse_clip, make_clip
 
 SIZE, FRAMES = 32, 9  # what the DiT is trained on (and the pipeline defaults for this model)
 DIT_FILE = "diffusion_pytorch_model.safetensors"

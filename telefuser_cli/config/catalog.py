@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import glob
 import os
+import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from telefuser_cli.paths import config_dir, recipes_dir
+from telefuser_cli.paths import cache_dir, config_dir
 
 GROUPS = ("model", "pipeline", "recipe", "launcher")
 # `telefuser list models` reads naturally; the Hydra group names are singular.
@@ -62,8 +64,6 @@ def _description(path: Path) -> str:
 
 
 def _folder(group: str, root: Path) -> Path:
-    if group == "recipe":
-        return root / "recipe"
     if group == "launcher":
         return root / "hydra" / "launcher"
     return root / group
@@ -76,7 +76,7 @@ def _plugin_installed(module: str) -> bool:
 
 
 def catalog(group: str, user_dir: Path | None = None) -> list[Entry]:
-    packaged = recipes_dir() if group == "recipe" else _folder(group, config_dir())
+    packaged = _folder(group, config_dir())
     entries: dict[str, Entry] = {}
     if group == "launcher":
         for name, (module, text) in PLUGIN_LAUNCHERS.items():
@@ -120,7 +120,7 @@ class Facts:
 
     model: str = ""
     pipeline: str = ""
-    pipeline_type: str = ""
+    model_pipeline: str = ""  # the pipeline the model entry chooses itself
     task: str = ""
     root: str = ""  # model.root as the config resolves it (TELEFUSER_MODEL_ROOT applied)
     weights: str = ""  # "found", "missing" or "first use" (a tiny model made on first use)
@@ -131,7 +131,7 @@ class Facts:
     frames: str = ""
     fps: str = ""
     super_resolution: str = ""  # the resolution a super-resolution stage lifts the video to ("" without one)
-    supported: bool = True  # this version implements the pipeline (validate.check_supported)
+    supported: bool = True  # this version runs the entry (its family implements its task)
     refused: str = ""  # why `generate` refuses the entry as it is, besides that ("" when it runs)
     broken: str = ""  # why the entry does not even compose ("" normally)
 
@@ -164,20 +164,17 @@ def weights_state(model: Any) -> str:
     diffusers = (root / "model_index.json").is_file() and (root / "transformer").is_dir()
     if root.is_dir() and patterns and (diffusers or all(glob.glob(str(root / p)) for p in patterns)):
         return "found"
-    return "first use" if model.auto_create else "missing"
+    # a folder directly in telefuser's cache is a tiny fixture, written on first use (families/tiny.py)
+    return "first use" if root.resolve().parent == cache_dir().resolve() else "missing"
 
 
-def _facts(cfg: Any) -> Facts:
-    from telefuser_cli.config.validate import check_supported, to_settings, validate
+def _facts(cfg: Any, model_pipeline: str, available: Callable[[Any], bool]) -> Facts:
+    from telefuser_cli.config.validate import to_settings, validate
     from telefuser_cli.errors import UserError
 
     settings = to_settings(cfg)
     model, pipeline = settings.model, settings.pipeline
-    try:
-        check_supported(settings)
-        supported = True
-    except UserError:
-        supported = False
+    supported = available(model)
     refused, size = "", ""
     try:
         plan = validate(settings, require_prompt=False)  # what `generate` checks, the prompt and image aside
@@ -188,7 +185,7 @@ def _facts(cfg: Any) -> Facts:
     return Facts(
         model=str(choices.get("model")),
         pipeline=str(choices.get("pipeline")),
-        pipeline_type=pipeline.pipeline_type,
+        model_pipeline=model_pipeline,
         task=model.task.value,
         root=model.root,
         weights=weights_state(model),
@@ -212,8 +209,10 @@ class Compositions:
     compositions the list has already made (each costs ~0.15 s).
     """
 
-    def __init__(self, hydra_app: Any) -> None:
+    def __init__(self, hydra_app: Any, available: Callable[[Any], bool]) -> None:
+        """``available(model)``: whether this version runs the entry (the model families know)."""
         self.hydra_app = hydra_app
+        self.available = available
         self._done: dict[tuple[str, ...], Any] = {}
         self._facts: dict[tuple[str, ...], Facts] = {}
 
@@ -241,17 +240,35 @@ class Compositions:
         key = tuple(overrides)
         if key not in self._facts:
             try:
-                self._facts[key] = _facts(self.checked(overrides))
+                cfg = self.checked(overrides)
+                own = self._compose([f"model={cfg.hydra.runtime.choices.get('model')}"])
+                pipeline = str(own.hydra.runtime.choices.get("pipeline"))
+                self._facts[key] = _facts(cfg, pipeline, self.available)
             except UserError as error:
                 self._facts[key] = Facts(broken=str(error))
         return self._facts[key]
 
 
-def _overrides(group: str, name: str, models: set[str]) -> list[str]:
-    # A pipeline is judged with the model whose default it is (conf/config.yaml: `${model}_default`), the
-    # same composition as that model's, so a mixture-of-experts pipeline never meets a single-DiT model.
-    if group == "pipeline" and name.endswith("_default") and name.removesuffix("_default") in models:
-        return [f"model={name.removesuffix('_default')}"]
+_PIPELINE_CHOICE = re.compile(r"^\s*-\s*override\s+/pipeline(?:@\S+)?\s*:\s*(\S+)", re.MULTILINE)
+
+
+def default_pipelines(user_dir: Path | None = None) -> dict[str, str]:
+    """Model entry -> the pipeline its defaults list chooses, read from the YAML files (no Hydra)."""
+    chosen = {}
+    for root in (config_dir(), *([Path(user_dir)] if user_dir is not None else [])):
+        for path in sorted((root / "model").glob("*.yaml")):
+            found = _PIPELINE_CHOICE.search(path.read_text(encoding="utf-8"))
+            if found:
+                chosen[path.stem] = found.group(1)
+    return chosen
+
+
+def _overrides(group: str, name: str, defaults: dict[str, str]) -> list[str]:
+    # A pipeline is judged with a model that chooses it, the same composition as that model's, so a
+    # mixture-of-experts pipeline never meets a single-DiT model.
+    owner = next((model for model, pipeline in defaults.items() if pipeline == name), None)
+    if group == "pipeline" and owner is not None:
+        return [f"model={owner}"]
     return [f"{group}={name}"]
 
 
@@ -261,7 +278,9 @@ def group_facts(
     """Facts of every entry of a group (launchers have none); `models` are the model entries' names."""
     if group == "launcher":
         return {}
-    return {name: compositions.facts(_overrides(group, name, models)) for name in names}
+    chosen = default_pipelines(compositions.hydra_app.user_config_dir)
+    defaults = {model: pipeline for model, pipeline in chosen.items() if model in models}
+    return {name: compositions.facts(_overrides(group, name, defaults)) for name in names}
 
 
 def model_entries(compositions: Compositions, names: list[str]) -> dict[str, dict[str, Any]]:

@@ -34,12 +34,7 @@ _HUNYUAN15 = {
     "dit_sr": "telefuser_cli.models.hunyuan15_dit.Hunyuan15DiT",
     "upsampler": "telefuser_cli.models.hunyuan15_upsampler",
 }
-_VFI = {"vfi": "telefuser_cli.models.rife.IFNet"}
-COMPONENT_CLASSES = {
-    "wan21": {**_WAN, **_VFI},
-    "wan22": {**_WAN, **_VFI},
-    "hunyuan15": {**_HUNYUAN15, **_VFI},
-}
+COMPONENT_CLASSES = {"wan21": _WAN, "wan22": _WAN, "hunyuan15": _HUNYUAN15}
 
 
 def to_plain(value: Any) -> Any:
@@ -89,7 +84,6 @@ def build_document(
     document: dict[str, Any] = {
         "version": __version__,
         "timestamp": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "pipeline_type": pipeline.pipeline_type,
         "device": device,
         "torch_dtype": to_plain(main_runtime.torch_dtype) if main_runtime else None,
         "choices": {k: v for k, v in choices.items() if k in ("model", "pipeline", "recipe", "user")},

@@ -1,10 +1,14 @@
 """The layer guard: unknown keys, changes to facts bound to the weights, and text that is not UTF-8.
 
-Hydra accepts `+user.sed=3` even with a typed schema (appending bypasses struct mode), and a user
-or recipe file could set `model.distill`. Both checks run on the overrides (early, with a
-did-you-mean) and again on every composed job config (catching what files did). Keys below a node
-that the chosen model leaves null would crash inside OmegaConf; `check_override_targets` names them.
-Options and words without a key (habits of other tools) are explained first, by config/habits.py.
+Hydra accepts `+user.sed=3` even with a typed schema (appending bypasses struct mode): overrides are
+checked here, early, with a did-you-mean, and a composed job may hold no section the schema lacks
+(`+steps=3`: a top-level `+` may also add a group). An unknown key in a file is refused by struct mode
+while Hydra composes; `unknown_key_message` gives that refusal its did-you-mean (config/hydra_app.py). A
+user or recipe file could set `model.distill`: every composed job's facts are compared with the model
+file's.
+Keys below a node that the chosen model leaves null would crash inside OmegaConf;
+`check_override_targets` names them. Options and words without a key (habits of other tools) are
+explained first, by config/habits.py.
 """
 
 from __future__ import annotations
@@ -158,33 +162,12 @@ def check_overrides(overrides: list[str]) -> None:
             raise UserError(_fact_message(parts[1]))
 
 
-def _unknown_in_tree(tree: Any, prefix: str, node_type: Any) -> str | None:
-    if node_type is _FREE or not isinstance(tree, dict):
-        return None
-    for key, value in tree.items():
-        dotted = f"{prefix}.{key}" if prefix else str(key)
-        try:
-            child = _child(node_type, str(key))
-        except KeyError:
-            return unknown_key_message(dotted)
-        if isinstance(value, list) and dataclasses.is_dataclass(_unwrap(typing.get_args(child)[0])):
-            for index, item in enumerate(value):
-                found = _unknown_in_tree(item, f"{dotted}.{index}", _unwrap(typing.get_args(child)[0]))
-                if found:
-                    return found
-        else:
-            found = _unknown_in_tree(value, dotted, child)
-            if found:
-                return found
-    return None
-
-
 def check_composed(tree: dict, bound_model: dict) -> None:
-    """Check one composed job config (as a plain dict without `hydra`) against the schema, and its
-    model facts against those of the model file alone (`bound_model`)."""
-    message = _unknown_in_tree(tree, "", RootConfig)
-    if message:
-        raise UserError(message)
+    """Check one composed job config (as a plain dict without `hydra`): its sections, and its model facts
+    against those of the model file alone (`bound_model`)."""
+    for key in tree:
+        if key not in SECTIONS:
+            raise UserError(unknown_key_message(str(key)) or f"unknown key '{key}'")
     model = tree.get("model", {})
     for key in fact_fields():
         if model.get(key) != bound_model.get(key):

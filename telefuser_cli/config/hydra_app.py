@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -24,11 +25,16 @@ from hydra.core.utils import JobReturn
 from hydra.errors import HydraException, OverrideParseException
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
+from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
 import telefuser_cli.config.store  # noqa: F401  (registers the schema and the recipes)
 from telefuser_cli.config.catalog import unknown_choice_message
-from telefuser_cli.config.guard import check_composed, check_override_targets, check_overrides
+from telefuser_cli.config.guard import (
+    check_composed,
+    check_override_targets,
+    check_overrides,
+    unknown_key_message,
+)
 from telefuser_cli.config.overrides import override_key
 from telefuser_cli.errors import UserError
 from telefuser_cli.paths import config_dir
@@ -67,7 +73,9 @@ def _one_line(text: str) -> str:
     OmegaConf appends `full_key:` / `reference_type=` / `object_type=` lines, Hydra a link to its grammar,
     the config search path and a list of the group's entries over many lines.
     """
-    lines = [line.strip() for line in text.strip().splitlines()]
+    # A file's bad value: Hydra puts OmegaConf's reason on the line after "In 'user/mine': ... config:"
+    text = re.sub(r"^In '([^']+)': \w+ raised while composing config:\s*\n", r"\1.yaml: ", text.strip())
+    lines = [line.strip() for line in text.splitlines()]
     first = lines[0] if lines else "invalid configuration"
     # Hydra's numbered choices ("3. To sweep over it, add --multirun") are the fix: keep them, inline
     choices = [line for line in lines[1:] if line[:2].rstrip(".").isdigit() and line[1:2] == "."]
@@ -82,6 +90,18 @@ def _one_line(text: str) -> str:
             break
         options.append(line)
     return f"{first}; available: {', '.join(options)}" if options else first
+
+
+def _unknown_key_in_file(error: BaseException) -> str | None:
+    """A key of a config file that no schema field has (struct mode refused it), with a did-you-mean."""
+    cause: BaseException | None = error
+    while cause is not None and not isinstance(cause, ConfigKeyError):
+        cause = cause.__cause__ or cause.__context__  # Hydra raises its own error inside `except`
+    message = unknown_key_message(cause.full_key) if cause is not None and cause.full_key else None
+    if message is None:
+        return None
+    where = re.match(r"In '([^']+)'", str(error))  # Hydra names the file: In 'recipe/mine'
+    return f"{where.group(1)}.yaml: {message}" if where else message
 
 
 def _override_problem(overrides: list[str], error: BaseException) -> str:
@@ -126,6 +146,7 @@ class HydraApp:
         except (HydraException, OmegaConfBaseException, ValueError, yaml.YAMLError) as error:
             # an entry name that does not exist: one line with the closest name, not Hydra's list of all
             unknown = unknown_choice_message(list(overrides), self.user_config_dir)
+            unknown = unknown or _unknown_key_in_file(error)
             raise UserError(unknown or _override_problem(list(overrides), error)) from None
 
     def job_overrides(self, overrides: list[str], multirun: bool) -> list[list[str]]:

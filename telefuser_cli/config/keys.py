@@ -57,9 +57,6 @@ WRITTEN = {
     "ModelConfig.vision_encoder": "HunyuanVideo 1.5 image-to-video: the SigLIP image encoder's folder.",
     "ModelConfig.dit_sr": "HunyuanVideo 1.5: the super-resolution transformer, for pipeline.enable_sr.",
     "ModelConfig.upsampler": "HunyuanVideo 1.5: the latent upsampler of the super-resolution stage.",
-    "PipelineConfig.pipeline_type": (
-        "The pipeline that runs (`telefuser list pipelines` shows what this version runs)."
-    ),
     "PipelineConfig.description": "One line shown by `telefuser list`.",
     "PipelineConfig.dit_high_config": (
         "Mixture of experts: the high-noise expert's runtime (follows dit_config unless set)."
@@ -133,11 +130,6 @@ WRITTEN = {
     "UserConfig.input_image": "The image to animate (image-to-video models).",
     "UserConfig.end_image": "The last frame (first-and-last-frame models).",
     "OutputConfig.save_latents": "Also write the final latents (latents.safetensors).",
-}
-# Strings whose allowed values the schema lists beside it (the enums list their own).
-CHOICES = {
-    ("PipelineConfig", "sample_solver"): schema.SOLVERS,
-    ("UserConfig", "aspect_ratio"): schema.ASPECT_RATIOS,
 }
 # A default wider than this many terminal columns (a default negative prompt) is shortened on screen.
 MAX_DEFAULT = 60
@@ -284,11 +276,7 @@ def walk(node: Any, prefix: str, comments: dict[tuple[str, str], str]) -> Iterat
             yield from walk(value, path, comments)
             continue
         kind = _enum(hints[field.name])
-        choices = (
-            tuple(member.name for member in kind)
-            if kind
-            else CHOICES.get((type(node).__name__, field.name), ())
-        )
+        choices = tuple(member.name for member in kind) if kind else ()
         fact = bool(field.metadata.get("fact"))
         yield Key(path, type_name(hints[field.name]), show_value(value), description, fact, choices)
 

@@ -9,7 +9,7 @@ This module imports nothing heavy: `telefuser --help` must stay fast.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import Enum, StrEnum
 from typing import Any
 
 FACT = {"fact": True}
@@ -18,6 +18,15 @@ FACT = {"fact": True}
 def fact(default: Any) -> Any:
     """A layer-1 field whose value is bound to the weights."""
     return field(default=default, metadata=FACT)
+
+
+def spelled(name: str, values: tuple[str, ...]) -> type[StrEnum]:
+    """An enum whose member names are the values as a person types them (dpm++, 16:9, 720p).
+
+    OmegaConf matches a value to a member by name and refuses any other value in one line listing the
+    names; the members are strings (StrEnum), so code reading such a field compares text.
+    """
+    return StrEnum(name, [(value, value) for value in values])
 
 
 # ---------------------------------------------------------------- layer 1: the weights
@@ -82,10 +91,6 @@ class ModelConfig:
     vision_encoder: str | None = None
     dit_sr: str | None = None
     upsampler: str | None = None
-    # RIFE frame interpolation weights (Practical-RIFE `flownet.pkl`), for pipeline.enable_vfi.
-    vfi: str | None = None
-    # Tiny models only: the name of the maker (telefuser_cli/tiny.py) that creates them on first use.
-    auto_create: str | None = None
 
 
 # ---------------------------------------------------------------- layer 2: the algorithm
@@ -180,12 +185,15 @@ class ModelRuntimeConfig:
     parallel_config: ParallelConfig = field(default_factory=ParallelConfig)
 
 
-SOLVERS = ("unipc", "dpm++", "euler")
+Solver = spelled("Solver", ("unipc", "dpm++", "euler"))
+SrResolution = spelled("SrResolution", ("720p", "1080p"))
+
+
+RandDevice = spelled("RandDevice", ("cpu", "cuda"))
 
 
 @dataclass
 class PipelineConfig:
-    pipeline_type: str = "wan_t2v"
     description: str = ""
     # The DiT's runtime; on a mixture of experts, what both experts use: each leaf of dit_high_config and
     # dit_low_config follows it unless set for that expert (conf/pipeline/base/wan_moe.yaml).
@@ -197,7 +205,7 @@ class PipelineConfig:
         default_factory=lambda: ModelRuntimeConfig(torch_dtype=DType.float32)
     )
     clip_config: ModelRuntimeConfig | None = None
-    sample_solver: str = "unipc"
+    sample_solver: Solver = Solver.unipc
     num_inference_steps: int = 50
     # Explicit timesteps (distilled models), e.g. [1000, 750, 500, 250]; overrides the step count.
     timesteps: list[float] | None = None
@@ -215,7 +223,7 @@ class PipelineConfig:
     fps: int = 16
     negative_prompt: str = ""
     # Device on which the initial noise is drawn: "cpu" makes a seed mean the same video everywhere.
-    rand_device: str = "cpu"
+    rand_device: RandDevice = RandDevice.cpu
     # The conditional and unconditional passes as one batch of 2 (faster, more activation memory).
     cfg_batch: bool = False
     # First-block residual caching: skip the other blocks while the first one's output changes less than
@@ -231,6 +239,9 @@ class PipelineConfig:
     tile_frames: int = 0
     # Frame interpolation (RIFE) after decoding, from `fps` to the target fps (user.target_fps wins).
     enable_vfi: bool = False
+    # The interpolation network's weights (Practical-RIFE `flownet.pkl`): a model of its own, not a file of
+    # the video model's.
+    vfi_weights: str | None = None
     target_fps: int | None = None
     vfi_config: ModelRuntimeConfig = field(
         default_factory=lambda: ModelRuntimeConfig(torch_dtype=DType.float32)
@@ -240,7 +251,7 @@ class PipelineConfig:
     vfi_chunk_size: int = 8
     # HunyuanVideo 1.5 super-resolution: the base video (the user's resolution) lifted to sr_resolution.
     enable_sr: bool = False
-    sr_resolution: str = "720p"
+    sr_resolution: SrResolution = SrResolution["720p"]
     sr_steps: int = 6
     sr_shift: float = 2.0
     sr_cfg_scale: float = 1.0
@@ -252,7 +263,7 @@ class PipelineConfig:
 
 
 RESOLUTIONS = {"480p": (854, 480), "720p": (1280, 720), "1080p": (1920, 1080)}
-ASPECT_RATIOS = ("16:9", "9:16", "4:3", "3:4", "1:1", "3:2", "2:3")
+AspectRatio = spelled("AspectRatio", ("16:9", "9:16", "4:3", "3:4", "1:1", "3:2", "2:3"))
 
 
 @dataclass
@@ -263,7 +274,7 @@ class UserConfig:
     seed: int = -1
     # "480p", "720p", "1080p" or an explicit "WxH" such as "832x480".
     resolution: str = "480p"
-    aspect_ratio: str = "16:9"
+    aspect_ratio: AspectRatio = AspectRatio["16:9"]
     input_image: str | None = None
     end_image: str | None = None
     # Playback rate wanted; frames are interpolated to it when pipeline.enable_vfi is true.

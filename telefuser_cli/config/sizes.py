@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 import re
 
-from telefuser_cli.config.schema import ASPECT_RATIOS, RESOLUTIONS, Family, ModelConfig, Task
+from telefuser_cli.config.schema import RESOLUTIONS, AspectRatio, Family, ModelConfig, Task
 from telefuser_cli.errors import UserError
 
 _EXPLICIT = re.compile(r"^(\d+)x(\d+)$")
@@ -24,11 +24,11 @@ def _nearest_multiples(value: int, multiple: int) -> list[int]:
 
 
 def parse_aspect_ratio(aspect_ratio: str) -> tuple[int, int]:
-    if aspect_ratio not in ASPECT_RATIOS:
+    if aspect_ratio not in AspectRatio.__members__:
         hint = ""
         if aspect_ratio.isdigit():
             hint = " (an unquoted 16:9 in a YAML file reads as a base-60 integer: quote it)"
-        raise UserError(f"user.aspect_ratio={aspect_ratio!r} is not one of {', '.join(ASPECT_RATIOS)}{hint}")
+        raise UserError(f"user.aspect_ratio={aspect_ratio!r} is not one of {', '.join(AspectRatio.__members__)}{hint}")
     width, height = aspect_ratio.split(":")
     return int(width), int(height)
 
@@ -79,34 +79,13 @@ def resolve_size(resolution: str, aspect_ratio: str, model: ModelConfig) -> tupl
 # ---------------------------------------------------------------- what a size costs
 
 
-def latent_geometry(family: Family, task: Task) -> tuple[int, int, int]:
-    """(latent channels, spatial stride, temporal stride) of the released VAE of the model."""
-    if family is Family.hunyuan15:
-        return (32, 16, 4)
-    return (48, 16, 4) if task is Task.ti2v else (16, 8, 4)
-
-
-def dit_patch(family: Family) -> tuple[int, int, int]:
-    """The DiT's (t, h, w) patch: one token per patch of the latents."""
-    return (1, 1, 1) if family is Family.hunyuan15 else (1, 2, 2)
-
-
-# The largest official setting of each family, in DiT tokens (latent frames x h/patch x w/patch): Wan
-# 1280x720 at 81 frames is 21 x 45 x 80; HunyuanVideo 1.5's 1080p SR stage (1920x1088, 121 frames) is
-# 31 x 68 x 120. Sizes up to TOKEN_MARGIN times that are allowed (attention grows with its square).
-OFFICIAL_MAX_TOKENS = {
-    Family.wan21: ("1280x720 at 81 frames", 75_600),
-    Family.wan22: ("1280x720 at 81 frames", 75_600),
-    Family.hunyuan15: ("1920x1088 (1080p SR) at 121 frames", 252_960),
-}
-TOKEN_MARGIN = 4
 # The longest official clip is 121 frames (HunyuanVideo 1.5, Wan2.2 TI2V-5B); about 4x that, as 4k+1.
 MAX_FRAMES = 481
 # 4x the longest official side (1920, 1080p): beyond it a video is a thin strip no model was trained on.
 MAX_SIDE = 7680
 
 
-def _gib(num_bytes: float) -> str:
+def gib(num_bytes: float) -> str:
     return f"{num_bytes / 2**30:.3g} GiB" if num_bytes >= 2**30 else f"{num_bytes / 2**20:.3g} MiB"
 
 
@@ -116,33 +95,3 @@ def check_frames(num_frames: int) -> None:
             f"pipeline.num_frames={num_frames} is more than {MAX_FRAMES} (about 4x the longest official "
             "clip, 121 frames): lower it"
         )
-
-
-def latent_shape(model: ModelConfig, width: int, height: int, num_frames: int) -> tuple[int, int, int, int]:
-    """[C, T, h, w] of the latents of a `num_frames` x `height` x `width` video (num_frames = 4k+1).
-
-    Raises UserError when the DiT would attend over far more tokens than any official setting, or a
-    side is longer than MAX_SIDE, naming the numbers: such a run could only fail after loading every
-    model, or run for days.
-    """
-    channels, spatial, temporal = latent_geometry(model.family, model.task)
-    shape = (channels, (num_frames - 1) // temporal + 1, height // spatial, width // spatial)
-    patch_t, patch_h, patch_w = dit_patch(model.family)
-    grid = (-(-shape[1] // patch_t), shape[2] // patch_h, shape[3] // patch_w)
-    tokens = math.prod(grid)
-    official, official_tokens = OFFICIAL_MAX_TOKENS[model.family]
-    limit = TOKEN_MARGIN * official_tokens
-    if tokens > limit:
-        grid_text = " x ".join(map(str, grid))
-        raise UserError(
-            f"user.resolution={width}x{height} at pipeline.num_frames={num_frames} is {tokens:,} DiT tokens "
-            f"({grid_text}; float32 latents {_gib(4 * math.prod(shape))}) for model {model.name}: more than "
-            f"{limit:,}, {TOKEN_MARGIN}x its family's largest official setting ({official}, "
-            f"{official_tokens:,} tokens); lower user.resolution or pipeline.num_frames"
-        )
-    if max(width, height) > MAX_SIDE:
-        raise UserError(
-            f"user.resolution={width}x{height}: a side of {max(width, height)} pixels is more than "
-            f"{MAX_SIDE} (4x the longest official side, 1920 at 1080p); choose a smaller size"
-        )
-    return shape

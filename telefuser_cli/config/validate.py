@@ -13,7 +13,6 @@ import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import yaml
@@ -22,21 +21,15 @@ from omegaconf.errors import OmegaConfBaseException
 
 from telefuser_cli.config.guard import not_utf8_message
 from telefuser_cli.config.schema import (
-    SOLVERS,
     AttnImpl,
-    Family,
     ModelRuntimeConfig,
     RootConfig,
     Task,
 )
-from telefuser_cli.config.sizes import check_frames, latent_shape, resolve_size
-from telefuser_cli.config.support import check_supported_options
+from telefuser_cli.config.sizes import check_frames, resolve_size
 from telefuser_cli.errors import UserError
 from telefuser_cli.io.path_kind import file_problem
 from telefuser_cli.paths import config_dir
-
-# pipeline_type -> implemented in this version
-SUPPORTED_PIPELINES = ("wan_t2v", "wan_moe", "wan_i2v", "wan_moe_i2v", "hunyuan15_t2v", "hunyuan15_i2v")
 
 _ATTENTION_PACKAGES = {
     AttnImpl.FLASH_ATTN_2: ("flash_attn", "pip install 'telefuser[gpu]' (flash-attn 2)"),
@@ -55,11 +48,12 @@ class RunPlan:
     width: int
     height: int
     num_frames: int
-    latent_shape: tuple[int, int, int, int]  # [C, T, h, w]
     negative_prompt: str  # effective: the user's, then the pipeline's default
     world_size: int
     output_fps: int  # the written video's rate (the interpolation target when enable_vfi)
     warnings: tuple[str, ...] = ()  # allowed but unusual settings: printed once, recorded in config.json
+    # [C, T, h, w]: set by the model family's check (telefuser_cli.families.check), which knows its VAE
+    latent_shape: tuple[int, ...] = ()
 
 
 def to_settings(cfg: DictConfig) -> RootConfig:
@@ -150,83 +144,6 @@ def _check_runtime(name: str, runtime: ModelRuntimeConfig) -> None:
             raise UserError(f"pipeline.{name}.lora_configs[{index}].path={lora.path} {problem}")
 
 
-def check_supported(settings: RootConfig) -> None:
-    """Refuse pipelines this version cannot run yet (dump-config still shows them)."""
-    pipeline_type = settings.pipeline.pipeline_type
-    if pipeline_type not in SUPPORTED_PIPELINES:
-        raise UserError(
-            f"pipeline_type '{pipeline_type}' (model {settings.model.name}) is not available in this version; "
-            f"available: {', '.join(SUPPORTED_PIPELINES)}"
-        )
-
-
-def _check_hunyuan15_task(settings: RootConfig) -> None:
-    """HunyuanVideo 1.5: the pipeline's task is the model's."""
-    model, pipeline = settings.model, settings.pipeline
-    if model.family is not Family.hunyuan15:
-        return
-    expected = "hunyuan15_i2v" if model.task is Task.i2v else "hunyuan15_t2v"
-    if model.task not in (Task.t2v, Task.i2v) or pipeline.pipeline_type != expected:
-        raise UserError(
-            f"model {model.name} ({model.task.value}) needs pipeline_type {expected}, but the pipeline "
-            f"is {pipeline.pipeline_type}: choose a matching pipeline (pipeline={model.name}_default)"
-        )
-    if model.task is Task.i2v and not model.vision_encoder:
-        raise UserError(
-            f"model {model.name} is image-to-video but names no image encoder: set model.vision_encoder "
-            "(the official layout's vision_encoder/siglip)"
-        )
-
-
-def _check_model_and_pipeline(settings: RootConfig) -> None:
-    model, pipeline = settings.model, settings.pipeline
-    _check_hunyuan15_task(settings)
-    if pipeline.enable_sr:
-        if model.family is not Family.hunyuan15 or not (model.dit_sr and model.upsampler):
-            raise UserError(
-                f"pipeline.enable_sr=true: model {model.name} has no super-resolution stage "
-                "(model.dit_sr and model.upsampler; HunyuanVideo 1.5 entries have them)"
-            )
-        if pipeline.sr_resolution not in ("720p", "1080p"):
-            raise UserError(f"pipeline.sr_resolution={pipeline.sr_resolution!r} must be 720p or 1080p")
-        # Official SR versions are named after their output: 720p_sr_distilled, 1080p_sr_distilled.
-        trained = re.match(r"(\d+p)_sr", Path(model.dit_sr).name)
-        if trained and trained.group(1) != pipeline.sr_resolution:
-            raise UserError(
-                f"pipeline.sr_resolution={pipeline.sr_resolution} but model.dit_sr={model.dit_sr} is a "
-                f"{trained.group(1)} SR stage: set pipeline.sr_resolution={trained.group(1)}"
-            )
-        if not 0.0 <= pipeline.lq_noise_strength <= 1.0:
-            raise UserError(f"pipeline.lq_noise_strength={pipeline.lq_noise_strength} must be in [0, 1]")
-    if pipeline.clip_config is not None and not model.clip:
-        raise UserError(
-            f"pipeline.clip_config is set, but model {model.name} has no CLIP image encoder (model.clip); "
-            "leave pipeline.clip_config null"
-        )
-    if model.moe:
-        if pipeline.dit_high_config is None or pipeline.dit_low_config is None:
-            raise UserError(
-                f"model {model.name} is a mixture of experts: pipeline.dit_high_config and "
-                "pipeline.dit_low_config must be set (choose a wan22 pipeline)"
-            )
-        if pipeline.boundary_step_index is not None:
-            if pipeline.boundary_step_index < 0:
-                raise UserError(f"pipeline.boundary_step_index={pipeline.boundary_step_index} must be >= 0")
-        elif pipeline.boundary is None or not 0.0 < pipeline.boundary < 1.0:
-            raise UserError(
-                f"model {model.name} is a mixture of experts: pipeline.boundary must be in (0, 1)"
-            )
-        if pipeline.cfg_scale_high is None or pipeline.cfg_scale_low is None:
-            raise UserError(
-                f"model {model.name} is a mixture of experts: set pipeline.cfg_scale (both experts) or "
-                "pipeline.cfg_scale_high and pipeline.cfg_scale_low"
-            )
-        if not (model.dit_high and model.dit_low):
-            raise UserError(f"model {model.name} is a mixture of experts: model.dit_high and model.dit_low")
-    else:
-        _check_single_dit(settings)
-
-
 def _warnings(settings: RootConfig) -> tuple[str, ...]:
     """What is allowed but unusual: shown once by the CLI before the run, and kept in its record."""
     model, pipeline = settings.model, settings.pipeline
@@ -238,31 +155,6 @@ def _warnings(settings: RootConfig) -> tuple[str, ...]:
                 f"model {model.name} is distilled without guidance; cfg scales other than 1 are unusual"
             )
     return tuple(found)
-
-
-# Settings only a mixture of experts reads; on one DiT they would be ignored.
-_MOE_ONLY = ("cfg_scale_high", "cfg_scale_low", "boundary", "boundary_step_index")
-
-
-def _check_single_dit(settings: RootConfig) -> None:
-    model, pipeline = settings.model, settings.pipeline
-    if not model.dit or pipeline.dit_config is None:
-        raise UserError(f"model {model.name}: model.dit and pipeline.dit_config must be set")
-    for key in _MOE_ONLY:
-        value = getattr(pipeline, key)
-        if value is not None:
-            raise UserError(
-                f"pipeline.{key}={value}: model {model.name} has one DiT, not a mixture of experts; "
-                "its guidance is pipeline.cfg_scale"
-            )
-    for key in ("dit_high_config", "dit_low_config"):
-        if getattr(pipeline, key) is not None:  # set by a config file (an override is refused earlier)
-            raise UserError(
-                f"pipeline.{key} is set, but model {model.name} has one DiT, not a mixture of experts; "
-                "its runtime settings are pipeline.dit_config"
-            )
-    if pipeline.cfg_scale is None:
-        raise UserError(f"pipeline.cfg_scale is null: model {model.name} needs a guidance scale (1 = none)")
 
 
 def _world_size(settings: RootConfig) -> int:
@@ -304,9 +196,6 @@ def _check_parallel(settings: RootConfig, world_size: int) -> None:
         r.parallel_config.sp_ulysses_degree * r.parallel_config.sp_ring_degree > 1 for r in dits.values()
     ):
         raise UserError("pipeline.step_cache_threshold > 0 cannot be combined with sequence parallelism")
-    if pipeline.dit_high_config is not None and pipeline.dit_low_config is not None:
-        if pipeline.dit_high_config.parallel_config != pipeline.dit_low_config.parallel_config:
-            raise UserError("pipeline.dit_high_config and dit_low_config must use the same parallel_config")
 
 
 VFI_SCALES = (0.25, 0.5, 1.0, 2.0, 4.0)
@@ -338,10 +227,10 @@ def _check_vfi(settings: RootConfig) -> int:
             f"target fps {target} is more than {MAX_VFI_FACTOR}x the generated {pipeline.fps} fps (its "
             f"{pipeline.num_frames} frames would become over {MAX_VFI_FACTOR * pipeline.num_frames}); lower it"
         )
-    if not settings.model.vfi:
+    if not pipeline.vfi_weights:
         raise UserError(
-            f"pipeline.enable_vfi=true but model {settings.model.name} names no interpolation weights: "
-            "set model.vfi=/path/to/flownet.pkl (Practical-RIFE)"
+            "pipeline.enable_vfi=true but pipeline.vfi_weights names no interpolation weights: "
+            "set pipeline.vfi_weights=/path/to/flownet.pkl (Practical-RIFE)"
         )
     if pipeline.vfi_scale not in VFI_SCALES:
         raise UserError(f"pipeline.vfi_scale={pipeline.vfi_scale} must be one of {VFI_SCALES}")
@@ -437,10 +326,6 @@ def validate(settings: RootConfig, *, require_prompt: bool = True) -> RunPlan:
             f"pipeline.num_frames={pipeline.num_frames} must be of the form 4k+1 "
             f"(the VAE compresses time by 4); nearest valid: {_nearest_frames(pipeline.num_frames)}"
         )
-    if pipeline.sample_solver not in SOLVERS:
-        raise UserError(
-            f"pipeline.sample_solver={pipeline.sample_solver!r} is not one of {', '.join(SOLVERS)}"
-        )
     check_frames(pipeline.num_frames)
     _check_steps(settings)
     if pipeline.fps < 1:
@@ -459,13 +344,10 @@ def validate(settings: RootConfig, *, require_prompt: bool = True) -> RunPlan:
             f"pipeline.tile_size={list(pipeline.tile_size)} and pipeline.tile_stride={list(pipeline.tile_stride)} "
             "are [height, width] in latent pixels with 0 < stride <= size"
         )
-    if pipeline.tile_frames < 0 or (pipeline.tile_frames and model.family is not Family.hunyuan15):
+    if pipeline.tile_frames < 0:
         raise UserError(
-            f"pipeline.tile_frames={pipeline.tile_frames}: latent frames per temporal tile (>= 0, 0 = off), "
-            "HunyuanVideo 1.5 only (the Wan VAE decodes frame by frame already)"
+            f"pipeline.tile_frames={pipeline.tile_frames}: latent frames per temporal tile (>= 0, 0 = off)"
         )
-    if pipeline.rand_device not in ("cpu", "cuda"):
-        raise UserError(f"pipeline.rand_device={pipeline.rand_device!r} must be cpu or cuda")
     if not 0 <= settings.output.video_quality <= 10:
         raise UserError(f"output.video_quality={settings.output.video_quality} must be in 0..10")
     if user.seed < -1 or user.seed >= 2**63:
@@ -473,14 +355,9 @@ def validate(settings: RootConfig, *, require_prompt: bool = True) -> RunPlan:
     _check_images(settings, require_image=require_prompt)
     target_fps = _check_vfi(settings)
     width, height = resolve_size(user.resolution, user.aspect_ratio, model)
-    shape = latent_shape(model, width, height, pipeline.num_frames)
-    _check_model_and_pipeline(settings)
     world_size = _world_size(settings)
     for name, runtime in _runtime_configs(settings).items():
         _check_runtime(name, runtime)
     _check_parallel(settings, world_size)
-    check_supported_options(settings)
     negative = effective_negative_prompt(user.negative_prompt, pipeline.negative_prompt)
-    return RunPlan(
-        width, height, pipeline.num_frames, shape, negative, world_size, target_fps, _warnings(settings)
-    )
+    return RunPlan(width, height, pipeline.num_frames, negative, world_size, target_fps, _warnings(settings))

@@ -28,22 +28,25 @@ def available(model: ModelConfig) -> bool:
     return model.task in spec_of(model.family).tasks
 
 
-def problems(settings: RootConfig) -> list[str]:
-    """Every reason the chosen family cannot run this job as configured, one line each."""
+def problems(settings: RootConfig, runnable_only: bool = True) -> list[str]:
+    """Every reason the chosen family cannot run this job as configured, one line each.
+
+    ``runnable_only=False`` (dump-config) checks an entry whose task this version does not run yet as if it did.
+    """
     model = settings.model
     spec = spec_of(model.family)
-    if not available(model):
+    if runnable_only and not available(model):
         runnable = ", ".join(sorted(task.value for task in spec.tasks))
         return [
-            f"model {model.name} is a {model.task.value} model: {spec.name} runs {runnable} in this version "
-            "(dump-config still shows the entry)"
+            f"model {model.name} ({model.task.value}) is not available in this version: the {spec.name} family "
+            f"runs {runnable} (dump-config still shows the entry)"
         ]
     return spec.problems(settings) + unsupported_options(spec, settings, list(SPECS))
 
 
-def check(settings: RootConfig, plan: RunPlan) -> RunPlan:
+def check(settings: RootConfig, plan: RunPlan, runnable_only: bool = True) -> RunPlan:
     """The family's checks of a validated job (one line, every problem), and its latent shape in the plan."""
-    found = problems(settings)
+    found = problems(settings, runnable_only)
     if found:
         raise UserError("; ".join(found))
     model = settings.model

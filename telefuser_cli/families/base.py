@@ -208,9 +208,7 @@ class FamilySpec:
 
 def _defaults() -> tuple[PipelineConfig, dict[str, ModelRuntimeConfig]]:
     pipeline = PipelineConfig()
-    components = {
-        name: getattr(pipeline, name) or ModelRuntimeConfig() for name in runtime_components()
-    }
+    components = {name: getattr(pipeline, name) or ModelRuntimeConfig() for name in runtime_components()}
     return pipeline, components
 
 
@@ -241,6 +239,9 @@ def unsupported_options(spec: FamilySpec, settings: RootConfig, others: list[Fam
             if value == defaults[leaf]:
                 continue
             key = f"pipeline.{component}.{leaf}"
+            if component not in _DIT_COMPONENTS and any(o.honours_leaf("dit_config", leaf) for o in others):
+                found.append(f"{key}={_show(value)}: only the DiT takes it (pipeline.dit_config.{leaf})")
+                continue
             where = supported_by(lambda other, c=component, lf=leaf: other.honours_leaf(c, lf))
             found.append(f"{key}={_show(value)}: not supported by {spec.name} ({where})")
     return found
@@ -282,6 +283,7 @@ class FamilyPipeline(ABC):
 
     def encode_image(self, reporter: Reporter) -> None:
         """2. Image-to-video: encode the image(s); the output size may follow the image."""
+        return None  # text-to-video families have nothing to encode here
 
     @abstractmethod
     def encode_text(self, reporter: Reporter, prompts: list[str]) -> list[Any]:
@@ -305,7 +307,6 @@ class FamilyPipeline(ABC):
     def guided(self) -> bool:
         """Whether any stage runs an unconditional pass (the negative prompt is encoded only then)."""
         return True
-
 
 
 def build_scheduler(pipeline: PipelineConfig) -> FlowScheduler:

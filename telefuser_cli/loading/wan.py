@@ -23,7 +23,7 @@ from telefuser_cli.loading.wan_dit_arch import diffusers_to_official_dit, infer_
 from telefuser_cli.loading.wan_vae_arch import diffusers_to_official_vae, infer_vae_config
 from telefuser_cli.models.umt5 import UMT5Encoder
 from telefuser_cli.models.wan_dit import WanDiT, WanDiTConfig
-from telefuser_cli.models.wan_vae import WanVAE
+from telefuser_cli.models.wan_vae import WanVAE, WanVAEConfig
 
 # Sub-folders of a diffusers pipeline directory (WanPipeline.save_pretrained).
 DIFFUSERS_FOLDERS = {
@@ -166,10 +166,21 @@ def load_text_encoder(files: ComponentFiles, *, dtype: torch.dtype, device: torc
 
 
 def load_vae(files: ComponentFiles, *, dtype: torch.dtype, device: torch.device) -> WanVAE:
+    """The VAE, its architecture and latent mean/std in ``vae.config`` (read off the weights)."""
     state_dict, config = _official_weights(files, diffusers_to_official_vae, infer_vae_config)
-    vae = build_module(lambda: WanVAE(config), state_dict, dtype=dtype, device=device, source=files.source)
-    vae.reset_buffers()
-    return vae
+    return build_module(lambda: WanVAE(config), state_dict, dtype=dtype, device=device, source=files.source)
+
+
+def vae_architecture(files: ComponentFiles) -> WanVAEConfig:
+    """The VAE's config (geometry, latent statistics) from the key shapes, without reading tensor data."""
+    shapes = read_shapes(files.files)
+    if files.diffusers:
+        meta = {key: torch.empty(shape, device="meta") for key, shape in shapes.items()}
+        shapes = {key: tensor.shape for key, tensor in diffusers_to_official_vae(meta).items()}
+    try:
+        return infer_vae_config(shapes)
+    except ValueError as error:
+        raise UserError(f"{files.source}: {error}") from None
 
 
 def dit_shapes(files: ComponentFiles) -> dict[str, torch.Size]:

@@ -1,6 +1,7 @@
 """Wan2.1 VAE architecture detection from checkpoint keys/shapes, and the diffusers -> official key map.
 
-``Wan2.1_VAE.pth`` carries no config: every architecture field is read off the tensors.
+``Wan2.1_VAE.pth`` carries no config: every architecture field is read off the tensors, and the latent
+mean/std table is the one of the released VAE with that many latent channels (``models.wan_vae_stats``).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import torch
 
 from telefuser_cli.loading.shapes import shape_of
 from telefuser_cli.models.wan_vae import WanVAE, WanVAEConfig
+from telefuser_cli.models.wan_vae_stats import latent_stats
 
 _ENC_BLOCK = re.compile(r"encoder\.downsamples\.(\d+)\.(\w+)\.")
 
@@ -21,8 +23,8 @@ def infer_vae_config(shapes: Mapping[str, torch.Size]) -> WanVAEConfig:
 
     base width = encoder.conv1 output channels; z_dim = conv2 channels; the encoder's flat block list
     gives the levels (residual blocks until each Resample), num_res_blocks, dim_mult (residual output
-    widths / base), temporal downsampling (a Resample with ``time_conv``) and attention scales. The
-    result is checked against the full key/shape set of a model built from it.
+    widths / base), temporal downsampling (a Resample with ``time_conv``) and attention scales; z_dim picks
+    the latent mean/std. The result is checked against the full key/shape set of a model built from it.
     """
     layout = "a Wan2.1 VAE state dict in the official layout"
     dim = shape_of(shapes, "encoder.conv1.weight", 5, layout)[0]
@@ -60,8 +62,10 @@ def infer_vae_config(shapes: Mapping[str, torch.Size]) -> WanVAEConfig:
             raise ValueError(f"level width {width} is not a multiple of the base width {dim}")
         dim_mult.append(width // dim)
 
+    mean, std = latent_stats(z_dim)
     cfg = WanVAEConfig(dim=dim, z_dim=z_dim, dim_mult=tuple(dim_mult), num_res_blocks=counts.pop(),
-                       attn_scales=tuple(sorted(attn_scales)), temperal_downsample=tuple(temporal))  # fmt: skip
+                       attn_scales=tuple(sorted(attn_scales)), temperal_downsample=tuple(temporal),
+                       latent_mean=mean, latent_std=std)  # fmt: skip
     _check_layout(cfg, shapes)
     return cfg
 

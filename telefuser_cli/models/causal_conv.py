@@ -1,8 +1,12 @@
-"""Causal 3-D convolution run one frame at a time, with its past input frames in a two-frame ring.
+"""Causal 3-D convolution of the video VAEs, and the frame cache that streams it.
 
-The Wan VAE's building block: every 3x3x3 convolution is causal in time, so a frame needs only itself and
-the two frames before it. :class:`CausalCache` carries those past frames across the chunks of one encode
-or decode (one slot per call site, in call order); :class:`PastFrames` is one convolution's ring.
+Every 3x3x3 convolution of the Wan and HunyuanVideo VAEs is causal in time: a frame needs only itself and
+the two frames before it. The two families pad differently (``pad_mode``): Wan puts zeros before the first
+frame and around each frame, and runs one frame at a time from a cache; HunyuanVideo replicates the first
+frame and the frame edges, and runs the whole clip at once.
+
+:class:`CausalCache` carries the past frames across the chunks of one encode or decode (one slot per call
+site, in call order); :class:`PastFrames` is one convolution's two-frame ring.
 """
 
 from __future__ import annotations
@@ -12,6 +16,8 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from telefuser_cli.ops.cpu_kernels import add_conv2d_
 
 
 class PastFrames:
@@ -62,31 +68,28 @@ def memory_format_of(x: Tensor) -> torch.memory_format:
     return torch.contiguous_format
 
 
-def add_conv2d_(out: Tensor, x: Tensor, weight: Tensor, padding: tuple[int, int]) -> Tensor:
-    """``out += conv2d(x, weight)`` (stride 1, no bias). On CPU oneDNN accumulates straight into ``out``,
-    which saves a temporary as large as ``out`` (fresh memory costs page faults) and a pass over it."""
-    onednn = out.dtype == torch.float32 or (
-        out.dtype == torch.bfloat16 and torch.ops.mkldnn._is_mkldnn_bf16_supported()
-    )
-    if out.device.type == "cpu" and torch.backends.mkldnn.is_available() and onednn:
-        return torch.ops.mkldnn._convolution_pointwise_.binary(
-            out, x, weight, None, list(padding), [1, 1], [1, 1], 1, "add", 1.0, None, [], None
-        )
-    return out.add_(F.conv2d(x, weight, None, 1, padding))
-
-
 class CausalConv3d(nn.Conv3d):
     """3-D convolution causal in time: it sees only the current and the past frames.
 
-    The time padding (``2 * padding[0]`` frames, all in front) comes from the cache or from zeros; the
-    spatial padding is the convolution's own zero padding. A temporal kernel of 3 is run one frame at a
-    time from a :class:`PastFrames` ring; a temporal kernel of 1 is a plain convolution.
+    The time padding is ``2 * padding[0]`` frames, all in front. ``pad_mode="zeros"`` (Wan): the past
+    frames come from the cache or are zeros, the spatial padding is the convolution's own zero padding, and
+    a temporal kernel of 3 runs one frame at a time from a :class:`PastFrames` ring (``step``).
+    ``pad_mode="replicate"`` (HunyuanVideo): the first frame and the frame edges are replicated and the whole
+    clip goes through one convolution (no cache). A temporal kernel of 1 is a plain convolution.
     """
 
-    def __init__(self, in_dim: int, out_dim: int, kernel_size, stride=1, padding=0) -> None:
+    def __init__(
+        self, in_dim: int, out_dim: int, kernel_size, stride=1, padding=0, pad_mode: str = "zeros"
+    ) -> None:
         pt, ph, pw = (padding,) * 3 if isinstance(padding, int) else padding
-        super().__init__(in_dim, out_dim, kernel_size, stride=stride, padding=(0, ph, pw))
+        if pad_mode not in ("zeros", "replicate"):
+            raise ValueError(f"pad_mode={pad_mode!r} is not one of 'zeros', 'replicate'")
+        conv_padding = (0, ph, pw) if pad_mode == "zeros" else 0
+        super().__init__(in_dim, out_dim, kernel_size, stride=stride, padding=conv_padding)
+        self.pad_mode = pad_mode
         self.time_pad = 2 * pt
+        # F.pad order: (left, right, top, bottom, front, back).
+        self.replicate_pad = (pw, pw, ph, ph, self.time_pad, 0)
         if self.time_pad and (self.kernel_size[0], self.time_pad, self.stride) != (3, 2, (1, 1, 1)):
             raise ValueError(
                 "a causally padded CausalConv3d needs a temporal kernel of 3, padding 1 and stride 1, got "
@@ -94,7 +97,9 @@ class CausalConv3d(nn.Conv3d):
             )
 
     def forward(self, x: Tensor) -> Tensor:
-        """No past frames (zeros in front). x: [B, C, T, H, W] -> [B, C', T', H', W']."""
+        """No past frames (zeros or the first frame in front). x: [B, C, T, H, W] -> [B, C', T', H', W']."""
+        if self.pad_mode == "replicate":
+            return super().forward(F.pad(x, self.replicate_pad, mode="replicate"))
         if self.time_pad == 0:
             return super().forward(x)
         return self.step(x, CausalCache())
@@ -102,11 +107,12 @@ class CausalConv3d(nn.Conv3d):
     def step(
         self, x: Tensor, cache: CausalCache, act: Callable[[Tensor, Tensor], None] | None = None
     ) -> Tensor:
-        """One chunk, frame by frame, with the past frames in ``cache`` (temporal kernel 3 only);
-        ``act(x, out)`` writes the conv input (default: a copy of x) straight into the ring.
+        """One chunk, frame by frame, with the past frames in ``cache`` (temporal kernel 3, zeros padding
+        only); ``act(x, out)`` writes the conv input (default: a copy of x) straight into the ring.
 
         x: [B, C, T, H, W] -> [B, C', T, H', W'].
         """
+        assert self.pad_mode == "zeros", "step streams zero-padded convolutions only"
         past = cache.past()
         if past is None:
             past = PastFrames(x[:, :, 0])

@@ -23,8 +23,13 @@ Precision (the project policy): the sinusoidal time embedding and RoPE angles in
 modulation, norms, both residual streams and the output head in float32; the other linear layers and
 attention in the run dtype, which is the dtype of ``img_in.proj.weight``.
 
-No buffers: the RoPE table is computed in forward from the grid shape, so a model built under
-``torch.device("meta")`` is complete after ``load_state_dict(sd, strict=True, assign=True)``.
+Per run, not per step: :meth:`Hunyuan15DiT.prepare_context` computes what of the context does not depend on
+the timestep (see :class:`Hunyuan15Context`), and the RoPE table is built once per grid and device. The
+context modules (refiner, glyph and image projections) and the prepared context are in
+:mod:`telefuser_cli.models.hunyuan15_context`.
+
+No buffers: the RoPE table is computed from the grid shape on first use and kept in a plain attribute, so a
+model built under ``torch.device("meta")`` is complete after ``load_state_dict(sd, strict=True, assign=True)``.
 """
 
 from __future__ import annotations
@@ -36,11 +41,20 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from telefuser_cli.models.hunyuan15_context import (
+    MLP,
+    ByT5Mapper,
+    Hunyuan15Context,
+    SingleTokenRefiner,
+    TimestepEmbedder,
+    VisionProjection,
+    attend_valid,
+    pad_stack,
+)
 from telefuser_cli.ops.attention import AttentionFn, get_attention_fn
-from telefuser_cli.ops.rope import apply_rope, axis_angles
-
-FREQ_DIM = 256  # width of the sinusoidal timestep embedding (official TimestepEmbedder)
-EPS = 1e-6
+from telefuser_cli.ops.fp32 import RMSNorm, f32_layer_norm, f32_linear
+from telefuser_cli.ops.rope import LastRopeTable, apply_rope
+from telefuser_cli.ops.runtime_plan import RuntimePlan
 
 
 @dataclass(frozen=True)
@@ -111,95 +125,9 @@ class Hunyuan15DiTConfig:
         return int(self.hidden_size * self.mlp_width_ratio)
 
 
-def timestep_embedding(t: torch.Tensor, dim: int = FREQ_DIM) -> torch.Tensor:
-    """Official ``[cos(t w), sin(t w)]``, ``w_i = 10000**(-i/half)``, computed in float64. t: [N] -> [N, dim]."""
-    half = dim // 2
-    freqs = torch.exp(-math.log(10000.0) * torch.arange(half, dtype=torch.float64, device=t.device) / half)
-    angles = t.to(torch.float64)[:, None] * freqs[None]
-    return torch.cat([torch.cos(angles), torch.sin(angles)], dim=-1)
-
-
-def rope_table(grid: tuple[int, int, int], axis_dims: tuple[int, int, int], theta: float, device=None):
-    """RoPE phasors for a frame-major token grid: complex64 ``[F*H*W, head_dim // 2]`` from float64 angles."""
-    f, h, w = grid
-    df, dh, dw = axis_dims
-    af = axis_angles(f, df, theta, device)[:, None, None, :].expand(f, h, w, df // 2)
-    ah = axis_angles(h, dh, theta, device)[None, :, None, :].expand(f, h, w, dh // 2)
-    aw = axis_angles(w, dw, theta, device)[None, None, :, :].expand(f, h, w, dw // 2)
-    angles = torch.cat([af, ah, aw], dim=-1).reshape(f * h * w, -1)
-    return torch.polar(torch.ones_like(angles), angles).to(torch.complex64)
-
-
-def _f32_linear(x: torch.Tensor, layer: nn.Linear) -> torch.Tensor:
-    return F.linear(x.float(), layer.weight.float(), None if layer.bias is None else layer.bias.float())
-
-
-def _layer_norm(x: torch.Tensor, norm: nn.LayerNorm | None = None) -> torch.Tensor:
-    """LayerNorm in float32 (returns float32); ``norm=None`` means no affine, eps 1e-6. x: [..., C]."""
-    if norm is None:
-        return F.layer_norm(x.float(), (x.shape[-1],), eps=EPS)
-    return F.layer_norm(x.float(), norm.normalized_shape, norm.weight.float(), norm.bias.float(), norm.eps)
-
-
 def _modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     """float32 ``LN(x) * (1 + scale) + shift``; x: [B, L, C], shift/scale: [B, C]."""
-    return torch.addcmul(shift[:, None], _layer_norm(x), 1 + scale[:, None])
-
-
-def _attend(attn: AttentionFn, q, k, v, lens: list[int] | None) -> torch.Tensor:
-    """Attention over each sample's valid prefix. q/k/v: [B, L, H, D]; lens: valid length per sample (None: all).
-
-    Positions past a sample's length come out as zeros (they are padding and never read as keys later).
-    """
-    seq = q.shape[1]
-    if lens is None or all(n == seq for n in lens):
-        return attn(q, k, v)
-    out = q.new_zeros(q.shape)
-    for b, n in enumerate(lens):
-        out[b : b + 1, :n] = attn(q[b : b + 1, :n], k[b : b + 1, :n], v[b : b + 1, :n])
-    return out
-
-
-def _pad_stack(rows: list[torch.Tensor]) -> tuple[torch.Tensor, list[int]]:
-    """[n_b, C] per sample -> zero-padded [B, max n_b, C] and the lengths."""
-    lens = [r.shape[0] for r in rows]
-    longest = max(lens)
-    return torch.stack([F.pad(r, (0, 0, 0, longest - r.shape[0])) for r in rows]), lens
-
-
-class RMSNorm(nn.Module):
-    """RMS norm over the last dim (the head dim for q/k), in float32, returned in the input dtype."""
-
-    def __init__(self, dim: int):
-        super().__init__()
-        self.weight = nn.Parameter(torch.ones(dim))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.rms_norm(x.float(), (x.shape[-1],), self.weight.float(), EPS).to(x.dtype)
-
-
-class MLP(nn.Module):
-    def __init__(self, dim: int, hidden: int, act: nn.Module):
-        super().__init__()
-        self.fc1 = nn.Linear(dim, hidden)
-        self.act = act
-        self.fc2 = nn.Linear(hidden, dim)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(self.act(self.fc1(x)))
-
-
-class TimestepEmbedder(nn.Module):
-    """Official ``TimestepEmbedder``: float64 sinusoid -> Linear -> SiLU -> Linear, run in float32."""
-
-    def __init__(self, dim: int):
-        super().__init__()
-        self.mlp = nn.Sequential(nn.Linear(FREQ_DIM, dim), nn.SiLU(), nn.Linear(dim, dim))
-
-    def forward(self, t: torch.Tensor) -> torch.Tensor:
-        """t: [B] -> [B, dim] float32."""
-        h = F.silu(_f32_linear(timestep_embedding(t).float(), self.mlp[0]))
-        return _f32_linear(h, self.mlp[2])
+    return torch.addcmul(shift[:, None], f32_layer_norm(x), 1 + scale[:, None])
 
 
 class ModulateDiT(nn.Module):
@@ -208,108 +136,7 @@ class ModulateDiT(nn.Module):
         self.linear = nn.Linear(dim, factor * dim)
 
     def forward(self, vec: torch.Tensor) -> torch.Tensor:
-        return _f32_linear(F.silu(vec), self.linear)
-
-
-class RefinerBlock(nn.Module):
-    """Official ``IndividualTokenRefinerBlock``: gated self-attention + SiLU MLP over the text tokens."""
-
-    def __init__(self, dim: int, heads: int, mlp_ratio: float):
-        super().__init__()
-        self.heads = heads
-        self.norm1 = nn.LayerNorm(dim, eps=EPS)
-        self.self_attn_qkv = nn.Linear(dim, 3 * dim)
-        self.self_attn_proj = nn.Linear(dim, dim)
-        self.norm2 = nn.LayerNorm(dim, eps=EPS)
-        self.mlp = MLP(dim, int(dim * mlp_ratio), nn.SiLU())
-        self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(dim, 2 * dim))
-
-    def forward(self, x: torch.Tensor, c: torch.Tensor, lens: list[int], attn: AttentionFn) -> torch.Tensor:
-        """x: [B, L, C] float32; c: [B, C] float32 conditioning -> [B, L, C] float32."""
-        dtype = self.self_attn_qkv.weight.dtype
-        gate_msa, gate_mlp = _f32_linear(F.silu(c), self.adaLN_modulation[1]).chunk(2, dim=-1)
-        qkv = self.self_attn_qkv(_layer_norm(x, self.norm1).to(dtype))
-        q, k, v = qkv.unflatten(-1, (3, self.heads, -1)).unbind(2)
-        out = _attend(attn, q, k, v, lens).flatten(2)
-        x = x + self.self_attn_proj(out).float() * gate_msa[:, None]
-        return x + self.mlp(_layer_norm(x, self.norm2).to(dtype)).float() * gate_mlp[:, None]
-
-
-class TextProjection(nn.Module):
-    """Official ``TextProjection`` (``c_embedder``): Linear -> SiLU -> Linear, in float32."""
-
-    def __init__(self, in_dim: int, dim: int):
-        super().__init__()
-        self.linear_1 = nn.Linear(in_dim, dim)
-        self.linear_2 = nn.Linear(dim, dim)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return _f32_linear(F.silu(_f32_linear(x, self.linear_1)), self.linear_2)
-
-
-class IndividualTokenRefiner(nn.Module):
-    def __init__(self, dim: int, heads: int, depth: int, mlp_ratio: float):
-        super().__init__()
-        self.blocks = nn.ModuleList([RefinerBlock(dim, heads, mlp_ratio) for _ in range(depth)])
-
-
-class SingleTokenRefiner(nn.Module):
-    """Official ``txt_in``: project the text features and refine them, conditioned on time + pooled text."""
-
-    def __init__(self, in_dim: int, dim: int, heads: int, depth: int, mlp_ratio: float = 4.0):
-        super().__init__()
-        self.input_embedder = nn.Linear(in_dim, dim)
-        self.t_embedder = TimestepEmbedder(dim)
-        self.c_embedder = TextProjection(in_dim, dim)
-        self.individual_token_refiner = IndividualTokenRefiner(dim, heads, depth, mlp_ratio)
-
-    def forward(self, x: torch.Tensor, lens: list[int], t: torch.Tensor, attn: AttentionFn) -> torch.Tensor:
-        """x: [B, L, in_dim] valid tokens first, zero-padded; lens: valid count per sample; t: [B].
-
-        Returns [B, L, dim] float32 (rows past a sample's length are padding).
-        """
-        count = torch.tensor(lens, dtype=torch.float32, device=x.device)[:, None]
-        pooled = x.float().sum(dim=1) / count  # masked mean: padding rows are zero
-        c = self.t_embedder(t) + self.c_embedder(pooled)
-        h = self.input_embedder(x.to(self.input_embedder.weight.dtype)).float()
-        for block in self.individual_token_refiner.blocks:
-            h = block(h, c, lens, attn)
-        return h
-
-
-class ByT5Mapper(nn.Module):
-    """Official ``byt5_in``: LayerNorm -> fc1 -> GELU -> fc2 -> GELU -> fc3 (``use_residual=False``)."""
-
-    def __init__(self, in_dim: int, hidden: int, dim: int):
-        super().__init__()
-        self.layernorm = nn.LayerNorm(in_dim)
-        self.fc1 = nn.Linear(in_dim, hidden)
-        self.fc2 = nn.Linear(hidden, hidden)
-        self.fc3 = nn.Linear(hidden, dim)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        dtype = self.fc1.weight.dtype
-        h = F.gelu(self.fc1(_layer_norm(x, self.layernorm).to(dtype)))
-        return self.fc3(F.gelu(self.fc2(h))).float()
-
-
-class VisionProjection(nn.Module):
-    """Official ``vision_in``: LayerNorm -> Linear -> GELU -> Linear -> LayerNorm."""
-
-    def __init__(self, in_dim: int, dim: int):
-        super().__init__()
-        self.proj = nn.Sequential(
-            nn.LayerNorm(in_dim),
-            nn.Linear(in_dim, in_dim),
-            nn.GELU(),
-            nn.Linear(in_dim, dim),
-            nn.LayerNorm(dim),
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        norm_in, fc1, act, fc2, norm_out = self.proj
-        h = fc2(act(fc1(_layer_norm(x, norm_in).to(fc1.weight.dtype))))
-        return _layer_norm(h, norm_out)
+        return f32_linear(F.silu(vec), self.linear)
 
 
 class PatchEmbed(nn.Module):
@@ -352,7 +179,9 @@ class DoubleStreamBlock(nn.Module):
         iq, ik = apply_rope(iq, rope), apply_rope(ik, rope)
         seq = img.shape[1]
         joint = None if lens is None else [seq + n for n in lens]
-        out = _attend(attn, torch.cat([iq, tq], 1), torch.cat([ik, tk], 1), torch.cat([iv, tv], 1), joint)
+        out = attend_valid(
+            attn, torch.cat([iq, tq], 1), torch.cat([ik, tk], 1), torch.cat([iv, tv], 1), joint
+        )
         out = out.flatten(2)
         img = img + self.img_attn_proj(out[:, :seq]).float() * i_mod[2][:, None]
         txt = txt + self.txt_attn_proj(out[:, seq:]).float() * t_mod[2][:, None]
@@ -370,8 +199,29 @@ class FinalLayer(nn.Module):
 
     def forward(self, x: torch.Tensor, vec: torch.Tensor) -> torch.Tensor:
         """x: [B, L, C] float32; vec: [B, C] -> [B, L, prod(patch) * out_channels] float32."""
-        shift, scale = _f32_linear(F.silu(vec), self.adaLN_modulation[1]).chunk(2, dim=-1)
-        return _f32_linear(_modulate(x, shift, scale), self.linear)
+        shift, scale = f32_linear(F.silu(vec), self.adaLN_modulation[1]).chunk(2, dim=-1)
+        return f32_linear(_modulate(x, shift, scale), self.linear)
+
+
+@dataclass
+class Hunyuan15Tokens:
+    """The embedded inputs of the double-stream blocks (output of :meth:`Hunyuan15DiT.embed`).
+
+    img: [B, L, C] float32 video stream; txt: [B, Lc, C] float32 context stream (each sample's valid
+    [image, glyph, text] tokens first); vec: [B, C] float32 time (and meanflow) embedding; rope: [L, D/2]
+    complex64; lens: valid context tokens per sample (None: all); branch: the prepared context's refiner
+    input [B, Lt, C], which tells guidance branches apart; grid: (F, H, W) in patches, F*H*W == L;
+    attn: the attention kernel of the blocks' joint attention.
+    """
+
+    img: torch.Tensor
+    txt: torch.Tensor
+    vec: torch.Tensor
+    rope: torch.Tensor
+    lens: list[int] | None
+    branch: torch.Tensor
+    grid: tuple[int, int, int]
+    attn: AttentionFn
 
 
 class Hunyuan15DiT(nn.Module):
@@ -393,6 +243,17 @@ class Hunyuan15DiT(nn.Module):
         "vision_in.proj.4",
         "byt5_in.layernorm",
         "cond_type_embedding",
+    )
+    # Sequence parallelism is not declared (no ``split``): the joint attention over video and per-sample
+    # context tokens would need its own split; the family refuses sp degrees > 1 before loading.
+    runtime_plan = RuntimePlan(
+        blocks="double_blocks",
+        block_type=DoubleStreamBlock,
+        streams=("img",),  # the context stream is not read after the last block: nothing to cache for it
+        branch="branch",
+        attention="attn",
+        heads="heads_num",
+        keep_fp32=keep_fp32,
     )
 
     def __init__(self, config: Hunyuan15DiTConfig, attn_backend: str = "TORCH_SDPA"):
@@ -416,27 +277,16 @@ class Hunyuan15DiT(nn.Module):
             [DoubleStreamBlock(cfg) for _ in range(cfg.mm_double_blocks_depth)]
         )
         self.final_layer = FinalLayer(cfg)
+        # RoPE table of the last (grid, device): once per run, not once per step
+        self.rope = LastRopeTable(cfg.rope_dim_list, cfg.rope_theta)
 
-    def _check_inputs(self, x, timestep, text_states, text_mask, byt5_states, byt5_mask, image_embeds, t_r):
+    def _check_context(self, text_states, text_mask, byt5_states, byt5_mask, image_embeds) -> None:
         cfg = self.config
-        if x.ndim != 5 or x.shape[1] != cfg.patch_in_channels:
-            raise ValueError(
-                f"x {tuple(x.shape)} must be [B, {cfg.patch_in_channels}, F, H, W] "
-                f"(latents, cond latents and cond mask on channels)"
-            )
-        if any(s % p for s, p in zip(x.shape[2:], cfg.patch_size, strict=True)):
-            raise ValueError(
-                f"latent size {tuple(x.shape[2:])} must be divisible by patch_size={cfg.patch_size}"
-            )
-        b = x.shape[0]
-        if timestep.shape != (b,) or (t_r is not None and t_r.shape != (b,)):
-            raise ValueError(f"timestep (and timestep_r) must be [B={b}], got {tuple(timestep.shape)}")
-        if t_r is not None and not cfg.use_meanflow:
-            raise ValueError("timestep_r given but the model has no time_r_in (use_meanflow=False)")
-        if text_states.ndim != 3 or text_states.shape[0] != b or text_states.shape[2] != cfg.text_states_dim:
+        if text_states.ndim != 3 or text_states.shape[2] != cfg.text_states_dim:
             raise ValueError(f"text_states {tuple(text_states.shape)} must be [B, L, {cfg.text_states_dim}]")
-        if text_mask.shape != text_states.shape[:2]:
-            raise ValueError(f"text_mask {tuple(text_mask.shape)} must be {tuple(text_states.shape[:2])}")
+        if text_mask is None or text_mask.shape != text_states.shape[:2]:
+            raise ValueError(f"text_mask must be given with shape {tuple(text_states.shape[:2])}")
+        b = text_states.shape[0]
         if byt5_states is not None:
             if cfg.byt5_dim is None:
                 raise ValueError("byt5_states given but the model has no byt5_in")
@@ -456,36 +306,78 @@ class Hunyuan15DiT(nn.Module):
                     f"image_embeds {tuple(image_embeds.shape)} must be [B, N, {cfg.vision_states_dim}]"
                 )
 
-    def _context(self, timestep, text_states, text_mask, byt5_states, byt5_mask, image_embeds):
-        """Valid context tokens per sample, ordered [image, glyphs, text]: ([B, Lc, C] float32, lengths)."""
+    def _check_inputs(self, x, timestep, context: Hunyuan15Context, t_r) -> None:
         cfg = self.config
-        rows, lens = _pad_stack([s[m.bool()] for s, m in zip(text_states, text_mask, strict=True)])
+        if x.ndim != 5 or x.shape[1] != cfg.patch_in_channels:
+            raise ValueError(
+                f"x {tuple(x.shape)} must be [B, {cfg.patch_in_channels}, F, H, W] "
+                f"(latents, cond latents and cond mask on channels)"
+            )
+        if any(s % p for s, p in zip(x.shape[2:], cfg.patch_size, strict=True)):
+            raise ValueError(
+                f"latent size {tuple(x.shape[2:])} must be divisible by patch_size={cfg.patch_size}"
+            )
+        b = x.shape[0]
+        if timestep.shape != (b,) or (t_r is not None and t_r.shape != (b,)):
+            raise ValueError(f"timestep (and timestep_r) must be [B={b}], got {tuple(timestep.shape)}")
+        if t_r is not None and not cfg.use_meanflow:
+            raise ValueError("timestep_r given but the model has no time_r_in (use_meanflow=False)")
+        if context.batch != b:
+            raise ValueError(f"the context has batch {context.batch}, x has batch {b}")
+
+    def prepare_context(
+        self,
+        text_states: torch.Tensor,
+        text_mask: torch.Tensor,
+        byt5_states: torch.Tensor | None = None,
+        byt5_mask: torch.Tensor | None = None,
+        image_embeds: torch.Tensor | None = None,
+    ) -> Hunyuan15Context:
+        """Everything of the context that does not depend on the timestep (see :class:`Hunyuan15Context`).
+
+        Arguments as :meth:`forward` takes them. Call it where the weights are (after an offloaded DiT came
+        to its device), once per run and prompt; it syncs with the host once (the image rule).
+        """
+        self._check_context(text_states, text_mask, byt5_states, byt5_mask, image_embeds)
+        cfg = self.config
+        rows, lens = pad_stack([s[m.bool()] for s, m in zip(text_states, text_mask, strict=True)])
         if min(lens) == 0:
             raise ValueError("text_mask has a sample with no valid token")
-        text = self.txt_in(rows, lens, timestep, self._attn)
-        parts = [[text[b, :n] for b, n in enumerate(lens)]]
+        text, pooled, attended = self.txt_in.prepare(rows, lens, self._attn)
         type_emb = self.cond_type_embedding.weight.float() if cfg.use_cond_type_embedding else None
-        if type_emb is not None:
-            parts[0] = [p + type_emb[0] for p in parts[0]]
-        if byt5_states is not None:
-            glyph = self.byt5_in(byt5_states)
-            if type_emb is not None:
-                glyph = glyph + type_emb[1]
-            parts.insert(0, [g[m.bool()] for g, m in zip(glyph, byt5_mask, strict=True)])
+        prefix: list[list[torch.Tensor]] = [[] for _ in lens]  # per sample: [image tokens, glyph tokens]
         # official rule: all-zero image features mean "no image" (t2v) and their tokens are masked out
         if image_embeds is not None and bool(image_embeds.any()):
             image = self.vision_in(image_embeds)
             if type_emb is not None:
                 image = image + type_emb[2]
-            parts.insert(0, list(image))
-        return _pad_stack([torch.cat(p, dim=0) for p in zip(*parts, strict=True)])
+            for parts, tokens in zip(prefix, image, strict=True):
+                parts.append(tokens)
+        if byt5_states is not None:
+            glyph = self.byt5_in(byt5_states)
+            if type_emb is not None:
+                glyph = glyph + type_emb[1]
+            for parts, tokens, mask in zip(prefix, glyph, byt5_mask, strict=True):
+                parts.append(tokens[mask.bool()])
+        empty = text.new_zeros(0, text.shape[-1])
+        joined = tuple(torch.cat(parts) if parts else empty for parts in prefix)
+        return Hunyuan15Context(text, tuple(lens), pooled, attended, joined)
+
+    def _context_tokens(self, context: Hunyuan15Context, timestep: torch.Tensor):
+        """Valid context tokens per sample, ordered [image, glyphs, text]: ([B, Lc, C] float32, lengths)."""
+        lens = list(context.text_lens)
+        text = self.txt_in.refine(context.text, context.pooled, context.attended, lens, timestep, self._attn)
+        rows = [text[b, :n] for b, n in enumerate(lens)]
+        if self.config.use_cond_type_embedding:
+            rows = [r + self.cond_type_embedding.weight.float()[0] for r in rows]
+        return pad_stack([torch.cat([p, r]) for p, r in zip(context.prefix, rows, strict=True)])
 
     def forward(
         self,
         x: torch.Tensor,
         timestep: torch.Tensor,
-        text_states: torch.Tensor,
-        text_mask: torch.Tensor,
+        text_states: torch.Tensor | Hunyuan15Context,
+        text_mask: torch.Tensor | None = None,
         byt5_states: torch.Tensor | None = None,
         byt5_mask: torch.Tensor | None = None,
         image_embeds: torch.Tensor | None = None,
@@ -499,29 +391,68 @@ class Hunyuan15DiT(nn.Module):
         text_states: [B, L, text_states_dim] Qwen2.5-VL features; text_mask: [B, L] (1/True = valid).
         byt5_states: [B, Lg, byt5_dim] ByT5 glyph features with byt5_mask [B, Lg]; None = no glyph tokens.
         image_embeds: [B, N, vision_states_dim] SigLIP features (i2v); None or all zeros = no image tokens.
+        Or, in place of text_states .. image_embeds (left None), the :class:`Hunyuan15Context` of them from
+        :meth:`prepare_context`: the same result, less work per step.
         Returns [B, out_channels, F, H, W] float32.
         """
-        self._check_inputs(
+        tokens = self.embed(
             x, timestep, text_states, text_mask, byt5_states, byt5_mask, image_embeds, timestep_r
         )
+        for i in range(len(self.double_blocks)):
+            tokens = self.run_block(i, tokens)
+        return self.unpatchify(self.project_out(tokens), tokens)
+
+    # The stages below are the seam for transformations applied from outside (``runtime_plan``); forward is
+    # their chain.
+
+    def embed(
+        self,
+        x: torch.Tensor,
+        timestep: torch.Tensor,
+        text_states: torch.Tensor | Hunyuan15Context,
+        text_mask: torch.Tensor | None = None,
+        byt5_states: torch.Tensor | None = None,
+        byt5_mask: torch.Tensor | None = None,
+        image_embeds: torch.Tensor | None = None,
+        timestep_r: torch.Tensor | None = None,
+    ) -> Hunyuan15Tokens:
+        """Check the inputs (as forward documents them) and embed latents, time and context."""
+        if isinstance(text_states, Hunyuan15Context):
+            if any(a is not None for a in (text_mask, byt5_states, byt5_mask, image_embeds)):
+                raise ValueError("a prepared Hunyuan15Context replaces text_mask, byt5_* and image_embeds")
+            context = text_states
+        else:
+            context = self.prepare_context(text_states, text_mask, byt5_states, byt5_mask, image_embeds)
+        self._check_inputs(x, timestep, context, timestep_r)
         cfg = self.config
         dtype = self.img_in.proj.weight.dtype
-        b = x.shape[0]
         grid = tuple(s // p for s, p in zip(x.shape[2:], cfg.patch_size, strict=True))
         img = self.img_in.proj(x.to(dtype)).flatten(2).transpose(1, 2).float()  # [B, L, C]
-        rope = rope_table(grid, cfg.rope_dim_list, cfg.rope_theta, device=x.device)
+        rope = self.rope(grid, x.device)
 
         vec = self.time_in(timestep)
         if timestep_r is not None:
             vec = vec + self.time_r_in(timestep_r)
-        txt, lens = self._context(timestep, text_states, text_mask, byt5_states, byt5_mask, image_embeds)
+        txt, lens = self._context_tokens(context, timestep)
         lens = None if min(lens) == txt.shape[1] else lens
+        return Hunyuan15Tokens(img, txt, vec, rope, lens, context.text, grid, self._attn)
 
-        for block in self.double_blocks:
-            img, txt = block(img, txt, vec, rope, lens, self._attn)
+    def run_block(self, i: int, tokens: Hunyuan15Tokens) -> Hunyuan15Tokens:
+        """Double-stream block ``i`` over both streams."""
+        tokens.img, tokens.txt = self.double_blocks[i](
+            tokens.img, tokens.txt, tokens.vec, tokens.rope, tokens.lens, tokens.attn
+        )
+        return tokens
 
-        out = self.final_layer(img, vec)
+    def project_out(self, tokens: Hunyuan15Tokens) -> torch.Tensor:
+        """The final layer, per video token: [B, L, prod(patch) * out_channels] float32."""
+        return self.final_layer(tokens.img, tokens.vec)
+
+    def unpatchify(self, out: torch.Tensor, tokens: Hunyuan15Tokens) -> torch.Tensor:
+        """[B, F*H*W, prod(patch) * out_channels] on the grid ``tokens.grid`` -> [B, out_channels, F', H', W']."""
+        cfg = self.config
+        b = out.shape[0]
         pt, ph, pw = cfg.patch_size
-        f, h, w = grid
+        f, h, w = tokens.grid
         out = out.view(b, f, h, w, cfg.out_channels, pt, ph, pw).permute(0, 4, 1, 5, 2, 6, 3, 7)
         return out.reshape(b, cfg.out_channels, f * pt, h * ph, w * pw)

@@ -10,6 +10,9 @@ frames), channel RMS norms, resampling by pixel (un)shuffle with a channel-avera
 shortcut (the first frame is resampled in space only, so F = 1 + 4k frames <-> 1 + k latent frames), a
 mid block with block-causal attention (a token sees every token of its own and earlier frames), and
 "shortcut" paths at both ends (encoder output + channel-group mean; decoder input repeated on channels).
+The convolution, the norm and the space <-> channels reshapes are the shared video-VAE blocks
+(:mod:`causal_conv`, :mod:`video_vae_blocks`); the residual block and the attention keep this checkpoint's
+key names (``norm1``/``conv1``/..., ``q``/``k``/``v``) and whole-clip forwards, so they stay here.
 
 Latent normalisation (the official and diffusers pipelines): the DiT works on ``z * scaling_factor``
 (``scaling_factor`` = 1.03682 in the released ``vae/config.json``, which has no ``shift_factor``; the
@@ -29,6 +32,9 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from telefuser_cli.models import causal_conv
+from telefuser_cli.models.video_vae_blocks import RMSNorm, channels_to_space, mean_shortcut, space_to_channels
 
 
 @dataclass(frozen=True)
@@ -86,6 +92,16 @@ class Hunyuan15VAEConfig:
                 )
 
     @property
+    def spatial_compression(self) -> int:
+        """Pixels per latent pixel along height and width (``ffactor_spatial``)."""
+        return self.ffactor_spatial
+
+    @property
+    def temporal_compression(self) -> int:
+        """Frames per latent frame after the first one (``ffactor_temporal``)."""
+        return self.ffactor_temporal
+
+    @property
     def spatial_levels(self) -> int:
         return int(math.log2(self.ffactor_spatial))
 
@@ -95,27 +111,17 @@ class Hunyuan15VAEConfig:
 
 
 class CausalConv3d(nn.Module):
-    """3-D convolution, causal in time (two replicated past frames), replicate padding in space."""
+    """The shared causal convolution with replicated past frames and edges, whole clip at once, under the
+    official key names (``<name>.conv.weight``)."""
 
     def __init__(self, in_dim: int, out_dim: int, kernel: int = 3):
         super().__init__()
-        self.pad = (kernel // 2, kernel // 2, kernel // 2, kernel // 2, kernel - 1, 0)
-        self.conv = nn.Conv3d(in_dim, out_dim, kernel)
+        self.conv = causal_conv.CausalConv3d(
+            in_dim, out_dim, kernel, padding=kernel // 2, pad_mode="replicate"
+        )
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.conv(F.pad(x, self.pad, mode="replicate"))
-
-
-class RMSNorm(nn.Module):
-    """``normalize(x, dim=channels) * sqrt(C) * gamma`` in float32, returned in the input dtype. x: [B, C, ...]."""
-
-    def __init__(self, dim: int):
-        super().__init__()
-        self.gamma = nn.Parameter(torch.ones(dim, 1, 1, 1))
-        self.scale = dim**0.5
-
-    def forward(self, x: Tensor) -> Tensor:
-        return (F.normalize(x.float(), dim=1) * (self.scale * self.gamma.float())).to(x.dtype)
+        return self.conv(x)
 
 
 class ResnetBlock(nn.Module):
@@ -165,21 +171,6 @@ class AttnBlock(nn.Module):
         return x + self.proj_out(out)
 
 
-def _space_to_channels(x: Tensor, rt: int) -> Tensor:
-    """[B, C, rt*F, 2H, 2W] -> [B, rt*2*2*C, F, H, W], the (rt, rh, rw) factors outermost on channels."""
-    b, c, f, h, w = x.shape
-    x = x.view(b, c, f // rt, rt, h // 2, 2, w // 2, 2).permute(0, 3, 5, 7, 1, 2, 4, 6)
-    return x.reshape(b, rt * 4 * c, f // rt, h // 2, w // 2)
-
-
-def _channels_to_space(x: Tensor, rt: int) -> Tensor:
-    """Inverse of :func:`_space_to_channels`: [B, rt*4*C, F, H, W] -> [B, C, rt*F, 2H, 2W]."""
-    b, packed, f, h, w = x.shape
-    c = packed // (rt * 4)
-    x = x.view(b, rt, 2, 2, c, f, h, w).permute(0, 4, 5, 1, 6, 2, 7, 3)
-    return x.reshape(b, c, f * rt, h * 2, w * 2)
-
-
 class Downsample(nn.Module):
     """2x space (and 2x time after the first frame): conv then pixel-unshuffle, plus a channel-mean shortcut."""
 
@@ -188,26 +179,17 @@ class Downsample(nn.Module):
         self.temporal = temporal
         factor = 8 if temporal else 4
         self.conv = CausalConv3d(in_dim, out_dim // factor)
-        self.group = factor * in_dim // out_dim
-
-    def _shortcut(self, x: Tensor, rt: int, group: int, out_dim: int) -> Tensor:
-        s = _space_to_channels(x, rt)
-        return s.view(s.shape[0], out_dim, group, *s.shape[2:]).mean(dim=2)
 
     def forward(self, x: Tensor) -> Tensor:
         h = self.conv(x)
         if not self.temporal:
-            h = _space_to_channels(h, 1)
-            return h + self._shortcut(x, 1, self.group, h.shape[1])
-        first = _space_to_channels(h[:, :, :1], 1)
-        h = torch.cat([torch.cat([first, first], dim=1), _space_to_channels(h[:, :, 1:], 2)], dim=2)
+            h = space_to_channels(h, 1, 2)
+            return h + mean_shortcut(x, 1, 2, h.shape[1])
+        first = space_to_channels(h[:, :, :1], 1, 2)
+        h = torch.cat([torch.cat([first, first], dim=1), space_to_channels(h[:, :, 1:], 2, 2)], dim=2)
         out_dim = h.shape[1]
         shortcut = torch.cat(
-            [
-                self._shortcut(x[:, :, :1], 1, self.group // 2, out_dim),
-                self._shortcut(x[:, :, 1:], 2, self.group, out_dim),
-            ],
-            dim=2,
+            [mean_shortcut(x[:, :, :1], 1, 2, out_dim), mean_shortcut(x[:, :, 1:], 2, 2, out_dim)], dim=2
         )
         return h + shortcut
 
@@ -225,11 +207,13 @@ class Upsample(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         h = self.conv(x)
         if not self.temporal:
-            return _channels_to_space(h, 1) + _channels_to_space(x.repeat_interleave(self.repeats, dim=1), 1)
-        first = _channels_to_space(h[:, :, :1], 1)
-        h = torch.cat([first[:, : first.shape[1] // 2], _channels_to_space(h[:, :, 1:], 2)], dim=2)
-        x_first = _channels_to_space(x[:, :, :1], 1).repeat_interleave(self.repeats // 2, dim=1)
-        x_next = _channels_to_space(x[:, :, 1:], 2).repeat_interleave(self.repeats, dim=1)
+            return channels_to_space(h, 1, 2) + channels_to_space(
+                x.repeat_interleave(self.repeats, dim=1), 1, 2
+            )
+        first = channels_to_space(h[:, :, :1], 1, 2)
+        h = torch.cat([first[:, : first.shape[1] // 2], channels_to_space(h[:, :, 1:], 2, 2)], dim=2)
+        x_first = channels_to_space(x[:, :, :1], 1, 2).repeat_interleave(self.repeats // 2, dim=1)
+        x_next = channels_to_space(x[:, :, 1:], 2, 2).repeat_interleave(self.repeats, dim=1)
         return h + torch.cat([x_first, x_next], dim=2)
 
 

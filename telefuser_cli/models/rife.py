@@ -6,8 +6,8 @@ are exactly those of the released state dict once its DataParallel ``module.`` p
 (``encode.cnn0..3``, ``blockN.conv0``, ``blockN.convblock``, ``blockN.lastconv``), so
 ``load_state_dict(strict=True, assign=True)`` fills a model built on ``meta``.
 
-No buffers: the warping grid is computed in forward from the shapes, so a ``meta``-built model needs no
-``reset_buffers()``.
+No buffers: the warping grid is computed in forward from the shapes, so a ``meta``-built model needs nothing
+more after loading.
 
 Precision: the convolutions run in the weights' dtype; flows and masks are accumulated in float32 and
 warping (grid and sampling) is done in float32, because a bf16 grid over an 832-pixel-wide frame is off by

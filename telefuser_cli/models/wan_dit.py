@@ -10,7 +10,7 @@ the time MLP, modulation, norms, the residual stream and the output head in floa
 attention in the run dtype, which is the dtype of ``patch_embedding.weight``.
 
 No buffers: the RoPE table is computed from the grid shape on first use and kept in a plain attribute (one
-entry, keyed by grid and device; see :meth:`WanDiT.rope`), so a model built under ``torch.device("meta")`` is
+entry, keyed by grid and device: ``ops.rope.LastRopeTable``), so a model built under ``torch.device("meta")`` is
 complete after ``load_state_dict(sd, strict=True, assign=True)`` and nothing needs recomputing after it.
 """
 
@@ -25,13 +25,14 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from telefuser_cli.ops.attention import AttentionFn, get_attention_fn
-from telefuser_cli.ops.rope import apply_rope, rope_axis_dims, rope_table
+from telefuser_cli.ops.cpu_kernels import linear_gelu
+from telefuser_cli.ops.fp32 import RMSNorm, f32_layer_norm, f32_linear
+from telefuser_cli.ops.rope import LastRopeTable, apply_rope, rope_axis_dims
+from telefuser_cli.ops.runtime_plan import RuntimePlan
+from telefuser_cli.ops.time_embedding import sinusoidal_embedding
 
 MODEL_TYPES = ("t2v", "i2v", "flf2v", "ti2v")
 CLIP_TOKENS = 257  # tokens per image from the open-clip ViT-H/14 used by Wan2.1 i2v/flf2v
-_ONEDNN = torch.backends.mkldnn.is_available()  # read once: torch.compile does not trace the query
-# oneDNN has no bf16 matmul on AVX2-only CPUs (nor under ONEDNN_MAX_CPU_ISA=AVX2): the op raises there
-_ONEDNN_BF16 = _ONEDNN and torch.ops.mkldnn._is_mkldnn_bf16_supported()
 
 
 @dataclass(frozen=True)
@@ -84,54 +85,6 @@ class WanDiTConfig:
         if self.image_dim is None:
             return 0
         return 2 * CLIP_TOKENS if self.model_type == "flf2v" else CLIP_TOKENS
-
-
-def sinusoidal_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
-    """Official time embedding ``[cos(t w), sin(t w)]``, ``w_i = 10000**(-i/half)``, in float64. t: [N] -> [N, dim]."""
-    half = dim // 2
-    t = t.to(torch.float64)
-    freqs = torch.pow(10000.0, -torch.arange(half, dtype=torch.float64, device=t.device) / half)
-    angles = torch.outer(t, freqs)
-    return torch.cat([torch.cos(angles), torch.sin(angles)], dim=1)
-
-
-def _f32_linear(x: torch.Tensor, layer: nn.Linear) -> torch.Tensor:
-    # float32 whatever the stored dtype; a no-op cast when the loader kept the layer in float32 (keep_fp32)
-    return F.linear(x, layer.weight.float(), layer.bias.float())
-
-
-def _linear_gelu(x: torch.Tensor, layer: nn.Linear) -> torch.Tensor:
-    """GELU(tanh) of ``layer(x)``. x: [..., in] -> [..., out] in x's dtype.
-
-    On CPU the activation runs in oneDNN's matmul epilogue (the kernel Inductor emits for this pattern): one
-    pass less over the [B, L, ffn_dim] activations, 5% of a Wan2.1 1.3B block at 1,950 tokens. The matmul is
-    the same; the GELU then reads the float32 accumulator instead of its bf16 rounding (float32: ~1e-7 apart).
-    Compiled blocks keep the plain pattern: Inductor fuses it its own way (its lowering of this op wants
-    prepacked weights).
-    """
-    onednn = x.dtype == torch.float32 or (x.dtype == torch.bfloat16 and _ONEDNN_BF16)
-    if x.is_cpu and _ONEDNN and onednn and not torch.compiler.is_compiling():
-        return torch.ops.mkldnn._linear_pointwise(x, layer.weight, layer.bias, "gelu", [], "tanh")
-    return F.gelu(layer(x), approximate="tanh")
-
-
-def _layer_norm(x: torch.Tensor, norm: nn.LayerNorm) -> torch.Tensor:
-    """LayerNorm in float32 (returns float32). x: [..., C]."""
-    w = None if norm.weight is None else norm.weight.float()
-    b = None if norm.bias is None else norm.bias.float()
-    return F.layer_norm(x.float(), norm.normalized_shape, w, b, norm.eps)
-
-
-class RMSNorm(nn.Module):
-    """RMS norm over the last dim, computed in float32, returned in the input dtype."""
-
-    def __init__(self, dim: int, eps: float):
-        super().__init__()
-        self.eps = eps
-        self.weight = nn.Parameter(torch.ones(dim))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.rms_norm(x.float(), (x.shape[-1],), self.weight.float(), self.eps).to(x.dtype)
 
 
 class SelfAttention(nn.Module):
@@ -242,12 +195,12 @@ class Block(nn.Module):
         kv = context if isinstance(context, CrossKV) else self.cross_attn.project(context, context_img)
         dtype = kv.k.dtype
         shift, scale, gate, c_shift, c_scale, c_gate = (self.modulation.float() + e).unbind(2)
-        h = torch.addcmul(shift, _layer_norm(x, self.norm1), 1 + scale).to(dtype)
+        h = torch.addcmul(shift, f32_layer_norm(x, self.norm1), 1 + scale).to(dtype)
         x.addcmul_(self.self_attn(h, rope, self_attn), gate)
-        h = x if isinstance(self.norm3, nn.Identity) else _layer_norm(x, self.norm3)
+        h = x if isinstance(self.norm3, nn.Identity) else f32_layer_norm(x, self.norm3)
         x += self.cross_attn(h.to(dtype), kv, cross_attn)
-        h = torch.addcmul(c_shift, _layer_norm(x, self.norm2), 1 + c_scale).to(dtype)
-        return x.addcmul_(self.ffn[2](_linear_gelu(h, self.ffn[0])), c_gate)  # = self.ffn(h), fused
+        h = torch.addcmul(c_shift, f32_layer_norm(x, self.norm2), 1 + c_scale).to(dtype)
+        return x.addcmul_(self.ffn[2](linear_gelu(h, self.ffn[0])), c_gate)  # = self.ffn(h), fused
 
 
 class Head(nn.Module):
@@ -260,7 +213,7 @@ class Head(nn.Module):
     def forward(self, x: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
         """x: [B, L, C] float32; e: [B, Lt, C] float32 time embedding -> [B, L, out_dim * prod(patch)] float32."""
         shift, scale = (self.modulation.float() + e.unsqueeze(2)).unbind(2)
-        return _f32_linear(torch.addcmul(shift, _layer_norm(x, self.norm), 1 + scale), self.head)
+        return f32_linear(torch.addcmul(shift, f32_layer_norm(x, self.norm), 1 + scale), self.head)
 
 
 class MLPProj(nn.Module):
@@ -284,8 +237,8 @@ class MLPProj(nn.Module):
         if self.emb_pos is not None:
             x = x + self.emb_pos.float()
         norm_in, fc1, act, fc2, norm_out = self.proj
-        x = fc2(act(fc1(_layer_norm(x, norm_in).to(dtype))))
-        return _layer_norm(x, norm_out).to(dtype)
+        x = fc2(act(fc1(f32_layer_norm(x, norm_in).to(dtype))))
+        return f32_layer_norm(x, norm_out).to(dtype)
 
 
 @dataclass(frozen=True)
@@ -344,7 +297,8 @@ class Tokens:
     Lt = 1 or L (per-token timesteps); rope: [L, head_dim/2] complex64; context: [B, text_len, C] and
     context_img: [B or 1, N_clip, C] or None in the run dtype; kv: per-block keys and values prepared from
     them (a :class:`ContextCache` was given; context_img is then None) or None (each block projects the
-    context itself); grid: (F, H, W) in patches, F*H*W == L.
+    context itself); grid: (F, H, W) in patches, F*H*W == L; self_attn: the video self-attention the blocks
+    call (the DiT's kernel; a sequence-parallel run swaps it).
     """
 
     x: torch.Tensor
@@ -355,6 +309,7 @@ class Tokens:
     context_img: torch.Tensor | None
     kv: tuple[CrossKV, ...] | None
     grid: tuple[int, int, int]
+    self_attn: AttentionFn
 
 
 class WanDiT(nn.Module):
@@ -375,6 +330,16 @@ class WanDiT(nn.Module):
         "img_emb.proj.4",
         "img_emb.emb_pos",
     )
+    runtime_plan = RuntimePlan(
+        blocks="blocks",
+        block_type=Block,
+        streams=("x",),
+        branch="context",
+        attention="self_attn",
+        split=(("x", 1), ("e", 1), ("e0", 1), ("rope", 0)),
+        heads="num_heads",
+        keep_fp32=keep_fp32,
+    )
 
     def __init__(self, config: WanDiTConfig, attn_backend: str = "TORCH_SDPA"):
         super().__init__()
@@ -393,19 +358,8 @@ class WanDiT(nn.Module):
         self.head = Head(config)
         if config.image_dim is not None:
             self.img_emb = MLPProj(config.image_dim, dim, flf=config.model_type == "flf2v")
-        # (grid, device) -> RoPE table of the last grid seen: computed once per run, not once per step.
-        # A plain attribute (not a buffer): no state-dict key, nothing for .to() or meta construction to handle.
-        self._rope_cache: tuple[tuple, torch.Tensor] | None = None
-
-    def rope(self, grid: tuple[int, int, int], device: torch.device) -> torch.Tensor:
-        """RoPE table [F*H*W, head_dim/2] complex64 for ``grid``, cached for the last (grid, device).
-
-        Callers must not modify it in place (every step shares it).
-        """
-        key = (tuple(grid), torch.device(device))
-        if self._rope_cache is None or self._rope_cache[0] != key:
-            self._rope_cache = (key, rope_table(grid, self.config.head_dim, device=device))
-        return self._rope_cache[1]
+        # RoPE table [F*H*W, head_dim/2] complex64 of the last (grid, device): once per run, not once per step
+        self.rope = LastRopeTable(rope_axis_dims(config.head_dim))
 
     def _check_context(self, context: torch.Tensor, clip_fea: torch.Tensor | None) -> None:
         cfg = self.config
@@ -480,8 +434,9 @@ class WanDiT(nn.Module):
         Returns [B, out_dim, F, H, W] float32.
         """
         tokens = self.embed(x, timestep, context, y, clip_fea)
-        out = self.head(self.run_blocks(tokens, self.attn_fn), tokens.e)
-        return self.unpatchify(out, tokens.grid)
+        for i in range(len(self.blocks)):
+            tokens = self.run_block(i, tokens)
+        return self.unpatchify(self.project_out(tokens), tokens)
 
     def prepare_context(self, context: torch.Tensor, clip_fea: torch.Tensor | None = None) -> ContextCache:
         """Embed the text (and CLIP) context and project it to every block's cross-attention keys and values.
@@ -504,8 +459,8 @@ class WanDiT(nn.Module):
         context_img = None if clip_fea is None else self.img_emb(clip_fea, dtype)
         return self.text_embedding(context), context_img
 
-    # The three stages below are the seam for transformations applied from outside (sequence parallelism
-    # shards `Tokens` between embed and run_blocks and gathers the head output); forward is their chain.
+    # The stages below are the seam for transformations applied from outside (``runtime_plan``: sequence
+    # parallelism shards `Tokens` after embed and gathers project_out's output); forward is their chain.
 
     def embed(
         self,
@@ -535,39 +490,38 @@ class WanDiT(nn.Module):
         e, e0 = [], []
         for row in t:
             sin = sinusoidal_embedding(row, cfg.freq_dim).float()
-            e.append(_f32_linear(F.silu(_f32_linear(sin, self.time_embedding[0])), self.time_embedding[2]))
-            e0.append(_f32_linear(F.silu(e[-1]), self.time_projection[1]))
+            e.append(f32_linear(F.silu(f32_linear(sin, self.time_embedding[0])), self.time_embedding[2]))
+            e0.append(f32_linear(F.silu(e[-1]), self.time_projection[1]))
         e = torch.stack(e)
         e0 = torch.stack(e0).unflatten(2, (6, cfg.dim))
 
         if isinstance(context, ContextCache):
-            return Tokens(x, e, e0, rope, context.context, None, context.kv, grid)
+            return Tokens(x, e, e0, rope, context.context, None, context.kv, grid, self.attn_fn)
         # clip_fea of batch 1 is projected once and serves the whole batch
         context, context_img = self._embed_context(context, clip_fea)
-        return Tokens(x, e, e0, rope, context, context_img, None, grid)
+        return Tokens(x, e, e0, rope, context, context_img, None, grid, self.attn_fn)
 
-    def run_blocks(self, tokens: Tokens, self_attn: AttentionFn) -> torch.Tensor:
-        """All blocks over ``tokens.x`` (updated in place) with ``self_attn`` as the video self-attention.
-
-        Returns the residual stream [B, L, C] float32.
-        """
-        x = tokens.x
-        for i in range(len(self.blocks)):
-            x = self.run_block(i, x, tokens, self_attn)
-        return x
-
-    def run_block(self, i: int, x: torch.Tensor, tokens: Tokens, self_attn: AttentionFn) -> torch.Tensor:
-        """Block ``i`` over the residual stream ``x`` [B, L, C] float32 (updated in place), with its context."""
+    def run_block(self, i: int, tokens: Tokens) -> Tokens:
+        """Block ``i`` over the residual stream ``tokens.x`` [B, L, C] float32 (updated in place)."""
         if tokens.kv is None:
             context, context_img = tokens.context, tokens.context_img
         else:
             context, context_img = tokens.kv[i], None
-        return self.blocks[i](x, tokens.e0, tokens.rope, context, context_img, self_attn, self.attn_fn)
+        block = self.blocks[i]
+        tokens.x = block(
+            tokens.x, tokens.e0, tokens.rope, context, context_img, tokens.self_attn, self.attn_fn
+        )
+        return tokens
 
-    def unpatchify(self, out: torch.Tensor, grid: tuple[int, int, int]) -> torch.Tensor:
-        """Head output [B, F*H*W, out_dim * prod(patch)] on the patch grid (F, H, W) -> [B, out_dim, F', H', W']."""
+    def project_out(self, tokens: Tokens) -> torch.Tensor:
+        """The head, per token: [B, L, C] -> [B, L, out_dim * prod(patch)] float32."""
+        return self.head(tokens.x, tokens.e)
+
+    def unpatchify(self, out: torch.Tensor, tokens: Tokens) -> torch.Tensor:
+        """Head output [B, F*H*W, out_dim * prod(patch)] on the patch grid ``tokens.grid`` (F, H, W)
+        -> [B, out_dim, F', H', W']."""
         cfg = self.config
         pt, ph, pw = cfg.patch_size
-        f, h, w = grid
+        f, h, w = tokens.grid
         x = out.view(out.shape[0], f, h, w, pt, ph, pw, cfg.out_dim).permute(0, 7, 1, 4, 2, 5, 3, 6)
         return x.reshape(out.shape[0], cfg.out_dim, f * pt, h * ph, w * pw)

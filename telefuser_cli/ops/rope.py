@@ -1,12 +1,13 @@
-"""3-D rotary position embedding of the Wan DiT.
+"""3-D rotary position embedding of the video DiTs (Wan, HunyuanVideo).
 
-The head dimension ``d`` is split across the three video axes the way the official Wan model does:
+Wan: the head dimension ``d`` is split across the three video axes the way the official Wan model does:
 frames get ``d - 4 * (d // 6)`` channels, height and width ``2 * (d // 6)`` each. Each axis uses the
 standard RoPE frequencies ``theta ** (-2i / d_axis)`` with ``theta = 10000``. Consecutive channel pairs
 ``(x[2i], x[2i + 1])`` are rotated (interleaved layout, as in the official complex formulation).
 
-The angle table is computed in float64 (as the official code does) once per forward from the grid shape,
-so there is no buffer to keep, move or recompute after a ``meta``-device construction. The rotation itself is
+The angle table is computed in float64 (as the official code does) from the grid shape, once per run
+(:class:`LastRopeTable`), so there is no buffer to keep, move or recompute after a ``meta``-device
+construction. HunyuanVideo uses the same table with its own axis split and theta. The rotation itself is
 applied in float32, which agrees with the official float64 product to float32 round-off.
 """
 
@@ -36,20 +37,42 @@ def axis_angles(length: int, axis_dim: int, theta: float = ROPE_THETA, device=No
 
 
 def rope_table(
-    grid: tuple[int, int, int], head_dim: int, device=None, theta: float = ROPE_THETA
+    grid: tuple[int, int, int],
+    axis_dims: tuple[int, int, int],
+    theta: float = ROPE_THETA,
+    device=None,
 ) -> torch.Tensor:
     """Rotation table for a token grid, tokens ordered frame-major as the patch embedding flattens them.
 
-    grid: (F, H, W) in patches. Returns complex64 ``[F*H*W, head_dim // 2]`` (unit phasors), built from
-    float64 angles.
+    grid: (F, H, W) in patches; axis_dims: head channels given to (frame, height, width), summing to the
+    head dim (Wan: :func:`rope_axis_dims`; HunyuanVideo: ``rope_dim_list``). Returns complex64
+    ``[F*H*W, head_dim // 2]`` (unit phasors), built from float64 angles.
     """
     f, h, w = grid
-    df, dh, dw = rope_axis_dims(head_dim)
+    df, dh, dw = axis_dims
     af = axis_angles(f, df, theta, device)[:, None, None, :].expand(f, h, w, df // 2)
     ah = axis_angles(h, dh, theta, device)[None, :, None, :].expand(f, h, w, dh // 2)
     aw = axis_angles(w, dw, theta, device)[None, None, :, :].expand(f, h, w, dw // 2)
-    angles = torch.cat([af, ah, aw], dim=-1).reshape(f * h * w, head_dim // 2)
+    angles = torch.cat([af, ah, aw], dim=-1).reshape(f * h * w, -1)
     return torch.polar(torch.ones_like(angles), angles).to(torch.complex64)
+
+
+class LastRopeTable:
+    """The RoPE table of the last (grid, device) asked for: built once per run, not once per step.
+
+    A plain object on the model (not a buffer): no state-dict key, nothing for ``.to()`` or a ``meta``
+    construction to handle. Callers must not modify the table in place (every step shares it).
+    """
+
+    def __init__(self, axis_dims: tuple[int, int, int], theta: float = ROPE_THETA):
+        self.axis_dims, self.theta = tuple(axis_dims), theta
+        self._last: tuple[tuple, torch.Tensor] | None = None
+
+    def __call__(self, grid: tuple[int, int, int], device: torch.device) -> torch.Tensor:
+        key = (tuple(grid), torch.device(device))
+        if self._last is None or self._last[0] != key:
+            self._last = (key, rope_table(grid, self.axis_dims, self.theta, device))
+        return self._last[1]
 
 
 def apply_rope(x: torch.Tensor, table: torch.Tensor, heads_first: bool = False) -> torch.Tensor:

@@ -1,9 +1,6 @@
-"""Sequence parallelism of the Wan DiT: Ulysses, ring attention, and both (USP), applied from outside.
-
-:func:`parallelize_dit` shards the video tokens over the sp group after the embedding (the RoPE table and
-per-token modulation the same way), swaps the self-attention for :func:`sequence_parallel_attention`, runs
-the head on each shard (it is per token) and gathers its output before unpatchifying. The text
-cross-attention is untouched: each rank has its query shard and the whole context.
+"""Sequence-parallel math: token shards, their gather, and self-attention over the whole sequence from one
+shard (Ulysses, ring attention, and both: USP). Applied to a DiT by :mod:`telefuser_cli.runtime.sequence_parallel`
+from the plan its class declares.
 
 Padding: the token count L is padded to a multiple of the sp degree with zero tokens. Padded queries give
 rows that are dropped at the gather; padded keys and values are cut off before attention (Ulysses: the full
@@ -17,15 +14,27 @@ kernel, elsewhere an explicit float32 softmax.
 
 from __future__ import annotations
 
-import functools
 import importlib
+from typing import Protocol
 
 import torch
 import torch.distributed as dist
 
-from telefuser_cli.models.wan_dit import Tokens, WanDiT
 from telefuser_cli.ops.attention import AttentionFn
-from telefuser_cli.runtime.distributed import ParallelGroups
+
+
+class SequenceGroups(Protocol):
+    """The process groups of one sequence-parallel group (``runtime.distributed.ParallelGroups`` has them)."""
+
+    sp_degree: int
+    sp_rank: int
+    sp_group: dist.ProcessGroup | None
+    ulysses_degree: int
+    ulysses_group: dist.ProcessGroup | None
+    ring_degree: int
+    ring_group: dist.ProcessGroup | None
+    ring_ranks: tuple[int, ...]
+    ring_rank: int
 
 
 def _pad_to(x: torch.Tensor, dim: int, length: int, value: float | complex = 0.0) -> torch.Tensor:
@@ -43,27 +52,7 @@ def shard(x: torch.Tensor, dim: int, degree: int, rank: int, value: float | comp
     return _pad_to(x, dim, chunk * degree, value).narrow(dim, rank * chunk, chunk).clone()
 
 
-def shard_tokens(tokens: Tokens, groups: ParallelGroups) -> Tokens:
-    """This rank's token shard of ``tokens`` (x, rope, and e/e0 when they are per token)."""
-    degree, rank = groups.sp_degree, groups.sp_rank
-    seq = tokens.x.shape[1]
-
-    def per_token(t: torch.Tensor) -> torch.Tensor:
-        return shard(t, 1, degree, rank) if t.shape[1] == seq else t
-
-    return Tokens(
-        x=shard(tokens.x, 1, degree, rank),
-        e=per_token(tokens.e),
-        e0=per_token(tokens.e0),
-        rope=shard(tokens.rope, 0, degree, rank, value=1.0),  # unit phasors; padded rows are discarded
-        context=tokens.context,
-        context_img=tokens.context_img,
-        kv=tokens.kv,  # the context is not sharded: every rank attends to all of it
-        grid=tokens.grid,
-    )
-
-
-def gather_tokens(x: torch.Tensor, groups: ParallelGroups, seq_len: int) -> torch.Tensor:
+def gather_tokens(x: torch.Tensor, groups: SequenceGroups, seq_len: int) -> torch.Tensor:
     """All-gather token shards [B, Lc, ...] over the sp group -> [B, seq_len, ...] (padding dropped)."""
     x = x.contiguous()
     parts = [torch.empty_like(x) for _ in range(groups.sp_degree)]
@@ -181,7 +170,7 @@ def sequence_parallel_attention(
     k: torch.Tensor,
     v: torch.Tensor,
     *,
-    groups: ParallelGroups,
+    groups: SequenceGroups,
     seq_len: int,
     local_attn: AttentionFn,
 ) -> torch.Tensor:
@@ -202,33 +191,3 @@ def sequence_parallel_attention(
     if ulysses > 1:
         out = sequence_to_heads(out, ulysses, groups.ulysses_group)
     return out
-
-
-def parallelize_dit(dit: WanDiT, groups: ParallelGroups) -> WanDiT:
-    """Make ``dit`` sequence-parallel over ``groups`` in place (a no-op for sp degree 1); returns it.
-
-    Every rank of an sp group must call the model with the same inputs; each gets the whole output.
-    Raises ValueError when the Ulysses degree does not divide the heads or the model is already parallel.
-    """
-    if groups.sp_degree == 1:
-        return dit
-    if "forward" in vars(dit):
-        raise ValueError("this DiT is already parallelized (parallelize_dit was called on it before)")
-    heads = dit.config.num_heads
-    if heads % groups.ulysses_degree:
-        raise ValueError(f"sp_ulysses_degree={groups.ulysses_degree} must divide the DiT's {heads} heads")
-
-    def forward(x, timestep, context, y=None, clip_fea=None):
-        tokens = dit.embed(x, timestep, context, y, clip_fea)
-        seq_len = tokens.x.shape[1]
-        local = shard_tokens(tokens, groups)
-        del tokens  # the full-length residual stream is not needed any more
-        attn = functools.partial(
-            sequence_parallel_attention, groups=groups, seq_len=seq_len, local_attn=dit.attn_fn
-        )
-        out = dit.head(dit.run_blocks(local, attn), local.e)  # the head is per token: run it on the shard
-        return dit.unpatchify(gather_tokens(out, groups, seq_len), local.grid)
-
-    forward.__doc__ = WanDiT.forward.__doc__
-    dit.forward = forward  # an instance attribute: nn.Module.__call__ dispatches to it
-    return dit

@@ -19,6 +19,7 @@ from typing import Any
 
 from telefuser_cli.config.schema import RootConfig
 from telefuser_cli.config.validate import RunPlan
+from telefuser_cli.errors import UserError
 from telefuser_cli.families import pipeline_class
 from telefuser_cli.families.base import FamilyPipeline, SamplingStage
 from telefuser_cli.pipelines.outputs import (
@@ -33,7 +34,6 @@ from telefuser_cli.pipelines.outputs import (
 )
 from telefuser_cli.pipelines.sampling import Batched, CfgParallel, Guidance, TwoPass, sample
 from telefuser_cli.progress import Reporter
-from telefuser_cli.errors import UserError
 from telefuser_cli.runtime.distributed import ParallelGroups, init_distributed, is_main_process
 
 __all__ = ["generate", "start_parallel"]

@@ -10,9 +10,12 @@ Plain arguments only (no configuration objects). The steps follow the official
    ``<|im_start|>user\\n`` marker; 108 for the released tokenizer).
 2. Glyphs: quoted text in the prompt (``"..."`` or ``“...”``) becomes ``Text "a". Text "b". `` and is encoded by
    the Glyph-SDXL-v2 ByT5 encoder (256 tokens); without quoted text the glyph features are zeros with an
-   all-zero mask (the DiT then sees no glyph token).
-3. Latents: float32 noise [B, 32, (F-1)/4 + 1, H/16, W/16] from a CPU generator; t2v conditioning is zeros
-   (cond latents) and a zero mask, concatenated on channels (i2v: :mod:`.hunyuan15_image_cond`).
+   all-zero mask (the DiT then sees no glyph token). The unconditional branch always gets the glyphs of the
+   empty string, i.e. those zeros, whatever the negative prompt quotes (official ``_prepare_byt5_embeddings``;
+   diffusers encodes the negative prompt's quoted text instead): :func:`encode_negative_prompts`.
+3. Latents: noise [B, 32, (F-1)/4 + 1, H/16, W/16] drawn in bfloat16 from a CPU generator, as the official
+   pipeline draws it, then kept in float32 (:func:`initial_noise`); t2v conditioning is zeros (cond latents)
+   and a zero mask, concatenated on channels (i2v: :mod:`.hunyuan15_image_cond`).
 4. Loop: flow-matching Euler with shift (:func:`telefuser_cli.schedulers.make_scheduler` "euler": the
    official grid ``shift(linspace(1, 0, N + 1))``, timesteps ``sigma * 1000`` as float32, the same grid as
    diffusers' scheduler given ``sigmas=linspace(1, 0, N + 1)[:-1]``); CFG ``uncond + s * (cond - uncond)``,
@@ -48,6 +51,8 @@ USER_MARKER = "<|im_start|>user\n"
 TEXT_MAX_LENGTH = 1000  # official TextEncoder(max_length=1000)
 GLYPH_MAX_LENGTH = 256  # official byt5_max_length
 HIDDEN_STATE_SKIP_LAYER = 2  # official hidden_state_skip_layer
+# The dtype the initial noise is drawn in (then float32): the official target_dtype (see draw_noise).
+NOISE_DTYPE = "bfloat16"
 _GLYPH_PATTERN = re.compile(r"\"(.*?)\"|“(.*?)”")
 
 
@@ -69,8 +74,11 @@ def chat_messages(prompt: str, system_message: str = SYSTEM_MESSAGE_VIDEO) -> li
 def find_crop_start(tokenizer, system_message: str = SYSTEM_MESSAGE_VIDEO) -> int:
     """Template tokens before the user's text: the position after the ``<|im_start|>user\\n`` marker.
 
-    The official encoder computes it the same way, once, on the prompt "a photo of a cat"; the marker must be
-    present (a tokenizer without the Qwen chat markers is not the model's tokenizer: ValueError).
+    The official ``TextEncoder.text2tokens`` finds the same marker in the first text it tokenizes and caches
+    the index in its template dict (its constructor tokenizes "a photo of a cat" first, so that is the text);
+    the index depends only on the template tokens before the user's text, so any prompt gives the same one,
+    and we compute it here once per tokenizer on that prompt. The marker must be present (a tokenizer without
+    the Qwen chat markers is not the model's tokenizer: ValueError; the official code falls back to 0).
     """
     ids = tokenizer.apply_chat_template(
         [chat_messages("a photo of a cat", system_message)], add_generation_prompt=True, tokenize=True,
@@ -165,11 +173,33 @@ def encode_prompts(
     llm, tokenizer, byt5, byt5_tokenizer, prompts: list[str], device: torch.device, crop_start: int,
     max_length: int = TEXT_MAX_LENGTH,
 ) -> TextConditioning:  # fmt: skip
-    """Both encoders for a list of prompts (``byt5=None``: a DiT without the glyph path)."""
+    """Both encoders for a list of prompts, the conditional branch (``byt5=None``: a DiT without the glyph
+    path). For the unconditional branch use :func:`encode_negative_prompts`."""
+    return _encode(llm, tokenizer, byt5, byt5_tokenizer, prompts, prompts, device, crop_start, max_length)
+
+
+def encode_negative_prompts(
+    llm, tokenizer, byt5, byt5_tokenizer, prompts: list[str], device: torch.device, crop_start: int,
+    max_length: int = TEXT_MAX_LENGTH,
+) -> TextConditioning:  # fmt: skip
+    """The unconditional branch: the negative prompts' text features, and for each the glyph features of the
+    empty string (zeros, all-zero mask), whatever text the negative prompt quotes.
+
+    The official pipeline encodes ``""`` for the negative glyphs (``_prepare_byt5_embeddings``); diffusers
+    encodes the negative prompt's quoted text, which changes the video completely when it quotes something.
+    """
+    empty = [""] * len(prompts)
+    return _encode(llm, tokenizer, byt5, byt5_tokenizer, prompts, empty, device, crop_start, max_length)
+
+
+def _encode(
+    llm, tokenizer, byt5, byt5_tokenizer, prompts: list[str], glyph_prompts: list[str], device: torch.device,
+    crop_start: int, max_length: int,
+) -> TextConditioning:  # fmt: skip
     text, mask = encode_text(llm, tokenizer, prompts, device, crop_start, max_length)
     if byt5 is None:
         return TextConditioning(text, mask, None, None)
-    glyph, glyph_mask = encode_glyphs(byt5, byt5_tokenizer, prompts, device)
+    glyph, glyph_mask = encode_glyphs(byt5, byt5_tokenizer, glyph_prompts, device)
     return TextConditioning(text, mask, glyph, glyph_mask)
 
 
@@ -184,10 +214,25 @@ def latent_shape(
     return batch, channels, (frames - 1) // temporal + 1, height // spatial, width // spatial
 
 
-def initial_noise(shape: tuple[int, ...], seed: int, device: torch.device) -> torch.Tensor:
-    """float32 standard normal noise from a CPU generator (the official pipeline draws on the CPU too)."""
-    generator = torch.Generator(device="cpu").manual_seed(seed)
-    return torch.randn(shape, generator=generator, dtype=torch.float32).to(device)
+def draw_noise(shape: tuple[int, ...], generator: torch.Generator, device: torch.device) -> torch.Tensor:
+    """Standard normal noise as the official pipelines draw their initial latents: on ``generator`` (a CPU
+    one: official ``noise_init_device``) in :data:`NOISE_DTYPE`, then moved to ``device`` as float32.
+
+    The official ``prepare_latents`` draws in the DiT's ``target_dtype`` (bfloat16, whatever the run dtype);
+    with the same seed, float32 noise differs from it by bfloat16 rounding, which moves the tiny model's final
+    latents by 1e-3 to 2e-3 (relative): another video for the same seed.
+    From here on the latents stay float32 (precision policy; the official scheduler step also returns float32).
+    """
+    noise = torch.randn(shape, generator=generator, device=generator.device, dtype=getattr(torch, NOISE_DTYPE))
+    return noise.to(device=device, dtype=torch.float32)
+
+
+def initial_noise(
+    shape: tuple[int, ...], seed: int, device: torch.device, rand_device: str = "cpu"
+) -> torch.Tensor:
+    """The base stage's initial latents for ``seed``: :func:`draw_noise` on a generator seeded with it on
+    ``rand_device`` (``pipeline.rand_device``; cpu, the official choice, gives the same video on any machine)."""
+    return draw_noise(shape, torch.Generator(device=rand_device).manual_seed(seed), device)
 
 
 def t2v_condition(latents: torch.Tensor) -> torch.Tensor:

@@ -1,12 +1,17 @@
-"""HunyuanVideo 1.5 image-to-video conditioning, as diffusers' ``HunyuanVideo15ImageToVideoPipeline`` does it.
+"""HunyuanVideo 1.5 image-to-video conditioning, as the official ``HunyuanVideo_1_5_Pipeline`` does it.
+
+diffusers' ``HunyuanVideo15ImageToVideoPipeline`` differs in steps 1 and 2 (noted there).
 
 1. Size: the image picks the bucket. Buckets are the official ``generate_crop_size_list(base, 16)`` sizes of
    about ``base**2`` pixels (aspect ratio up to 4); the chosen one has the h/w ratio closest to the image's
-   without being more elongated than it (official ``get_closest_ratio``), so cropping only trims the long
-   side. ``base`` is the resolution's official bucket base (480p: 640, 720p: 960, 1080p: 1440) or, for an
-   explicit "WxH" resolution, ``sqrt(W*H)`` (the same pixel budget).
-2. Crop: the image is scaled with PIL Lanczos to cover the bucket (the other side floored) and centre-cropped
-   (diffusers ``resize_mode="crop"``; the official code rounds that side with torchvision instead).
+   (official ``get_closest_ratio``: the first of the closest; diffusers only considers buckets no more
+   elongated than the image, e.g. 720x1264 instead of 720x1280 for a 9:16 image at 720p). ``base`` is the
+   resolution's official bucket base (480p: 640, 720p: 960, 1080p: 1440) or, for an explicit "WxH"
+   resolution, ``sqrt(W*H)`` (the same pixel budget).
+2. Crop: the image is scaled with PIL Lanczos to cover the bucket, the scaled sides rounded to the nearest
+   integer, and centre-cropped at offsets rounded half to even (official ``get_image_condition_latents``
+   with torchvision ``Resize`` + ``CenterCrop``, and ``resize_and_center_crop`` for SigLIP: the same
+   pixels). diffusers floors the scaled side and pastes at ``width // 2 - src_w // 2`` instead: other pixels.
 3. Cond latents: the cropped image, in [-1, 1], VAE-encoded (posterior mode, normalised) as latent frame 0,
    zeros for the other frames; then one mask channel, 1 on frame 0 and 0 elsewhere. The DiT reads
    ``[latents, cond latents, mask]`` on channels.
@@ -34,36 +39,41 @@ def bucket_base(resolution: str, width: int, height: int) -> float:
 
 
 def bucket_size(image_w: int, image_h: int, base: float, patch: int = 16) -> tuple[int, int]:
-    """(width, height) of the video for an ``image_w x image_h`` image (diffusers
-    ``calculate_default_height_width``, list order and tie-breaking included)."""
+    """(width, height) of the video for an ``image_w x image_h`` image (official
+    ``get_closest_resolution_given_original_size``, list order and tie-breaking included)."""
     if min(image_w, image_h) < 1:
         raise ValueError(f"image size {image_w}x{image_h} must be positive")
-    # diffusers and the official code read each entry of this (w, h) list as (h, w); the set of sizes is
-    # symmetric, so only the winner among equal ratios could differ: read it their way
+    # the official code reads each entry of this (w, h) list as (h, w); the set of sizes is symmetric, so
+    # only the winner among equal ratios could differ: read it its way
     buckets = crop_size_list(base, patch)
     if not buckets:
         raise ValueError(f"bucket base {base} is below one {patch}-pixel patch")
     ratios = np.array([round(float(h) / float(w), 5) for h, w in buckets])
-    aspect = float(image_h) / float(image_w)
-    diffs = ratios - aspect
-    allowed = [(i, d) for i, d in enumerate(diffs) if (d <= 0 if aspect >= 1 else d >= 0)]
-    h, w = buckets[min(allowed, key=lambda pair: abs(pair[1]))[0]]
+    h, w = buckets[int(np.abs(ratios - float(image_h) / float(image_w)).argmin())]
     return w, h
 
 
+def cover_crop(image_w: int, image_h: int, width: int, height: int) -> tuple[int, int, int, int]:
+    """(scaled width, scaled height, left, top): the image scaled to cover ``width x height``, then the
+    centre crop's offsets, as the official code computes them.
+
+    Scaled sides: ``int(round(side * max(width / image_w, height / image_h)))`` (official, in that order of
+    float operations). Offsets: torchvision ``center_crop``'s ``int(round((scaled - size) / 2.0))``, Python's
+    round, i.e. half to even (the SigLIP path's PIL ``crop`` of the float box rounds the same way).
+    """
+    scale = max(width / image_w, height / image_h)
+    scaled_w, scaled_h = int(round(image_w * scale)), int(round(image_h * scale))
+    return scaled_w, scaled_h, int(round((scaled_w - width) / 2.0)), int(round((scaled_h - height) / 2.0))
+
+
 def crop_to(image, width: int, height: int):
-    """PIL image -> PIL RGB image of ``width x height``: Lanczos scale to cover, centre crop (diffusers
-    ``VaeImageProcessor._resize_and_crop``)."""
+    """PIL image -> PIL RGB image of ``width x height``: Lanczos scale to cover, centre crop (official
+    ``get_image_condition_latents`` / ``resize_and_center_crop``; offsets from :func:`cover_crop`)."""
     from PIL import Image
 
-    if width / height > image.width / image.height:
-        src_w, src_h = width, image.height * width // image.width
-    else:
-        src_w, src_h = image.width * height // image.height, height
-    resized = image.resize((src_w, src_h), resample=Image.Resampling.LANCZOS)
-    out = Image.new("RGB", (width, height))
-    out.paste(resized, box=(width // 2 - src_w // 2, height // 2 - src_h // 2))
-    return out
+    scaled_w, scaled_h, left, top = cover_crop(image.width, image.height, width, height)
+    resized = image.convert("RGB").resize((scaled_w, scaled_h), resample=Image.Resampling.LANCZOS)
+    return resized.crop((left, top, left + width, top + height))
 
 
 def to_pil(image: torch.Tensor):

@@ -15,9 +15,9 @@ final (normalised) latents ``lq`` [B, C, T, h, w]:
    CFG ``cfg_scale`` (1 for the released distilled SR models). From the first step whose timestep falls
    below ``1000 * s`` the lq channels and their mask are zeroed for the rest of the trajectory.
 
-Randomness: the initial latents and then the lq noise come from one CPU generator seeded with ``seed``
-(the official code draws the lq noise from torch's global generator instead, which is not reproducible
-across runs that draw elsewhere).
+Randomness: the initial latents (drawn in bfloat16, as officially: :func:`.hunyuan15.draw_noise`) and then
+the lq noise (float32) come from one CPU generator seeded with ``seed`` (the official code draws the lq noise
+from torch's global generator instead, which is not reproducible across runs that draw elsewhere).
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ import torch.nn.functional as F
 
 from telefuser_cli.models.hunyuan15_dit import Hunyuan15DiT
 from telefuser_cli.models.hunyuan15_upsampler import Upsampler
-from telefuser_cli.pipelines.hunyuan15 import TextConditioning, denoise, t2v_condition
+from telefuser_cli.pipelines.hunyuan15 import TextConditioning, denoise, draw_noise, t2v_condition
 from telefuser_cli.schedulers import make_scheduler
 
 SIZE_MAP = {"480p": 640, "720p": 960, "1080p": 1440}  # official bucket base sizes per resolution
@@ -142,7 +142,7 @@ def prepare(
     b, _, t = lq_latents.shape[:3]
     generator = torch.Generator(device="cpu").manual_seed(seed)
     shape = (b, cfg.out_channels, t, *target_latent_size)
-    latents = torch.randn(shape, generator=generator, dtype=torch.float32).to(device)
+    latents = draw_noise(shape, generator, device)  # official: the SR prepare_latents draws in bfloat16 too
 
     lq = resize_latents(lq_latents.float(), target_latent_size)
     lq = upsampler(lq.float()).float()

@@ -27,9 +27,10 @@ class ImageCondition:
     clip_fea: torch.Tensor | None  # [1, 257 or 514, dim] (Wan2.1 I2V / FLF2V only)
     width: int
     height: int
+    vae_stride: int  # pixels per latent pixel (the VAE's spatial_compression)
 
     def latent_shape(self, channels: int, frames: int) -> tuple[int, int, int, int]:
-        return (channels, frames, self.height // 8, self.width // 8)
+        return (channels, frames, self.height // self.vae_stride, self.width // self.vae_stride)
 
 
 def prepare_image_condition(
@@ -45,7 +46,9 @@ def prepare_image_condition(
         if not user.end_image:
             raise UserError(f"model {settings.model.name} needs a last frame too: set user.end_image=PATH")
         end = load_image(user.end_image, key="user.end_image")
-    width, height = i2v_size(image.shape[2], image.shape[1], plan.width * plan.height)
+    # The size needs the VAE's stride: read it off the weights' shapes before loading them.
+    stride = wan_loading.vae_architecture(vae_files).spatial_compression
+    width, height = i2v_size(image.shape[2], image.shape[1], plan.width * plan.height, vae_stride=stride)
     vae_device = resolve_device(pipeline.vae_config, "vae_config")
     vae = wan_loading.load_vae(vae_files, dtype=resolve_dtype(pipeline.vae_config), device=vae_device)
     with torch.no_grad():
@@ -61,7 +64,7 @@ def prepare_image_condition(
         )
         clip_fea = clip_features(clip, image, end).float()
         del clip
-    return ImageCondition(y, clip_fea, width, height)
+    return ImageCondition(y, clip_fea, width, height, stride)
 
 
 def needs_image(settings: RootConfig) -> bool:

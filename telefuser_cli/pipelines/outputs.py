@@ -19,16 +19,15 @@ from safetensors.torch import save_file
 from telefuser_cli.config.schema import RootConfig
 from telefuser_cli.config.validate import RunPlan
 from telefuser_cli.errors import UserError
+from telefuser_cli.families.tiny import prepare_root
 from telefuser_cli.io.files import atomic_path
 from telefuser_cli.io.strip import write_frame_strip
 from telefuser_cli.io.video import write_video
 from telefuser_cli.loading.rife_arch import load_rife
-from telefuser_cli.paths import cache_dir
 from telefuser_cli.pipelines.vfi import interpolate, interpolation_plan, network_calls
 from telefuser_cli.progress import Reporter, stage_of
 from telefuser_cli.runtime.device import peak_memory, resolve_device, resolve_dtype
 from telefuser_cli.terminal import FILE_ONLY
-from telefuser_cli.tiny import ensure_tiny
 
 log = logging.getLogger(__name__)
 
@@ -57,11 +56,8 @@ class GenerationResult:
 
 
 def model_root(settings: RootConfig) -> Path:
-    """The weights' directory; a tiny model is made on first use, but only inside telefuser's cache."""
-    root = Path(settings.model.root).expanduser()
-    if settings.model.auto_create and root.resolve().is_relative_to(cache_dir().resolve()):
-        ensure_tiny(settings.model.auto_create, root)
-    return root
+    """The weights' directory; a tiny fixture folder of telefuser's cache is written on first use."""
+    return prepare_root(settings.model)
 
 
 def free_memory() -> None:
@@ -105,11 +101,11 @@ def vfi_weights(root: Path, settings: RootConfig) -> Path | None:
     """The RIFE weights when interpolation is on (checked before any model loads)."""
     if not settings.pipeline.enable_vfi:
         return None
-    path = root / settings.model.vfi
+    path = Path(settings.pipeline.vfi_weights).expanduser()
     if not path.is_file():
         raise UserError(
             f"pipeline.enable_vfi=true but the interpolation weights {path} do not exist; "
-            "set model.vfi=/path/to/flownet.pkl (Practical-RIFE) or pipeline.enable_vfi=false"
+            "set pipeline.vfi_weights=/path/to/flownet.pkl (Practical-RIFE) or pipeline.enable_vfi=false"
         )
     return path
 

@@ -18,12 +18,8 @@ import torch.nn.functional as F
 from telefuser_cli.errors import UserError
 from telefuser_cli.io.image_file import read_rgb
 
-MASK_CHANNELS = 4  # = the VAE's temporal scale: one mask channel per pixel frame inside a latent frame
 
-
-def i2v_size(
-    image_w: int, image_h: int, max_area: int, vae_stride: int = 8, patch: int = 2
-) -> tuple[int, int]:
+def i2v_size(image_w: int, image_h: int, max_area: int, vae_stride: int, patch: int = 2) -> tuple[int, int]:
     """Video (width, height) for an image of ``image_w x image_h`` under a pixel budget ``max_area`` (= W*H).
 
     The official formula: ``lat_h = round(sqrt(max_area * h/w) // vae_stride // patch * patch)`` (likewise
@@ -67,20 +63,21 @@ def resize_bicubic(img: torch.Tensor, width: int, height: int) -> torch.Tensor:
     return out if batched else out[0]
 
 
-def frame_mask(num_frames: int, lat_h: int, lat_w: int, last: bool = False) -> torch.Tensor:
-    """The official condition mask -> [4, T, lat_h, lat_w] float32, T = (num_frames - 1) // 4 + 1.
+def frame_mask(num_frames: int, lat_h: int, lat_w: int, per_latent: int, last: bool = False) -> torch.Tensor:
+    """The official condition mask -> [r, T, lat_h, lat_w] float32, r = ``per_latent`` (the VAE's temporal
+    compression, 4 for Wan2.1), T = (num_frames - 1) // r + 1.
 
     Pixel frames that are given (the first; the last too for flf2v) are 1, the rest 0; the first pixel frame
-    is repeated 4 times so that each latent frame owns 4 consecutive pixel frames, one per mask channel.
+    is repeated r times so that each latent frame owns r consecutive pixel frames, one per mask channel.
     """
-    if (num_frames - 1) % MASK_CHANNELS:
-        raise ValueError(f"num_frames={num_frames} must be 1 + {MASK_CHANNELS}*k")
+    if (num_frames - 1) % per_latent:
+        raise ValueError(f"num_frames={num_frames} must be 1 + {per_latent}*k")
     msk = torch.zeros(num_frames, lat_h, lat_w)
     msk[0] = 1
     if last:
         msk[-1] = 1
-    msk = torch.cat([msk[:1].expand(MASK_CHANNELS, -1, -1), msk[1:]])
-    return msk.view(-1, MASK_CHANNELS, lat_h, lat_w).transpose(0, 1).contiguous()
+    msk = torch.cat([msk[:1].expand(per_latent, -1, -1), msk[1:]])
+    return msk.view(-1, per_latent, lat_h, lat_w).transpose(0, 1).contiguous()
 
 
 @torch.no_grad()
@@ -92,19 +89,20 @@ def condition_latents(
     height: int,
     end_image: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """The i2v (or flf2v, with ``end_image``) condition ``y`` -> [1, 4 + z_dim, T, height/8, width/8] float32.
+    """The i2v (or flf2v, with ``end_image``) condition ``y`` -> [1, r + z_dim, T, height/s, width/s]
+    float32, s and r the VAE's spatial and temporal compression (8 and 4 for Wan2.1).
 
     image, end_image: [3, H, W] in [-1, 1], any size (each is stretched to ``height x width`` with
     ``resize_bicubic``). vae: a ``WanVAE`` (``encode`` returns normalised latents). The encoded video is
     [image, zeros x (num_frames - 1)] or [image, zeros x (num_frames - 2), end_image]; the mask comes first
-    on channels. The DiT takes ``y`` next to the noise: 16 + 20 = 36 input channels.
+    on channels. The DiT takes ``y`` next to the noise: 16 + 20 = 36 input channels for Wan2.1.
     """
-    stride = vae.config.spatial_scale
+    stride, per_latent = vae.config.spatial_compression, vae.config.temporal_compression
     if width % stride or height % stride:
         raise ValueError(f"width={width} and height={height} must be divisible by the VAE stride {stride}")
-    if num_frames < (5 if end_image is not None else 1) or (num_frames - 1) % MASK_CHANNELS:
+    if num_frames < (1 + per_latent if end_image is not None else 1) or (num_frames - 1) % per_latent:
         raise ValueError(
-            f"num_frames={num_frames} must be 1 + {MASK_CHANNELS}*k"
+            f"num_frames={num_frames} must be 1 + {per_latent}*k"
             + (" with k >= 1 for a first and a last frame" if end_image is not None else "")
         )
     device = vae.conv1.weight.device
@@ -116,7 +114,7 @@ def condition_latents(
         parts.append(first.new_zeros(3, num_frames - 2, height, width))
         parts.append(resize_bicubic(end_image.to(device), width, height)[:, None])
     latents = vae.encode(torch.cat(parts, dim=1)[None])  # [1, z, T, h, w]
-    mask = frame_mask(num_frames, height // stride, width // stride, last=end_image is not None)
+    mask = frame_mask(num_frames, height // stride, width // stride, per_latent, last=end_image is not None)
     return torch.cat([mask.to(latents.device)[None], latents], dim=1)
 
 

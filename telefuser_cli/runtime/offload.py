@@ -147,7 +147,11 @@ class SequentialOffloader:
             event.record(self.stream)
         self.ready[i] = event
 
+    # The hooks swap tensors' storage (``.data``), which Dynamo cannot trace: they stay eager around a compiled
+    # block (runtime.compile), and the compiled code sees the same parameters with new storage.
+
     def _before(self, i: int):
+        @torch.compiler.disable
         def hook(module, args):
             if i in self.ready:
                 event = self.ready.pop(i)
@@ -162,6 +166,7 @@ class SequentialOffloader:
         return hook
 
     def _after(self, i: int):
+        @torch.compiler.disable
         def hook(module, args, output):
             self._log("release", i)
             stream = torch.cuda.current_stream(self.device) if self.stream is not None else None
@@ -180,9 +185,10 @@ class SequentialOffloader:
 
 
 def apply_sequential_offload(
-    dit: nn.Module, device: torch.device, blocks_attr: str = "blocks"
+    dit: nn.Module, device: torch.device
 ) -> tuple[OffloadReport, SequentialOffloader | None]:
-    """Block-sequential offload of ``dit`` (a model with a ``blocks`` ModuleList) onto ``device``, in place.
+    """Block-sequential offload of ``dit`` onto ``device``, in place: the blocks its class's ``runtime_plan``
+    names.
 
     Everything but the blocks moves to ``device`` and stays; the blocks go to host memory (pinned) and come
     to the device one at a time (see :class:`SequentialOffloader`). Returns the report and the offloader
@@ -194,6 +200,7 @@ def apply_sequential_offload(
         reason = "the device is the CPU: SEQUENTIAL_CPU_OFFLOAD is a no-op"
         log.info("%s", reason)
         return OffloadReport(False, reason), None
+    blocks_attr = type(dit).runtime_plan.blocks
     blocks = getattr(dit, blocks_attr)
     for name, child in dit.named_children():
         if name != blocks_attr:

@@ -195,7 +195,7 @@ def test_a_null_node_may_be_set_to_null_and_a_list_as_a_whole():
 def test_a_config_file_setting_a_node_the_model_does_not_use_is_refused(tmp_path, node):
     (tmp_path / "recipe").mkdir()
     (tmp_path / "recipe" / "mine.yaml").write_text(
-        "# @package _global_\ndefaults:\n  - override /model: tiny_wan21\n  - override /pipeline: tiny_wan21_default\n"
+        "# @package _global_\ndefaults:\n  - override /model: tiny_wan21\n  - override /pipeline: tiny_wan21\n"
         f"pipeline:\n  {node}:\n    compile: true\n"
     )
     message = refused("dump-config", "--config-dir", str(tmp_path), "recipe=mine")
@@ -329,7 +329,11 @@ def test_sizes_that_cannot_work_are_refused_with_numbers(tmp_path, overrides, wo
 
 def test_official_sizes_fit_the_limits():
     from telefuser_cli.config.schema import Family, ModelConfig, Task
-    from telefuser_cli.config.sizes import MAX_FRAMES, latent_shape
+    from telefuser_cli.config.sizes import MAX_FRAMES
+    from telefuser_cli.families import spec_of
+
+    def latent_shape(model, width, height, frames):
+        return spec_of(model.family).latent_shape(model, width, height, frames)
 
     wan = ModelConfig(name="w", root="/", family=Family.wan21)
     assert latent_shape(wan, 1280, 720, 81) == (16, 21, 90, 160)

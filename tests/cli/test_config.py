@@ -8,12 +8,12 @@ from pathlib import Path
 import pytest
 from helpers import dump, run_cli
 
-from telefuser_cli.config.catalog import catalog
-from telefuser_cli.paths import config_dir, recipes_dir
+from telefuser_cli.config.catalog import catalog, default_pipelines
+from telefuser_cli.paths import config_dir
 
 MODELS = sorted(p.stem for p in (config_dir() / "model").glob("*.yaml"))
 PIPELINES = sorted(p.stem for p in (config_dir() / "pipeline").glob("*.yaml"))
-RECIPES = sorted(p.stem for p in recipes_dir().glob("*.yaml"))
+RECIPES = sorted(p.stem for p in (config_dir() / "recipe").glob("*.yaml"))
 
 NASTY_PROMPTS = [
     "a cat, a dog, and a bird",
@@ -35,13 +35,22 @@ def test_every_recipe_and_model_composes():
     for model in MODELS:
         document = dump(f"model={model}")
         assert document["layer1_model_definition"]["name"] == model
-        assert document["choices"]["pipeline"] == f"{model}_default"
+        assert document["choices"]["pipeline"] == default_pipelines()[model]
+
+
+def test_every_model_chooses_a_pipeline_and_every_pipeline_has_a_user():
+    chosen = default_pipelines()
+    assert set(chosen) == set(MODELS) and set(chosen.values()) <= set(PIPELINES)
+    recipes = " ".join((config_dir() / "recipe" / f"{name}.yaml").read_text() for name in RECIPES)
+    unused = [
+        name for name in PIPELINES if name not in chosen.values() and f"/pipeline: {name}\n" not in recipes
+    ]
+    assert not unused, f"pipelines no model entry or recipe chooses: {unused}"
 
 
 def _model_for(pipeline: str) -> str:
-    if pipeline.endswith("_default"):
-        return pipeline.removesuffix("_default")
-    return {"wan21_1.3b_shift8": "wan21_t2v_1.3b"}[pipeline]
+    owners = [model for model, chosen in default_pipelines().items() if chosen == pipeline]
+    return owners[0] if owners else {"wan21_1.3b_shift8": "wan21_t2v_1.3b"}[pipeline]
 
 
 @pytest.mark.parametrize("pipeline", PIPELINES)
@@ -80,9 +89,10 @@ def test_official_defaults_per_model():
 
 def test_dump_format_keys_and_types():
     document = dump("recipe=wan21_1.3b", "prompt=a cat")
-    for key in ("version", "timestamp", "pipeline_type", "device", "torch_dtype", "layer1_model_definition",
+    for key in ("version", "timestamp", "device", "torch_dtype", "layer1_model_definition",
                 "layer2_inference_config", "layer3_user_inputs"):  # fmt: skip
         assert key in document
+    assert "pipeline_type" not in document and "pipeline_type" not in document["layer2_inference_config"]
     layer1 = document["layer1_model_definition"]
     assert {m["name"] for m in layer1["models"]} >= {"dit", "text_encoder", "vae", "tokenizer"}
     assert all(set(m) == {"name", "path", "class"} for m in layer1["models"])
@@ -134,8 +144,14 @@ REFUSALS = [
     (["pipeline.num_frames=80"], "4k+1"),
     (["resolution=100x64"], "divisible by 16"),
     (["resolution=999p"], "not one of"),
-    (["aspect_ratio=7:5"], "not one of"),
-    (["pipeline.sample_solver=foo"], "not one of unipc"),
+    (["aspect_ratio=7:5"], "Invalid value '7:5', expected one of [16:9, 9:16, 4:3, 3:4, 1:1, 3:2, 2:3]"),
+    (["pipeline.sample_solver=foo"], "Invalid value 'foo', expected one of [unipc, dpm++, euler]"),
+    (["pipeline.rand_device=gpu"], "Invalid value 'gpu', expected one of [cpu, cuda]"),
+    (["pipeline.sr_resolution=540p"], "Invalid value '540p', expected one of [720p, 1080p]"),
+    (
+        ["recipe=tiny", "pipeline.enable_vfi=true", "user.target_fps=32", "pipeline.vfi_scale=0.3"],
+        "pipeline.vfi_scale=0.3 must be one of (0.25, 0.5, 1.0, 2.0, 4.0)",
+    ),
     (["seed=abc"], "could not be converted"),
     (["pipeline.dit_config.torch_dtype=int8"], "expected one of"),
     (["pipeline.dit_config.attention_config.attn_impl=FLASH_ATTN_2"], "telefuser[gpu]"),
@@ -180,7 +196,51 @@ def test_unquoted_aspect_ratio_in_a_file_is_caught(tmp_path):
     (tmp_path / "user" / "mine.yaml").write_text("prompt: hi\naspect_ratio: 16:9\n")
     result = run_cli("dump-config", "--config-dir", str(tmp_path), "user=mine")
     assert result.exit_code == 2
-    assert "quote it" in " ".join(result.stderr.split())
+    assert "user/mine.yaml: Invalid value '969', expected one of [16:9," in " ".join(result.stderr.split())
+
+
+def test_enum_values_keep_their_spelling():
+    document = dump("pipeline.sample_solver=dpm++", "aspect_ratio=1:1", "pipeline.rand_device=cuda")
+    layer2 = document["layer2_inference_config"]
+    assert (layer2["sample_solver"], layer2["rand_device"]) == ("dpm++", "cuda")
+    assert document["layer3_user_inputs"]["aspect_ratio"] == "1:1"
+    hunyuan = dump("model=hunyuan15_720p_t2v", "pipeline.sr_resolution=1080p")
+    assert hunyuan["layer2_inference_config"]["sr_resolution"] == "1080p"
+
+
+def test_an_unknown_key_in_a_file_gets_a_did_you_mean(tmp_path):
+    (tmp_path / "recipe").mkdir()
+    (tmp_path / "recipe" / "typo.yaml").write_text(
+        "# @package _global_\ndefaults:\n  - override /model: tiny_wan21\nuser:\n  sed: 3\n"
+    )
+    result = run_cli("dump-config", "--config-dir", str(tmp_path), "recipe=typo")
+    assert result.exit_code == 2
+    assert "recipe/typo.yaml: unknown key 'user.sed'; did you mean user.seed?" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_interpolation_weights_belong_to_the_pipeline():
+    document = dump("recipe=tiny")
+    assert "vfi" not in {m["name"] for m in document["layer1_model_definition"]["models"]}
+    root = document["layer1_model_definition"]["root"]
+    assert document["layer2_inference_config"]["vfi_weights"] == f"{root}/flownet.pkl"
+    assert dump("recipe=wan21_14b")["layer2_inference_config"]["vfi_weights"] is None
+
+
+def test_the_step_distilled_model_takes_the_official_twelve_steps():
+    layer2 = dump("model=hunyuan15_480p_i2v_step_distilled")["layer2_inference_config"]
+    assert (layer2["num_inference_steps"], layer2["sigma_shift"], layer2["cfg_scale"]) == (12, 7.0, 1.0)
+    faster = dump("model=hunyuan15_480p_i2v_step_distilled", "pipeline.num_inference_steps=8")
+    assert faster["layer2_inference_config"]["num_inference_steps"] == 8
+
+
+def test_a_recipe_pipeline_and_a_command_line_pipeline_beat_the_models_own():
+    assert dump("recipe=wan21_1.3b")["choices"]["pipeline"] == "wan21_1.3b_shift8"
+    assert dump("recipe=wan21_1.3b", "pipeline=wan21_t2v")["choices"]["pipeline"] == "wan21_t2v"
+    assert (
+        dump("model=wan21_t2v_14b", "pipeline=wan21_1.3b_shift8")["choices"]["pipeline"]
+        == "wan21_1.3b_shift8"
+    )
 
 
 def test_a_file_may_not_change_facts(tmp_path):

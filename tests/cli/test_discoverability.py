@@ -17,11 +17,11 @@ from helpers import run_cli
 from typer.testing import CliRunner
 
 from telefuser_cli.cli import app
-from telefuser_cli.paths import config_dir, recipes_dir
+from telefuser_cli.paths import config_dir
 
 ROOT = Path(__file__).resolve().parents[2]
 MODELS = sorted(p.stem for p in (config_dir() / "model").glob("*.yaml"))
-RECIPES = sorted(p.stem for p in recipes_dir().glob("*.yaml"))
+RECIPES = sorted(p.stem for p in (config_dir() / "recipe").glob("*.yaml"))
 IMAGE_TASKS = ("i2v", "ti2v", "flf2v")
 
 
@@ -113,11 +113,13 @@ def test_weights_state_is_read_from_the_folder(tmp_path):
     from types import SimpleNamespace
 
     from telefuser_cli.config.catalog import weights_state
+    from telefuser_cli.paths import cache_dir
 
     single = SimpleNamespace(root=str(tmp_path / "w"), moe=False, dit="diffusion_pytorch_model*.safetensors",
-                             dit_high=None, dit_low=None, auto_create=None)  # fmt: skip
+                             dit_high=None, dit_low=None)  # fmt: skip
     assert weights_state(single) == "missing"
-    assert weights_state(SimpleNamespace(**{**vars(single), "auto_create": "tiny_wan21"})) == "first use"
+    fixture = SimpleNamespace(**{**vars(single), "root": str(cache_dir() / "tiny_wan21")})
+    assert weights_state(fixture) == "first use"
     (tmp_path / "w").mkdir()
     (tmp_path / "w" / "diffusion_pytorch_model-00001-of-00002.safetensors").write_bytes(b"")
     assert weights_state(single) == "found"
@@ -141,7 +143,8 @@ def test_list_shows_a_user_entry_that_shadows_or_adds(tmp_path):
     blocks = row_blocks(run_at(80, "list", "models", "--config-dir", str(tmp_path)).stdout)
     assert "--config-dir, shadows packaged" in blocks["model=tiny_wan21_random"]
     assert "--config-dir" in blocks["model=mine"] and "shadows" not in blocks["model=mine"]
-    assert "does not compose" in blocks["model=mine"]  # no pipeline mine_default: said in a line, not 30
+    # a copied entry names its pipeline itself, so it composes as the original does
+    assert "does not compose" not in blocks["model=mine"]
     assert "--config-dir" not in blocks["model=wan21_t2v_1.3b"]
 
 
@@ -149,8 +152,9 @@ def test_list_shows_a_user_entry_that_shadows_or_adds(tmp_path):
 def facts():
     from telefuser_cli.config.catalog import Compositions, group_facts
     from telefuser_cli.config.hydra_app import HydraApp
+    from telefuser_cli.families import available
 
-    compositions = Compositions(HydraApp())
+    compositions = Compositions(HydraApp(), available)
     found = {}
     for group, names in (("model", MODELS), ("recipe", RECIPES)):
         by_name = group_facts(group, names, compositions, set(MODELS))
@@ -183,7 +187,7 @@ def test_list_availability_is_what_generate_accepts(entry, facts, image, tmp_pat
 def test_list_marks_exactly_the_entries_generate_refuses(columns, facts, listing):
     blocks = row_blocks(listing[columns])
     for key, fact in facts.items():
-        marked = "not available in this version (pipeline_type" in " ".join(blocks[key].split())
+        marked = "not available in this version (task" in " ".join(blocks[key].split())
         assert marked == (not fact.supported), key
     assert any(not fact.supported for fact in facts.values())  # wan22_ti2v_5b, in this version
 
@@ -339,7 +343,7 @@ assert "torch" not in sys.modules, "keys or list imported torch"
 
 @pytest.fixture(scope="module")
 def hunyuan_root(tmp_path_factory) -> Path:
-    from telefuser_cli.hunyuan15_tiny import write_tiny_hunyuan15
+    from telefuser_cli.families.hunyuan15.tiny import write_tiny_hunyuan15
 
     return write_tiny_hunyuan15(tmp_path_factory.mktemp("models") / "tiny_hunyuan15", sr=True)
 
@@ -376,8 +380,8 @@ def test_inspect_summarises_a_wan_folder(tiny_root):
 
 
 def test_inspect_matches_a_mixture_of_experts(tmp_path):
+    from telefuser_cli.families.tiny import write_tiny
     from telefuser_cli.loading.inspect import entry_fits, inspect_directory
-    from telefuser_cli.tiny import write_tiny
 
     report = inspect_directory(write_tiny("tiny_wan22_moe", tmp_path / "moe"))
     assert report["family"] == "wan22" and report["moe"] is True
@@ -404,13 +408,13 @@ def test_inspect_refuses_what_it_does_not_know_in_one_line(tmp_path):
 
 def test_make_tiny_checkpoint_says_what_it_wrote(tmp_path):
     from telefuser_cli.cli import TINY_KINDS
-    from telefuser_cli.tiny import MAKERS
+    from telefuser_cli.families.tiny import makers
 
     result = run_cli("make-tiny-checkpoint", str(tmp_path / "tiny"))
     assert result.exit_code == 0, result.stderr
     assert "tiny tiny" not in result.stdout
     assert "wrote the tiny_wan21 model to" in result.stdout
-    assert set(TINY_KINDS) == set(MAKERS)  # what --help offers is what can be made
+    assert set(TINY_KINDS) == set(makers())  # what --help offers is what can be made
 
 
 def _modes(folder: Path) -> tuple[set[int], set[int]]:
@@ -421,11 +425,11 @@ def _modes(folder: Path) -> tuple[set[int], set[int]]:
 
 @pytest.mark.parametrize("umask", [0o022, 0o027])
 def test_tiny_model_files_have_one_mode_under_the_umask(tmp_path, caplog, umask):
-    from telefuser_cli.tiny import ensure_tiny
+    from telefuser_cli.families.tiny import ensure_tiny
 
     previous = os.umask(umask)
     try:
-        with caplog.at_level(logging.INFO, logger="telefuser_cli.tiny"):
+        with caplog.at_level(logging.INFO, logger="telefuser_cli.families.tiny"):
             ensure_tiny("tiny_wan21", tmp_path / "cache" / "tiny_wan21")
             ensure_tiny("tiny_wan21", tmp_path / "cache" / "tiny_wan21")
     finally:

@@ -80,7 +80,7 @@ def test_the_readme_has_commands():
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> Path:
     """Stand-ins for the README's /data: the tiny Wan2.1 model, a LoRA for it, the RIFE weights."""
-    from telefuser_cli.tiny import write_tiny_wan21
+    from telefuser_cli.families.wan.tiny import write_tiny_wan21
 
     data = tmp_path_factory.mktemp("data")
     model = write_tiny_wan21(data / "Wan2.1-T2V-1.3B", seed=0)
@@ -108,8 +108,7 @@ def _my_conf(directory: Path) -> None:
     """The README's `--config-dir ./my_conf recipe=my_recipe`: a recipe of one's own."""
     (directory / "my_conf" / "recipe").mkdir(parents=True, exist_ok=True)
     (directory / "my_conf" / "recipe" / "my_recipe.yaml").write_text(
-        "# @package _global_\ndefaults:\n  - override /model: tiny_wan21\n  - override /pipeline: "
-        "tiny_wan21_default\nuser:\n  resolution: 32x32\n"
+        "# @package _global_\ndefaults:\n  - override /model: tiny_wan21\nuser:\n  resolution: 32x32\n"
     )
 
 

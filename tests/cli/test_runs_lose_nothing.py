@@ -175,10 +175,10 @@ def test_a_real_run_records_done_and_a_second_run_cannot_replace_it(tmp_path):
 
 
 def _raise_in_generation(monkeypatch, error: BaseException) -> None:
-    def generate_wan(*args, **kwargs):
+    def pipeline_class(*args, **kwargs):
         raise error
 
-    monkeypatch.setattr("telefuser_cli.pipelines.generate.generate_wan", generate_wan)
+    monkeypatch.setattr("telefuser_cli.pipelines.generate.pipeline_class", pipeline_class)
 
 
 def test_an_internal_error_is_one_line_with_its_traceback_in_a_file(tmp_path, monkeypatch):
@@ -321,7 +321,7 @@ def _gpu_out_of_memory(*args, **kwargs):
             _cpu_out_of_memory,
             "out of memory during load text encoder;",
         ),
-        ("telefuser_cli.pipelines.generate_wan.initial_noise", _gpu_out_of_memory, "out of memory;"),
+        ("telefuser_cli.families.wan.pipeline.initial_noise", _gpu_out_of_memory, "out of memory;"),
     ],
 )
 def test_out_of_memory_outside_denoise_and_decode_reads_as_such(

@@ -10,9 +10,9 @@ from helpers import dump, run_cli
 from PIL import Image
 
 from telefuser_cli.config.catalog import catalog
-from telefuser_cli.config.store import recipe_files
 
 TINY = sorted(entry.name for entry in catalog("model") if entry.name.startswith("tiny_"))
+RECIPES = [entry.name for entry in catalog("recipe")]
 
 
 def test_the_tiny_entries_are_all_here():
@@ -34,6 +34,7 @@ def test_a_tiny_entry_defaults_to_a_tiny_run(tmp_path, name):
     derived, pipeline = document["derived"], document["layer2_inference_config"]
     assert derived["width"] * derived["height"] <= 64 * 64, derived
     assert derived["num_frames"] <= 17 and pipeline["num_inference_steps"] <= 8
+    assert document["choices"]["pipeline"].startswith("tiny")
     assert document["choices"]["user"].startswith("tiny")
 
 
@@ -44,7 +45,7 @@ def test_the_person_still_chooses_the_size():
 
 
 def test_every_tiny_entry_has_a_recipe():
-    models = {name: dump(f"recipe={name}")["choices"]["model"] for name in recipe_files()}
+    models = {name: dump(f"recipe={name}")["choices"]["model"] for name in RECIPES}
     assert set(TINY) <= set(models.values()), sorted(set(TINY) - set(models.values()))
     for recipe, model in models.items():
         if model in TINY:

@@ -8,27 +8,14 @@ from tests.helpers import run_cli
 
 REFUSED = [
     (
-        ["model=tiny_hunyuan15", "pipeline.sample_solver=unipc"],
-        "pipeline.sample_solver=unipc: not supported by hunyuan15",
+        ["model=tiny_hunyuan15", "pipeline.dit_config.parallel_config.cfg_degree=2", "launcher.nproc_per_node=2"],
+        "pipeline.dit_config.parallel_config.cfg_degree=2: not supported by hunyuan15 (supported by wan)",
     ),
-    (
-        ["model=tiny_hunyuan15", "pipeline.rand_device=cuda"],
-        "pipeline.rand_device=cuda: not supported by hunyuan15",
-    ),
-    (
-        ["model=tiny_hunyuan15", "pipeline.cfg_batch=true"],
-        "pipeline.cfg_batch=true: not supported by hunyuan15",
-    ),
-    (["model=tiny_hunyuan15", "pipeline.step_cache_threshold=0.1"], "pipeline.step_cache_threshold=0.1"),
-    (["model=tiny_hunyuan15", "pipeline.dit_config.compile=true"], "pipeline.dit_config.compile=true"),
-    (
-        ["model=tiny_hunyuan15", "pipeline.dit_config.offload_config.offload_type=MODEL_CPU_OFFLOAD"],
-        "pipeline.dit_config.offload_config.offload_type=MODEL_CPU_OFFLOAD: not supported by hunyuan15",
-    ),
-    (["recipe=tiny", "pipeline.vae_config.compile=true"], "pipeline.vae_config.compile=true: only the DiT"),
+    (["model=tiny_hunyuan15", "pipeline.boundary=0.9"], "pipeline.boundary=0.9: not supported by hunyuan15"),
+    (["recipe=tiny", "pipeline.vae_config.compile=true"], "pipeline.vae_config.compile=true: only the DiT takes it"),
     (
         ["recipe=tiny", "pipeline.text_encoding_config.offload_config.offload_type=SEQUENTIAL_CPU_OFFLOAD"],
-        "only the DiT is offloaded",
+        "offload_type=SEQUENTIAL_CPU_OFFLOAD: only the DiT takes it",
     ),
     # flash-attn is not installed here, so this names the missing package first; either way it is refused
     (
@@ -54,6 +41,10 @@ def test_an_option_nothing_reads_is_refused(overrides, message):
         ["recipe=tiny", "pipeline.sample_solver=euler", "pipeline.step_cache_threshold=0.1"],
         ["recipe=tiny_moe", "pipeline.dit_config.offload_config.offload_type=MODEL_CPU_OFFLOAD"],
         ["model=tiny_hunyuan15", "pipeline.dit_config.torch_dtype=float32"],
+        # HunyuanVideo 1.5 samples through the shared loop: every solver, batched guidance
+        ["model=tiny_hunyuan15", "pipeline.sample_solver=unipc", "pipeline.cfg_batch=true"],
+        ["model=tiny_hunyuan15", "pipeline.step_cache_threshold=0.1", "pipeline.dit_config.compile=true"],
+        ["model=tiny_hunyuan15", "pipeline.dit_config.offload_config.offload_type=MODEL_CPU_OFFLOAD"],
     ],
 )
 def test_the_same_options_where_they_are_read_are_accepted(overrides):

@@ -23,7 +23,7 @@ def test_wheel_installs_and_dumps_a_recipe_from_elsewhere(tmp_path):
     assert (
         "telefuser_cli/assets/tiny_wan21/diffusion_pytorch_model.safetensors" in names
     )  # the trained tiny model
-    assert "telefuser_cli/_conf/config.yaml" in names and "telefuser_cli/_recipes/tiny.yaml" in names
+    assert "telefuser_cli/_conf/config.yaml" in names and "telefuser_cli/_conf/recipe/tiny.yaml" in names
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
     site = Path(subprocess.check_output(

@@ -17,12 +17,12 @@ import sys
 import torch
 import torch.distributed as dist
 
+from telefuser_cli.families.wan.tiny import TINY_DIT
 from telefuser_cli.models.wan_dit import WanDiT, WanDiTConfig
-from telefuser_cli.ops.sequence_parallel import parallelize_dit
 from telefuser_cli.pipelines.wan import Expert, denoise, initial_noise, two_pass_guidance
 from telefuser_cli.runtime.distributed import CfgParallelGuidance, build_groups, init_distributed
+from telefuser_cli.runtime.transforms import RuntimeRequest, apply_transforms
 from telefuser_cli.schedulers import make_scheduler
-from telefuser_cli.tiny import TINY_DIT
 
 STEPS, SHIFT, CFG_SCALE, SEED = 3, 5.0, 5.0, 7
 # latent shapes [C, F, H, W]: 2x4x4 = 32 tokens (divisible by 2 and 4), 3x3x3 = 27 tokens (padded), 5x1x1 = 5
@@ -61,6 +61,11 @@ def sample(dit: WanDiT, shape, guidance=two_pass_guidance) -> torch.Tensor:
                    guidance=guidance)  # fmt: skip
 
 
+def parallelize(dit: WanDiT, groups) -> torch.nn.Module:
+    """The DiT as the driver runs it: transformed from its runtime plan (sequence parallel when sp > 1)."""
+    return apply_transforms(dit, RuntimeRequest(torch.device("cpu"), groups=groups)).module
+
+
 def compare(ours: torch.Tensor, reference: torch.Tensor) -> dict:
     parts = [torch.empty_like(ours) for _ in range(dist.get_world_size())]
     dist.all_gather(parts, ours.contiguous())
@@ -81,7 +86,7 @@ def main() -> None:
         if layout != layouts[0]:
             groups = build_groups(*layout)
         guidance = CfgParallelGuidance(groups.cfg_group, groups.cfg_rank) if groups.cfg_degree > 1 else None
-        dit = parallelize_dit(tiny_dit(TINY_DIT), groups)
+        dit = parallelize(tiny_dit(TINY_DIT), groups)
         for name, shape in SHAPES.items():
             ours = sample(dit, shape, guidance or two_pass_guidance)
             results[f"{layout}/{name}"] = compare(ours, references[name])
@@ -93,10 +98,10 @@ def main() -> None:
         t = torch.linspace(900.0, 100.0, 27)[None]
         with torch.no_grad():
             reference = tiny_dit(TI2V)(x, t, context)
-            results[f"{layout}/ti2v_per_token"] = compare(parallelize_dit(tiny_dit(TI2V), groups)(x, t, context),
+            results[f"{layout}/ti2v_per_token"] = compare(parallelize(tiny_dit(TI2V), groups)(x, t, context),
                                                           reference)  # fmt: skip
             reference = tiny_dit(TINY_DIT, torch.bfloat16)(x, t[:, 0], context)
-            ours = parallelize_dit(tiny_dit(TINY_DIT, torch.bfloat16), groups)(x, t[:, 0], context)
+            ours = parallelize(tiny_dit(TINY_DIT, torch.bfloat16), groups)(x, t[:, 0], context)
             results[f"{layout}/bf16_forward"] = compare(ours, reference)
     if dist.get_rank() == 0:
         with open(out_path, "w") as f:

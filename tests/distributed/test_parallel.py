@@ -28,7 +28,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from telefuser_cli.ops.sequence_parallel import attention_with_lse, parallelize_dit, shard
+from telefuser_cli.families.hunyuan15.tiny import TINY_DIT as TINY_HUNYUAN_DIT
+from telefuser_cli.families.wan.tiny import TINY_DIT
+from telefuser_cli.models.hunyuan15_dit import Hunyuan15DiT
+from telefuser_cli.models.wan_dit import WanDiT
+from telefuser_cli.ops.sequence_parallel import attention_with_lse, shard
 from telefuser_cli.pipelines.wan import two_pass_guidance
 from telefuser_cli.runtime.distributed import (
     ParallelGroups,
@@ -43,6 +47,7 @@ from telefuser_cli.runtime.launch import (
     strip_launcher_override,
     torchrun_command,
 )
+from telefuser_cli.runtime.transforms import SEQUENCE_PARALLEL, RuntimeRequest, apply_transforms, supported
 
 pytestmark = pytest.mark.numeric
 
@@ -156,8 +161,22 @@ def test_single_process_needs_no_process_group():
     assert is_main_process()
     with pytest.raises(ValueError, match="!= world size 1"):
         init_distributed(cfg_degree=2, environ={})
-    dit = object()
-    assert parallelize_dit(dit, groups) is dit  # sp degree 1: untouched
+    dit = WanDiT(TINY_DIT)
+    placed = apply_transforms(dit, RuntimeRequest(torch.device("cpu"), groups=groups))
+    assert placed.module is dit  # sp degree 1: untouched
+
+
+def test_sequence_parallel_only_where_the_plan_declares_a_split():
+    assert SEQUENCE_PARALLEL in supported(WanDiT) and SEQUENCE_PARALLEL not in supported(Hunyuan15DiT)
+    two = ParallelGroups(ulysses_degree=2)  # checked before any process group is used
+    with pytest.raises(ValueError, match="Hunyuan15DiT does not support sequence parallelism"):
+        apply_transforms(Hunyuan15DiT(TINY_HUNYUAN_DIT), RuntimeRequest(torch.device("cpu"), groups=two))
+    with pytest.raises(ValueError, match="must divide the DiT's 4 heads"):
+        apply_transforms(
+            WanDiT(TINY_DIT), RuntimeRequest(torch.device("cpu"), groups=ParallelGroups(ulysses_degree=3))
+        )
+    with pytest.raises(ValueError, match="step caching does not support sequence parallelism"):
+        apply_transforms(WanDiT(TINY_DIT), RuntimeRequest(torch.device("cpu"), step_cache=0.1, groups=two))
 
 
 def test_shard_pads_and_attention_lse():

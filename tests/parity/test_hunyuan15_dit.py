@@ -6,13 +6,16 @@ import dataclasses
 
 import pytest
 import torch
+from helpers import assert_rel_close
+from torch.utils._python_dispatch import TorchDispatchMode
 
+import telefuser_cli.ops.rope as rope_ops
 from telefuser_cli.loading.hunyuan15_arch import (
     diffusers_to_official_dit,
     infer_dit_config,
     official_to_diffusers_dit,
 )
-from telefuser_cli.models.hunyuan15_dit import Hunyuan15DiT, Hunyuan15DiTConfig
+from telefuser_cli.models.hunyuan15_dit import Hunyuan15Context, Hunyuan15DiT, Hunyuan15DiTConfig
 
 pytestmark = pytest.mark.numeric
 
@@ -171,3 +174,59 @@ def test_full_size_layout_matches_diffusers_default():
     assert infer_dit_config(ours_sd) == ours.config
     diffusers_json = dict(ref.config, _class_name="HunyuanVideo15Transformer3DModel")
     assert infer_dit_config(ours_sd, diffusers_json) == ours.config
+
+
+# A batch of 2 against two batches of 1 is not bitwise (another matmul kernel may serve twice the rows): the
+# tolerance of tests/unit/test_batched_cfg.py. Measured on an AMD EPYC: 3.4e-7; swapped contexts give 0.43,
+# a zeroed first refiner attention branch 0.14, prefixes swapped inside cat 0.34.
+BATCH_TOL = 2e-5
+
+
+class SyncRecorder(TorchDispatchMode):
+    """Records ops that copy a value to the host (a device sync on CUDA)."""
+
+    SYNC_OPS = {"_local_scalar_dense", "item", "is_nonzero", "equal", "nonzero", "allclose"}
+
+    def __init__(self):
+        super().__init__()
+        self.seen: list[str] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func.overloadpacket.__name__ in self.SYNC_OPS:
+            self.seen.append(str(func))
+        return func(*args, **(kwargs or {}))
+
+
+@torch.no_grad()
+def test_prepared_context_is_bitwise_the_raw_one_without_syncs(monkeypatch):
+    model = build_ours(MEANFLOW, tiny_official_state_dict(MEANFLOW, seed=3))
+    x, t, text, tm, glyph, gm, image = inputs(MEANFLOW, 2, [7, 4], [2, 5])
+    t_r = torch.tensor([500.0, 125.0])
+    raw = model(x, t, text, tm, glyph, gm, image, t_r)
+    context = model.prepare_context(text, tm, glyph, gm, image)
+    tables = []
+    real = rope_ops.rope_table
+    monkeypatch.setattr(rope_ops, "rope_table", lambda *a, **k: tables.append(a) or real(*a, **k))
+    with SyncRecorder() as recorder:
+        prepared = model(x, t, context, timestep_r=t_r)
+        again = model(x, t / 2, context, timestep_r=t_r / 2)
+    assert torch.equal(prepared, raw)
+    assert recorder.seen == []  # the image rule and the token gathering ran once, in prepare_context
+    assert tables == []  # the table of this grid was built by the first forward already
+    assert not torch.equal(again, prepared)  # the refiner does depend on t: it reruns
+    with pytest.raises(ValueError, match="replaces"):
+        model(x, t, context, tm)
+    with pytest.raises(ValueError, match="batch 2"):
+        model(x[:1], t[:1], context, timestep_r=t_r[:1])
+
+
+@torch.no_grad()
+def test_concatenated_contexts_match_one_pass_each():
+    """Batched CFG: two prepared contexts (other text and glyph lengths, one without image) on one batch."""
+    model = build_ours(TINY, tiny_official_state_dict(TINY, seed=5))
+    x, t, text, tm, glyph, gm, image = inputs(TINY, 2, [7, 4], [2, 5])
+    first = model.prepare_context(text[:1], tm[:1], glyph[:1], gm[:1], image[:1])
+    second = model.prepare_context(text[1:, :4], tm[1:, :4], glyph[1:], gm[1:], torch.zeros_like(image[1:]))
+    both = model(x, t, Hunyuan15Context.cat([first, second]))
+    alone = torch.cat([model(x[i : i + 1], t[i : i + 1], c) for i, c in enumerate((first, second))])
+    assert_rel_close(both, alone, BATCH_TOL)

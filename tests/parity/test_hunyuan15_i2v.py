@@ -1,9 +1,15 @@
 """HunyuanVideo 1.5 image-to-video vs diffusers' HunyuanVideo15ImageToVideoPipeline on the same tiny weights.
 
-Same tiny directory (written by ``hunyuan15_tiny``: the 480p_i2v DiT and the SigLIP encoder), image, prompt,
+Same tiny directory (written by ``families/hunyuan15/tiny.py``: the 480p_i2v DiT and the SigLIP encoder), image, prompt,
 noise, steps and shift, float32. The conditioning pieces (bucket size, crop, cond latents and mask, SigLIP
 tokens) are compared one by one, then whole runs: CFG 6, and a meanflow (step-distilled) DiT at CFG 1, whose
 ``timestep_r`` sequence is compared too.
+
+Where diffusers departs from the official pipeline (Tencent-Hunyuan/HunyuanVideo-1.5), the reference is the
+official step, replicated here: the bucket choice (official: the closest ratio; diffusers: the closest not
+more elongated than the image), the crop (official: scaled side rounded, torchvision centre crop; diffusers:
+floored, pasted at ``width // 2 - src_w // 2``; diffusers is then handed the officially cropped image, which
+it leaves as it is) and the bfloat16 noise draw.
 """
 
 from __future__ import annotations
@@ -15,14 +21,14 @@ import numpy as np
 import pytest
 import torch
 
-from telefuser_cli.hunyuan15_tiny import I2V_VERSION, write_tiny_hunyuan15
+from telefuser_cli.families.hunyuan15.tiny import I2V_VERSION, write_tiny_hunyuan15
+from telefuser_cli.families.tiny import randomise
 from telefuser_cli.loading import hunyuan15 as loading
 from telefuser_cli.loading.hunyuan15_arch import official_to_diffusers_dit, official_to_diffusers_vae
 from telefuser_cli.models.hunyuan15_dit import Hunyuan15DiT
 from telefuser_cli.pipelines import hunyuan15 as hy
 from telefuser_cli.pipelines import hunyuan15_image_cond as ic
 from telefuser_cli.schedulers import make_scheduler
-from telefuser_cli.tiny import randomise
 
 pytestmark = pytest.mark.numeric
 
@@ -34,7 +40,10 @@ from diffusers import (  # noqa: E402
     HunyuanVideo15Transformer3DModel,
 )
 from diffusers.guiders import ClassifierFreeGuidance  # noqa: E402
-from diffusers.pipelines.hunyuan_video1_5.image_processor import HunyuanVideo15ImageProcessor  # noqa: E402
+from diffusers.pipelines.hunyuan_video1_5.image_processor import (  # noqa: E402
+    HunyuanVideo15ImageProcessor,
+    generate_crop_size_list,  # diffusers' copy of the official function (identical)
+)
 
 PROMPT = 'a red ball rolling past a sign with the text "hello"'
 NEGATIVE = ""
@@ -57,6 +66,49 @@ def make_image(width: int, height: int, seed: int = 0):
     y, x = np.mgrid[0:height, 0:width]
     base = np.stack([x / width, y / height, (x + y) / (width + height)], axis=-1) * 200
     return Image.fromarray((base + rng.random((height, width, 3)) * 55).astype(np.uint8))
+
+
+def official_bucket(image_w: int, image_h: int, base: float) -> tuple[int, int]:
+    """Official ``get_closest_resolution_given_original_size``, replicated: the (w, h) entries of
+    ``generate_crop_size_list(base, 16)`` read as (h, w), ratios h/w rounded to 5 places, and the FIRST
+    entry of smallest |ratio - image h/w| (numpy ``argmin``; ``min`` keeps the first too). -> (width, height)"""
+    buckets = generate_crop_size_list(base_size=base, patch_size=16)
+    ratios = [round(float(h) / float(w), 5) for h, w in buckets]
+    aspect = float(image_h) / float(image_w)
+    h, w = buckets[min(range(len(buckets)), key=lambda i: abs(ratios[i] - aspect))]
+    return w, h
+
+
+def official_vae_crop(image, width: int, height: int):
+    """Official ``get_image_condition_latents``' pixels, replicated without torchvision: ``Resize`` to the
+    scaled sides rounded (``int(round(side * scale))``; PIL Lanczos for a PIL image), then ``CenterCrop`` at
+    torchvision's offsets ``int(round((scaled - size) / 2.0))``."""
+    from PIL import Image
+
+    scale = max(width / image.width, height / image.height)
+    scaled_w, scaled_h = int(round(image.width * scale)), int(round(image.height * scale))
+    resized = image.resize((scaled_w, scaled_h), Image.LANCZOS)
+    left, top = int(round((scaled_w - width) / 2.0)), int(round((scaled_h - height) / 2.0))
+    return resized.crop((left, top, left + width, top + height))
+
+
+def official_siglip_crop(image, width: int, height: int):
+    """Official ``resize_and_center_crop`` (SigLIP's input), replicated: the same resize, then PIL's ``crop``
+    of the float box ``((scaled_w - width) / 2, (scaled_h - height) / 2, (scaled_w + width) / 2, ...)``."""
+    from PIL import Image
+
+    scale = max(width / image.width, height / image.height)
+    scaled_w, scaled_h = int(round(image.width * scale)), int(round(image.height * scale))
+    resized = image.resize((scaled_w, scaled_h), Image.LANCZOS)
+    box = ((scaled_w - width) / 2, (scaled_h - height) / 2, (scaled_w + width) / 2, (scaled_h + height) / 2)
+    return resized.crop(box)
+
+
+def official_noise(shape: tuple[int, ...], seed: int) -> torch.Tensor:
+    """The official ``prepare_latents``, replicated: ``torch.randn`` on a seeded CPU generator in bfloat16,
+    then float32 (the official loop promotes it at the first step)."""
+    generator = torch.Generator(device="cpu").manual_seed(seed)
+    return torch.randn(shape, generator=generator, device="cpu", dtype=torch.bfloat16).to(DEV).float()
 
 
 @pytest.fixture(scope="module")
@@ -134,28 +186,69 @@ def test_vision_encoder_folder_errors(components, tmp_path):
         loading.load_vision_encoder(root, torch.float32, DEV)
 
 
-def test_bucket_size_matches_diffusers():
-    processor = HunyuanVideo15ImageProcessor(vae_scale_factor=16)
+def test_bucket_size_follows_the_official_rule():
     sizes = [(90, 50), (50, 90), (100, 100), (1920, 1080), (1080, 1920), (300, 1200), (1201, 300), (640, 481),
-             (481, 640), (1000, 999), (33, 17)]  # fmt: skip
+             (481, 640), (1000, 999), (33, 17), (97, 61), (1000, 1500), (1500, 1000), (720, 1280)]  # fmt: skip
     for target in (640, 960, 1440, 48, TARGET):
         for w, h in sizes:
-            ref_h, ref_w = processor.calculate_default_height_width(height=h, width=w, target_size=target)
-            assert ic.bucket_size(w, h, target) == (ref_w, ref_h), (w, h, target)
+            assert ic.bucket_size(w, h, target) == official_bucket(w, h, target), (w, h, target)
+    # a 9:16 image at 720p: the official 720x1280 (45x80 patches, ratio 1.77778, slightly taller than the
+    # image); diffusers keeps to ratios no taller than the image and picks 720x1264
+    assert ic.bucket_size(1080, 1920, 960) == (720, 1280)
+    processor = HunyuanVideo15ImageProcessor(vae_scale_factor=16)
+    assert processor.calculate_default_height_width(height=1920, width=1080, target_size=960) == (1264, 720)
     # a named resolution uses the official base; an explicit one its pixel budget (same patch count)
     assert ic.bucket_size(1920, 1080, ic.bucket_base("480p", 848, 480)) == (848, 480)
     assert ic.bucket_base("48x32", 48, 32) ** 2 == pytest.approx(48 * 32)
 
 
+def test_crop_rounds_and_centres_as_the_official_code():
+    from PIL import Image
+
+    # worked by hand: 97x61 to 48x32: scale max(48/97, 32/61) = 0.52459; 97 * 0.52459 = 50.89 -> 51 (diffusers
+    # floors to 50); left = round((51 - 48) / 2) = round(1.5) = 2 (diffusers pastes at 24 - 25: offset 1)
+    assert ic.cover_crop(97, 61, 48, 32) == (51, 32, 2, 0)
+    assert ic.cover_crop(90, 50, 48, 32) == (58, 32, 5, 0)  # 57.6 -> 58, round(5.0)
+    assert ic.cover_crop(49, 32, 48, 32) == (49, 32, 0, 0)  # round(0.5) = 0: half to even
+    assert ic.cover_crop(51, 32, 48, 32) == (51, 32, 2, 0)  # round(1.5) = 2
+    assert ic.cover_crop(32, 53, 32, 48) == (32, 53, 0, 2)  # round(2.5) = 2, on the height
+    assert ic.cover_crop(48, 32, 48, 32) == (48, 32, 0, 0)
+    image = make_image(97, 61, 2)
+    expected = image.resize((51, 32), Image.LANCZOS).crop((2, 0, 50, 32))
+    ours = ic.crop_to(image, 48, 32)
+    assert ours.size == (48, 32) and np.array_equal(np.asarray(ours), np.asarray(expected))
+    # the official SigLIP path (PIL crop of a float box) and VAE path (torchvision offsets) give these pixels
+    for w, h in ((97, 61), (90, 50), (41, 77), (49, 32), (32, 53), (200, 45), (45, 200)):
+        image = make_image(w, h, 3)
+        for width, height in ((48, 32), (32, 48), (64, 64)):
+            ours = np.asarray(ic.crop_to(image, width, height))
+            assert np.array_equal(ours, np.asarray(official_vae_crop(image, width, height))), (w, h)
+            assert np.array_equal(ours, np.asarray(official_siglip_crop(image, width, height))), (w, h)
+
+
+def test_crop_offsets_are_torchvision_center_crop():
+    """Where torchvision is installed (the official code's dependency), its centre crop of the scaled image is
+    ours; without it, test_crop_rounds_and_centres_as_the_official_code checks the rule by hand."""
+    tvf = pytest.importorskip("torchvision.transforms.functional")
+    for w, h in ((97, 61), (90, 50), (49, 32), (51, 32), (32, 53), (45, 200)):
+        image = make_image(w, h, 4)
+        for width, height in ((48, 32), (32, 48)):
+            scaled_w, scaled_h, _, _ = ic.cover_crop(w, h, width, height)
+            resized = tvf.resize(image, [scaled_h, scaled_w], interpolation=tvf.InterpolationMode.LANCZOS)
+            expected = tvf.center_crop(resized, [height, width])
+            assert np.array_equal(np.asarray(ic.crop_to(image, width, height)), np.asarray(expected)), (w, h)
+
+
 @torch.no_grad()
 def test_conditioning_pieces_match_diffusers(components):
+    """diffusers' cond latents, mask and SigLIP tokens of the officially cropped image are ours."""
     c = components
     pipe = _reference(c, c["dit"], CFG)
-    for w, h, seed in ((90, 50, 0), (41, 77, 1)):
+    for w, h, seed in ((90, 50, 0), (41, 77, 1), (97, 61, 2)):
         image = make_image(w, h, seed)
         width, height = ic.bucket_size(w, h, TARGET)
         cropped = ic.crop_to(image, width, height)
-        ref_cropped = pipe.video_processor.resize(image, height=height, width=width, resize_mode="crop")
+        ref_cropped = official_vae_crop(image, width, height)
         assert np.array_equal(np.asarray(cropped), np.asarray(ref_cropped))
 
         latents = torch.zeros(1, 4, 2, height // 16, width // 16)
@@ -183,11 +276,15 @@ def test_i2v_latents_and_video_match_diffusers(components):
     image = make_image(90, 50)
     latents, video, noise = _ours(c, c["dit"], image, CFG)
     assert video.shape == (1, 3, FRAMES, 32, 48)
+    assert torch.equal(noise, official_noise(noise.shape, 7))
 
     pipe = _reference(c, c["dit"], CFG)
+    # diffusers gets the officially cropped image (its own crop differs: scaled width 57 instead of 58); it
+    # picks the same 48x32 bucket for it and leaves it as it is
     call = dict(
-        image=image, prompt=PROMPT, negative_prompt=NEGATIVE, num_frames=FRAMES, num_inference_steps=STEPS
-    )
+        image=official_vae_crop(image, 48, 32), prompt=PROMPT, negative_prompt=NEGATIVE, num_frames=FRAMES,
+        num_inference_steps=STEPS,
+    )  # fmt: skip
     ref = pipe(**call, latents=noise.clone(), output_type="latent", return_dict=False)[0]
     err = rel_err(latents, ref)
     print(f"hunyuan15 i2v latents: max abs {(latents - ref).abs().max().item():.3e}, rel {err:.3e}")
@@ -218,8 +315,8 @@ def test_meanflow_i2v_and_timestep_r_match_diffusers(components):
     )
     image = make_image(90, 50)
     latents, _, noise = _ours(c, dit, image, 1.0)
-    ref = pipe(image=image, prompt=PROMPT, num_frames=FRAMES, num_inference_steps=STEPS, latents=noise.clone(),
-               output_type="latent", return_dict=False)[0]  # fmt: skip
+    ref = pipe(image=official_vae_crop(image, 48, 32), prompt=PROMPT, num_frames=FRAMES,  # official crop
+               num_inference_steps=STEPS, latents=noise.clone(), output_type="latent", return_dict=False)[0]  # fmt: skip
 
     # diffusers (like the official pipeline) passes the next timestep, and 0 after the last step
     assert len(seen["ours"]) == len(seen["diffusers"]) == STEPS

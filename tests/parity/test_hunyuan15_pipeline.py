@@ -1,7 +1,11 @@
 """HunyuanVideo 1.5 base t2v pipeline vs diffusers' HunyuanVideo15Pipeline on the same tiny weights (float32).
 
-Same tiny directory (written by ``hunyuan15_tiny``), prompt (with quoted glyph text), negative prompt, noise,
+Same tiny directory (written by ``families/hunyuan15/tiny.py``), prompt (with quoted glyph text), negative prompt, noise,
 steps and shift; CFG 6. Our text encoding, glyph encoding, scheduler grid, loop and decode are compared.
+
+Where diffusers departs from the official pipeline (Tencent-Hunyuan/HunyuanVideo-1.5), the reference is the
+official step, replicated here: the negative branch's glyph features (the official code encodes "" for them,
+diffusers the negative prompt's quoted text) and the initial noise (drawn in bfloat16 officially).
 """
 
 from __future__ import annotations
@@ -9,7 +13,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from telefuser_cli.hunyuan15_tiny import T2V_VERSION, write_tiny_hunyuan15
+from telefuser_cli.families.hunyuan15.tiny import T2V_VERSION, write_tiny_hunyuan15
 from telefuser_cli.loading import hunyuan15 as loading
 from telefuser_cli.loading.hunyuan15_arch import official_to_diffusers_dit, official_to_diffusers_vae
 from telefuser_cli.pipelines import hunyuan15 as hy
@@ -28,6 +32,7 @@ from diffusers.guiders import ClassifierFreeGuidance  # noqa: E402
 
 PROMPT = 'a red ball rolling past a sign with the text "hello", camera moving left'
 NEGATIVE = ""
+NEGATIVE_QUOTED = 'blurry, the word "blurry"'  # quoted text: where diffusers and the official code part
 STEPS, SHIFT, CFG = 3, 5.0, 6.0
 FRAMES, HEIGHT, WIDTH = 5, 32, 48
 TEXT_LEN = 48  # our max_length and diffusers' tokenizer_max_length (1000 released; shorter keeps it fast)
@@ -111,21 +116,64 @@ def test_scheduler_grid_matches_diffusers():
     assert (ours.timesteps - ref.timesteps).abs().max() <= 1.3e-4
 
 
+def official_noise(shape: tuple[int, ...], seed: int) -> torch.Tensor:
+    """The official ``prepare_latents``, replicated: a CPU generator (``noise_init_device``) seeded with the
+    seed, ``torch.randn`` on the CPU in ``target_dtype`` (bfloat16), then moved to the device. The first
+    official step promotes it to float32 (concatenated with float32 conditions; the scheduler step returns
+    float32), so the float32 copy is what the official loop computes with."""
+    generator = torch.Generator(device="cpu").manual_seed(seed)
+    return torch.randn(shape, generator=generator, device="cpu", dtype=torch.bfloat16).to(DEV).float()
+
+
+def official_empty_glyphs(byt5) -> tuple[torch.Tensor, torch.Tensor]:
+    """The official negative glyph features, replicated: ``_process_single_byt5_prompt("")`` finds no quoted
+    text, so it returns its initial zeros [1, byt5_max_length (256), 1472 (byt5-small's d_model; the tiny
+    encoder's here)] and an all-zero int64 mask."""
+    return torch.zeros(1, 256, byt5.config.d_model), torch.zeros(1, 256, dtype=torch.int64)
+
+
+def test_initial_noise_is_the_official_bfloat16_draw():
+    shape = (1, 32, 2, 3, 5)
+    ours = hy.initial_noise(shape, 7, DEV)
+    assert hy.NOISE_DTYPE == "bfloat16" and ours.dtype == torch.float32
+    assert torch.equal(ours, official_noise(shape, 7))
+    float32 = torch.randn(shape, generator=torch.Generator().manual_seed(7))
+    assert not torch.equal(ours, float32)  # the former float32 draw: 2e-3 off on the final latents
+    # on this torch, the bfloat16 draw is the float32 draw rounded (ours draws in bfloat16 as the official
+    # code does, so it follows whatever a torch version does)
+    assert torch.equal(ours, float32.to(torch.bfloat16).float())
+
+
+def test_negative_glyphs_are_those_of_the_empty_string(components):
+    _, llm, tokenizer, crop, byt5, byt5_tokenizer, _, _ = components
+    args = (llm, tokenizer, byt5, byt5_tokenizer, [NEGATIVE_QUOTED], DEV, crop, TEXT_LEN)
+    negative, as_positive = hy.encode_negative_prompts(*args), hy.encode_prompts(*args)
+    glyph, glyph_mask = official_empty_glyphs(byt5)
+    assert torch.equal(negative.glyph, glyph) and torch.equal(negative.glyph_mask, glyph_mask)
+    assert as_positive.glyph_mask.sum() > 0  # as a positive prompt, its quoted text reaches the encoder
+    assert torch.equal(negative.text, as_positive.text)
+    assert torch.equal(negative.text_mask, as_positive.text_mask)
+
+
 @torch.no_grad()
 def test_t2v_latents_and_video_match_diffusers(components):
     _, llm, tokenizer, crop, byt5, byt5_tokenizer, dit, vae = components
-    noise = hy.initial_noise(
-        hy.latent_shape(1, FRAMES, HEIGHT, WIDTH, channels=dit.config.out_channels), 7, DEV
-    )
+    shape = hy.latent_shape(1, FRAMES, HEIGHT, WIDTH, channels=dit.config.out_channels)
+    noise = hy.initial_noise(shape, 7, DEV)
 
     positive = hy.encode_prompts(llm, tokenizer, byt5, byt5_tokenizer, [PROMPT], DEV, crop, TEXT_LEN)
-    negative = hy.encode_prompts(llm, tokenizer, byt5, byt5_tokenizer, [NEGATIVE], DEV, crop, TEXT_LEN)
+    args = (llm, tokenizer, byt5, byt5_tokenizer, [NEGATIVE_QUOTED], DEV, crop, TEXT_LEN)
+    negative = hy.encode_negative_prompts(*args)
     scheduler = make_scheduler("euler", STEPS, SHIFT)
     ours = hy.denoise(dit, noise.clone(), scheduler, hy.t2v_condition(noise), positive, negative, CFG)
 
     pipe = _reference(components)
-    ref = pipe(prompt=PROMPT, negative_prompt=NEGATIVE, height=HEIGHT, width=WIDTH, num_frames=FRAMES,
-               num_inference_steps=STEPS, latents=noise.clone(), output_type="latent", return_dict=False)[0]  # fmt: skip
+    # official steps where diffusers differs: the noise draw and the negative glyphs (those of "")
+    empty_glyph, empty_mask = official_empty_glyphs(byt5)
+    ref = pipe(prompt=PROMPT, negative_prompt=NEGATIVE_QUOTED, height=HEIGHT, width=WIDTH, num_frames=FRAMES,
+               num_inference_steps=STEPS, latents=official_noise(shape, 7), output_type="latent",
+               negative_prompt_embeds_2=empty_glyph, negative_prompt_embeds_mask_2=empty_mask,
+               return_dict=False)[0]  # fmt: skip
     err = rel_err(ours, ref)
     print(f"hunyuan15 t2v latents: max abs {(ours - ref).abs().max().item():.3e}, rel {err:.3e}")
     assert err < 1e-4

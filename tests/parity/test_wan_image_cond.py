@@ -16,6 +16,7 @@ import torch
 from PIL import Image
 
 from telefuser_cli.errors import UserError
+from telefuser_cli.families.wan.tiny import TINY_VAE
 from telefuser_cli.models.clip_vision import CLIPVisionConfig, WanCLIPVision
 from telefuser_cli.models.wan_vae import WanVAE
 from telefuser_cli.pipelines.wan_image_cond import (
@@ -26,7 +27,6 @@ from telefuser_cli.pipelines.wan_image_cond import (
     load_image,
     resize_bicubic,
 )
-from telefuser_cli.tiny import TINY_VAE
 
 pytestmark = pytest.mark.numeric
 
@@ -100,9 +100,9 @@ def test_flf2v_condition_matches_diffusers(vaes):
 
 
 def test_frame_mask_layout():
-    m = frame_mask(9, 1, 1)[:, :, 0, 0]  # [4, T=3]
+    m = frame_mask(9, 1, 1, 4)[:, :, 0, 0]  # [4, T=3]
     assert m.tolist() == [[1, 0, 0]] * 4
-    m = frame_mask(9, 1, 1, last=True)[:, :, 0, 0]
+    m = frame_mask(9, 1, 1, 4, last=True)[:, :, 0, 0]
     # pixel frames 1..8 fill latent frames 1 and 2 in groups of four; the last one is frame 8
     assert m.tolist() == [[1, 0, 0], [1, 0, 0], [1, 0, 0], [1, 0, 1]]
 
@@ -110,15 +110,15 @@ def test_frame_mask_layout():
 def test_i2v_size_official_examples():
     # hand-computed with the official formula: lat = sqrt(area * h/w) // 8 // 2 * 2
     # 1000x600 at 832*480: sqrt(399360*0.6) = 489.5 -> 61 -> 60 -> 480; sqrt(399360/0.6) = 815.8 -> 101 -> 100 -> 800
-    assert i2v_size(1000, 600, 832 * 480) == (800, 480)
+    assert i2v_size(1000, 600, 832 * 480, vae_stride=8) == (800, 480)
     # float rounding in the official formula: 399360 * (480/832) = 230399.99999999997, sqrt just under 480,
     # so an 832x480 image at the 480p budget gives 832x464 in the official code (the transposed case does not)
-    assert i2v_size(832, 480, 832 * 480) == (832, 464)
-    assert i2v_size(480, 832, 832 * 480) == (480, 832)
-    assert i2v_size(1280, 720, 1280 * 720) == (1280, 720)
-    assert i2v_size(1024, 1024, 832 * 480) == (624, 624)  # sqrt(399360) = 631.9 -> 78 -> 78 -> 624
+    assert i2v_size(832, 480, 832 * 480, vae_stride=8) == (832, 464)
+    assert i2v_size(480, 832, 832 * 480, vae_stride=8) == (480, 832)
+    assert i2v_size(1280, 720, 1280 * 720, vae_stride=8) == (1280, 720)
+    assert i2v_size(1024, 1024, 832 * 480, vae_stride=8) == (624, 624)  # sqrt(399360) = 631.9 -> 78 -> 78 -> 624
     with pytest.raises(UserError, match="aspect ratio"):
-        i2v_size(4000, 10, 64 * 64)
+        i2v_size(4000, 10, 64 * 64, vae_stride=8)
 
 
 def test_load_and_resize(tmp_path):
@@ -163,7 +163,7 @@ def test_condition_feeds_an_i2v_dit(vaes):
     # the DiT takes exactly 257 tokens per image: the released 224 / 14 geometry at a tiny width
     clip = WanCLIPVision(CLIPVisionConfig(dim=32, out_dim=8, num_heads=2, num_layers=2))
     image = torch.rand(3, 24, 64) * 2 - 1  # stretched to the size i2v_size picks
-    width, height = i2v_size(64, 24, 768)  # sqrt(768 * 0.375) = 16.97 -> 16; sqrt(768 / 0.375) = 45.25 -> 32
+    width, height = i2v_size(64, 24, 768, vae_stride=8)  # sqrt(768 * 0.375) = 16.97 -> 16; sqrt(768 / 0.375) = 45.25 -> 32
     assert (width, height) == (32, 16)
     for model_type, end in (("i2v", None), ("flf2v", torch.rand(3, 16, 32) * 2 - 1)):
         cfg = WanDiTConfig(

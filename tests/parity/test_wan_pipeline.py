@@ -35,11 +35,19 @@ from diffusers.loaders.single_file_utils import (  # noqa: E402
     convert_wan_vae_to_diffusers,
 )
 
+from telefuser_cli.families.wan.tiny import (  # noqa: E402
+    DIT_FILE,
+    T5_FILE,
+    TINY_DIT,
+    TINY_T5,
+    TINY_VAE,
+    TOKENIZER_DIR,
+    VAE_FILE,
+)
 from telefuser_cli.loading import wan as wan_loading  # noqa: E402
 from telefuser_cli.loading.checkpoint import read_state_dict  # noqa: E402
 from telefuser_cli.loading.tokenizer import load_tokenizer  # noqa: E402
 from telefuser_cli.loading.umt5_arch import official_to_hf_umt5  # noqa: E402
-from telefuser_cli.tiny import DIT_FILE, T5_FILE, TINY_DIT, TINY_T5, TINY_VAE, TOKENIZER_DIR, VAE_FILE  # noqa: E402
 
 STEPS, SHIFT, CFG, SEED, FRAMES, SIZE = 4, 5.0, 5.0, 3, 5, 32
 PROMPT = "a red ball moving right"
@@ -175,7 +183,7 @@ def _ours(tmp_path, *overrides):
 
 @pytest.fixture(scope="module")
 def moe_root(tmp_path_factory):
-    from telefuser_cli.tiny import write_tiny
+    from telefuser_cli.families.tiny import write_tiny
 
     return write_tiny("tiny_wan22_moe", tmp_path_factory.mktemp("moe") / "tiny_wan22_moe", seed=1)
 
@@ -241,7 +249,7 @@ def test_distilled_generation_matches_diffusers_euler_without_guidance(tmp_path,
 
 @pytest.fixture(scope="module")
 def moe_i2v_root(tmp_path_factory):
-    from telefuser_cli.tiny import write_tiny
+    from telefuser_cli.families.tiny import write_tiny
 
     return write_tiny("tiny_wan22_moe_i2v", tmp_path_factory.mktemp("moe_i2v") / "tiny_wan22_moe_i2v", seed=2)
 

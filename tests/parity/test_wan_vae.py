@@ -9,12 +9,8 @@ import torch
 
 from telefuser_cli.loading.wan_vae_arch import diffusers_to_official_vae, infer_vae_config
 from telefuser_cli.models.causal_conv import add_conv2d_
-from telefuser_cli.models.wan_vae import (
-    WAN21_LATENT_MEAN,
-    WAN21_LATENT_STD,
-    WanVAE,
-    WanVAEConfig,
-)
+from telefuser_cli.models.wan_vae import WanVAE, WanVAEConfig
+from telefuser_cli.models.wan_vae_stats import WAN21_LATENT_MEAN, WAN21_LATENT_STD
 from telefuser_cli.ops.tiling import tile_starts, tiled_decode
 
 pytestmark = pytest.mark.numeric
@@ -168,11 +164,11 @@ def test_infer_config_rejects_foreign_layout():
 def test_meta_construction_and_assign_load(pair):
     ours, _ = pair
     sd = {k: v.clone() for k, v in ours.state_dict().items()}
-    assert not any("latent" in k for k in sd)  # tables are non-persistent
+    assert not any("latent" in k for k in sd)  # the statistics are config values, not weights
     with torch.device("meta"):
         model = WanVAE(infer_vae_config({k: v.shape for k, v in sd.items()}))
-    model.load_state_dict(sd, strict=True, assign=True)
-    model.reset_buffers()
+    assert model.config.latent_mean == WAN21_LATENT_MEAN and model.config.latent_std == WAN21_LATENT_STD
+    model.load_state_dict(sd, strict=True, assign=True)  # and nothing else: the model is complete
     assert not any(t.is_meta for t in (*model.parameters(), *model.buffers()))
     z = torch.randn(1, 16, 2, 4, 4, generator=torch.Generator().manual_seed(7))
     assert torch.equal(model.eval().decode(z), ours.decode(z))
@@ -237,11 +233,19 @@ def test_config_validation():
 
 
 @torch.no_grad()
-def test_bf16_run_keeps_float32_latent_tables():
-    vae = WanVAE(WanVAEConfig(dim=4, dim_mult=(1, 2), temperal_downsample=(True,))).to(torch.bfloat16)
-    assert vae.latent_mean.dtype == vae.latent_inv_std.dtype == torch.float32
-    assert vae.latent_mean.tolist() == torch.tensor(WAN21_LATENT_MEAN).tolist()
-    out = vae.decode(torch.randn(1, 16, 2, 2, 2))
+def test_bf16_run_keeps_float32_latent_statistics():
+    mean, std = tuple(0.25 * i for i in range(16)), tuple(0.5 + i for i in range(16))
+    cfg = WanVAEConfig(dim=4, dim_mult=(1, 2), temperal_downsample=(True,), latent_mean=mean, latent_std=std)
+    vae = WanVAE(cfg).to(torch.bfloat16)
+    z = torch.randn(1, 16, 2, 2, 2, generator=torch.Generator().manual_seed(3))
+    shape = (1, 16, 1, 1, 1)
+    # the official arithmetic in float32: divide by the float32 reciprocal of std, add the mean
+    raw = z / (1.0 / torch.tensor(std)).view(shape) + torch.tensor(mean).view(shape)
+    assert vae.denormalize(z).dtype == torch.float32 and torch.equal(vae.denormalize(z), raw)
+    assert torch.equal(
+        vae.normalize(raw), (raw - torch.tensor(mean).view(shape)) * (1.0 / torch.tensor(std)).view(shape)
+    )
+    out = vae.decode(z)
     assert out.shape == (1, 3, 3, 4, 4) and out.dtype == torch.float32
     assert vae.encode(torch.zeros(1, 3, 3, 4, 4)).dtype == torch.float32
 

@@ -13,7 +13,7 @@ from helpers import run_cli
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
-from telefuser_cli.tiny import DIT_FILE
+from telefuser_cli.families.wan.tiny import DIT_FILE
 
 FAST = ["pipeline.num_inference_steps=1", "pipeline.num_frames=5"]
 

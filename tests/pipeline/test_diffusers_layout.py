@@ -12,9 +12,9 @@ from safetensors.torch import load_file, save_file
 
 single_file = pytest.importorskip("diffusers.loaders.single_file_utils")
 
+from telefuser_cli.families.wan.tiny import DIT_FILE, T5_FILE, TINY_DIT, TOKENIZER_DIR, VAE_FILE  # noqa: E402
 from telefuser_cli.loading.checkpoint import read_state_dict  # noqa: E402
 from telefuser_cli.loading.umt5_arch import official_to_hf_umt5  # noqa: E402
-from telefuser_cli.tiny import DIT_FILE, T5_FILE, TINY_DIT, TOKENIZER_DIR, VAE_FILE  # noqa: E402
 
 
 def write_diffusers_layout(official, target):

@@ -43,3 +43,14 @@ def test_hunyuan15_batched_guidance_equals_two_passes(tmp_path, euler):
     latents, record = _generate(tmp_path, "batched", "pipeline.cfg_batch=true")
     assert record["run"]["guidance"] == "batched" and euler[1]["run"]["guidance"] == "two-pass"
     assert max_rel_err(latents, euler[0]) < 2e-5  # the tolerance of tests/unit/test_batched_cfg.py
+
+
+def test_hunyuan15_step_cache_and_offload_reach_the_dit(tmp_path, euler):
+    latents, record = _generate(tmp_path, "cached", "pipeline.step_cache_threshold=1e9")
+    assert record["run"]["dit"]["step_cache"]["skipped"] > 0
+    assert max_rel_err(latents, euler[0]) > 1e-3  # skipped blocks: another result
+    latents, record = _generate(
+        tmp_path, "offload", "pipeline.dit_config.offload_config.offload_type=SEQUENTIAL_CPU_OFFLOAD"
+    )
+    assert record["run"]["dit"]["offload"]["applied"] is False  # on a CPU: recorded as a no-op
+    assert max_rel_err(latents, euler[0]) == 0

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from telefuser_cli.hunyuan15_tiny import SR_VERSION, T2V_VERSION, write_tiny_hunyuan15
+from telefuser_cli.families.hunyuan15.tiny import SR_VERSION, T2V_VERSION, write_tiny_hunyuan15
 from telefuser_cli.loading import hunyuan15 as loading
 from telefuser_cli.models.hunyuan15_upsampler import (
     SRTo720pConfig,
@@ -80,6 +80,18 @@ def test_condition_cut_off_below_1000_times_strength():
     expected_t = make_scheduler("euler", 6, 2.0).timesteps.tolist()  # 1000, 909.1, 800, 666.7, 500, 285.7
     assert [t for t, _ in dit.calls] == pytest.approx(expected_t)
     assert [has_lq for _, has_lq in dit.calls] == [t >= 700.0 for t in expected_t] == [True] * 3 + [False] * 3
+
+
+def test_initial_latents_are_the_official_bfloat16_draw():
+    """A zero-flow DiT leaves the initial latents as they are: the seed's noise drawn in bfloat16 on a CPU
+    generator (the official SR ``prepare_latents``, target_dtype bfloat16), then kept in float32."""
+    up = SRTo720pUpsampler(SRTo720pConfig(in_channels=4, out_channels=4, hidden_channels=4, num_blocks=1))
+    text = hy.TextConditioning(torch.zeros(1, 3, 8), torch.ones(1, 3), None, None)
+    lq = torch.randn(1, 4, 2, 2, 3, generator=torch.Generator().manual_seed(2))
+    out = sr.super_resolve(_SpyDiT(4), up, lq, (3, 4), text, None, seed=5)
+    generator = torch.Generator(device="cpu").manual_seed(5)
+    official = torch.randn((1, 4, 2, 3, 4), generator=generator, device="cpu", dtype=torch.bfloat16)
+    assert out.dtype == torch.float32 and torch.equal(out, official.float())
 
 
 class _InputSpy(_SpyDiT):

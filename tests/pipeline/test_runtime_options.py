@@ -9,7 +9,7 @@ import torch
 from helpers import assert_rel_close, max_rel_err, run_cli
 from safetensors.torch import load_file
 
-import telefuser_cli.pipelines.generate_wan as generate_wan
+from telefuser_cli.pipelines.sampling import Batched
 
 pytestmark = pytest.mark.numeric
 
@@ -49,13 +49,13 @@ def _run(tmp_path, name, tiny_root, *extra):
 
 def test_batched_cfg_matches_two_passes(tmp_path, tiny_root, plain, monkeypatch):
     batches = []
-    real = generate_wan.batched_cfg_guidance
+    real = Batched.__call__
 
-    def spy(dit, latents, *args):
+    def spy(self, denoiser, latents, *args):
         batches.append(latents.shape[0])
-        return real(dit, latents, *args)
+        return real(self, denoiser, latents, *args)
 
-    monkeypatch.setattr(generate_wan, "batched_cfg_guidance", spy)
+    monkeypatch.setattr(Batched, "__call__", spy)
     batched, _ = _run(tmp_path, "batched", tiny_root, "pipeline.cfg_batch=true")
     assert batches == [1, 1, 1]  # the option reached the loop: every step went through batched guidance
     assert_rel_close(batched, plain, BATCH_TOL)

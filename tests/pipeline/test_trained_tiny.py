@@ -1,7 +1,7 @@
 """The shipped tiny trained Wan2.1 model (telefuser_cli/assets/tiny_wan21): it loads through the same code
 as real weights, and what it generates shows the prompt's colour and direction, more often with guidance.
 
-The model was trained by tools/train_tiny.py on the synthetic world of telefuser_cli.synthetic.
+The model was trained by tools/train_tiny.py on the synthetic world of tools/synthetic.py.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from telefuser_cli.io.video import to_uint8_frames
 from telefuser_cli.loading import wan as wan_loading
 from telefuser_cli.pipelines.wan import Expert, denoise, encode_text, initial_noise
 from telefuser_cli.schedulers import make_scheduler
-from telefuser_cli.synthetic import ClipSpec, analyse_clip, make_clip
+from tools.synthetic import ClipSpec, analyse_clip, make_clip
 
 pytestmark = pytest.mark.numeric
 
@@ -35,7 +35,7 @@ SEEDS = [1, 2]
 CPU = torch.device("cpu")
 needs_assets = pytest.mark.skipif(
     not (ASSETS / "diffusion_pytorch_model.safetensors").is_file(),
-    reason=f"no trained tiny model in {ASSETS}: make it with `python tools/train_tiny.py --out {ASSETS}`",
+    reason=f"no trained tiny model in {ASSETS}: make it with `python -m tools.train_tiny --out {ASSETS}`",
 )
 
 

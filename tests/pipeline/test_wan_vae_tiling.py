@@ -17,7 +17,7 @@ import torch
 import telefuser_cli
 from telefuser_cli.loading import wan as wan_loading
 from telefuser_cli.models.wan_vae import WanVAE, WanVAEConfig
-from telefuser_cli.synthetic import make_clip
+from tools.synthetic import make_clip
 
 pytestmark = pytest.mark.numeric
 

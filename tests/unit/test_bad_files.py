@@ -22,7 +22,8 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from telefuser_cli.errors import UserError
-from telefuser_cli.hunyuan15_tiny import T2V_VERSION, TINY_DIT, TINY_VAE
+from telefuser_cli.families.hunyuan15.tiny import T2V_VERSION, TINY_DIT, TINY_VAE
+from telefuser_cli.families.wan.tiny import CLIP_FILE, DIT_FILE, T5_FILE, VAE_FILE, write_tiny
 from telefuser_cli.io.path_kind import describe_path, directory_problem, file_problem
 from telefuser_cli.loading import hunyuan15 as hy_loading
 from telefuser_cli.loading import wan
@@ -31,7 +32,6 @@ from telefuser_cli.loading.clip_arch import load_clip_vision
 from telefuser_cli.loading.lora import load_lora, merge_lora
 from telefuser_cli.models.hunyuan15_dit import Hunyuan15DiT
 from telefuser_cli.models.hunyuan15_vae import Hunyuan15VAE
-from telefuser_cli.tiny import CLIP_FILE, DIT_FILE, T5_FILE, VAE_FILE, write_tiny
 
 CPU = torch.device("cpu")
 

@@ -9,10 +9,10 @@ import torch
 from helpers import assert_rel_close, max_rel_err
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from telefuser_cli.families.wan.tiny import TINY_DIT
 from telefuser_cli.models.wan_dit import WanDiT
 from telefuser_cli.pipelines.wan import Expert, batched_cfg_guidance, denoise, two_pass_guidance
 from telefuser_cli.schedulers import make_scheduler
-from telefuser_cli.tiny import TINY_DIT
 
 pytestmark = pytest.mark.numeric
 
@@ -132,11 +132,11 @@ def test_denoising_loop_makes_no_host_syncs(monkeypatch, guidance, sampler):
 
 
 def test_rope_table_computed_once_per_run(monkeypatch):
-    import telefuser_cli.models.wan_dit as wan_dit
+    import telefuser_cli.ops.rope as rope_ops
 
     calls = []
-    real = wan_dit.rope_table
-    monkeypatch.setattr(wan_dit, "rope_table", lambda *a, **k: calls.append(a) or real(*a, **k))
+    real = rope_ops.rope_table
+    monkeypatch.setattr(rope_ops, "rope_table", lambda *a, **k: calls.append(a) or real(*a, **k))
     dit = tiny_dit()
     latents, context, context_null = inputs()
     scheduler = make_scheduler("unipc", 3, 5.0)
@@ -148,8 +148,8 @@ def test_image_conditioned_dit_batched_matches_two_pass():
     """i2v with the CLIP path through the pipeline's ConditionedDiT: y and clip_fea of batch 1 serve both halves."""
     from types import SimpleNamespace
 
+    from telefuser_cli.families.wan.tiny import TINY_DIT_I2V_CLIP
     from telefuser_cli.pipelines.image_inputs import ConditionedDiT
-    from telefuser_cli.tiny import TINY_DIT_I2V_CLIP
 
     torch.manual_seed(0)
     dit = WanDiT(TINY_DIT_I2V_CLIP).eval()

@@ -7,9 +7,9 @@ import dataclasses
 import pytest
 import torch
 
+from telefuser_cli.families.wan.tiny import TINY_DIT
 from telefuser_cli.models.wan_dit import WanDiT
 from telefuser_cli.runtime.compile import compile_blocks, compiler_available
-from telefuser_cli.tiny import TINY_DIT
 
 # Inductor leaves the complex RoPE product to eager kernels and warns each time; expected here.
 pytestmark = [

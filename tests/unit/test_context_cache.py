@@ -15,13 +15,13 @@ import pytest
 import torch
 from helpers import assert_rel_close
 
+from telefuser_cli.families.wan.tiny import TINY_DIT, TINY_DIT_I2V_CLIP
 from telefuser_cli.models.wan_dit import ContextCache, CrossAttention, WanDiT
 from telefuser_cli.pipelines.image_inputs import ConditionedDiT
 from telefuser_cli.pipelines.wan import Expert, batched_cfg_guidance, denoise, two_pass_guidance
 from telefuser_cli.runtime.compile import compile_blocks
-from telefuser_cli.runtime.step_cache import apply_step_cache
+from telefuser_cli.runtime.transforms import RuntimeRequest, apply_transforms
 from telefuser_cli.schedulers import make_scheduler
-from telefuser_cli.tiny import TINY_DIT, TINY_DIT_I2V_CLIP
 
 pytestmark = pytest.mark.numeric
 
@@ -130,13 +130,14 @@ def test_unguided_expert_prepares_only_the_positive_context(monkeypatch):
 def test_step_cache_tells_prepared_branches_apart():
     dit = tiny_dit()
     plain = sample([Expert(dit, 5.0, cache_context=False)], [0] * STEPS)
-    cache = apply_step_cache(dit, 0.0)
-    assert torch.equal(sample([Expert(dit, 5.0)], [0] * STEPS), plain)
+    placed = apply_transforms(dit, RuntimeRequest(torch.device("cpu"), step_cache=0.0))
+    cache = placed.cache
+    assert torch.equal(sample([Expert(placed.module, 5.0)], [0] * STEPS), plain)
     assert (cache.calls, cache.skipped, len(cache.branches)) == (2 * STEPS, 0, 2)
     cache.threshold = 1e9  # skip all but each branch's first call
     cache.reset()
     sample(
-        [Expert(dit, 5.0)], [0] * STEPS, batched_cfg_guidance
+        [Expert(placed.module, 5.0)], [0] * STEPS, batched_cfg_guidance
     )  # one branch, a fresh concatenation per step
     assert (cache.calls, cache.skipped, len(cache.branches)) == (STEPS, STEPS - 1, 1)
 

@@ -7,6 +7,7 @@ import dataclasses
 import pytest
 import torch
 
+from telefuser_cli.families.wan.tiny import TINY_DIT
 from telefuser_cli.models.wan_dit import WanDiT
 from telefuser_cli.runtime.compile import compile_blocks
 from telefuser_cli.runtime.offload import (
@@ -15,7 +16,6 @@ from telefuser_cli.runtime.offload import (
     apply_sequential_offload,
     model_offload,
 )
-from telefuser_cli.tiny import TINY_DIT
 
 # Inductor leaves the complex RoPE product to eager kernels and warns each time; expected here.
 pytestmark = [

@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from telefuser_cli.hunyuan15_tiny import write_qwen_tokenizer
+from telefuser_cli.families.hunyuan15.tiny import write_qwen_tokenizer
 from telefuser_cli.loading.tokenizer import load_tokenizer, tokenize, write_tiny_tokenizer
 from telefuser_cli.pipelines import hunyuan15 as hy
 

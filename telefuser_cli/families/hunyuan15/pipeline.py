@@ -15,18 +15,19 @@ from typing import Any
 
 import torch
 
-from telefuser_cli.config.schema import RootConfig, Task
+from telefuser_cli.config.schema import OffloadType, RootConfig, Task
 from telefuser_cli.errors import UserError
 from telefuser_cli.families.base import FamilyPipeline, SamplingStage, Step, build_scheduler
 from telefuser_cli.io.video import to_uint8_frames
 from telefuser_cli.loading import hunyuan15 as loading
-from telefuser_cli.models.hunyuan15_dit import Hunyuan15DiT
+from telefuser_cli.models.hunyuan15_context import Hunyuan15Context
 from telefuser_cli.pipelines import hunyuan15 as hy
 from telefuser_cli.pipelines import hunyuan15_image_cond as ic
 from telefuser_cli.pipelines import hunyuan15_sr as sr
 from telefuser_cli.pipelines.outputs import free_memory, model_root
 from telefuser_cli.pipelines.wan_image_cond import load_image
 from telefuser_cli.runtime.device import attention_backend, resolve_device, resolve_dtype
+from telefuser_cli.runtime.transforms import Placed, RuntimeRequest, apply_transforms
 from telefuser_cli.schedulers import make_scheduler
 
 log = logging.getLogger(__name__)
@@ -46,10 +47,6 @@ def _sr_size(height: int, width: int, resolution: str, sr_resolution: str) -> tu
         return max(16, round(height * ratio / 16) * 16), max(16, round(width * ratio / 16) * 16)
 
 
-def _cat(parts: list[torch.Tensor | None]) -> torch.Tensor | None:
-    return None if parts[0] is None else torch.cat(parts)
-
-
 class Hunyuan15Denoiser:
     """A HunyuanVideo 1.5 DiT with its condition channels and image tokens bound, called per step.
 
@@ -57,37 +54,36 @@ class Hunyuan15Denoiser:
     step's timestep returning them (the SR stage drops its low-resolution condition late in the
     trajectory). ``image_embeds`` ([1, N, D] SigLIP tokens, i2v) go to both guidance branches alike, as in
     both reference pipelines. Meanflow models also get the next timestep as ``timestep_r``.
+
+    The text, glyph and image context is prepared once per run (``Hunyuan15DiT.prepare_context``: the
+    projections, the valid-token gathering and what of the text refiner does not depend on t), the same
+    numbers as preparing it inside every forward.
     """
 
     def __init__(
-        self, dit: Hunyuan15DiT, cfg_scale: float,
-        condition: torch.Tensor | Callable[[float], torch.Tensor], image_embeds: torch.Tensor | None = None,
+        self, placed: Placed, cfg_scale: float, condition: torch.Tensor | Callable[[float], torch.Tensor],
+        image_embeds: torch.Tensor | None = None,
     ) -> None:  # fmt: skip
-        self.dit = dit
+        self.dit = placed.module
         self.cfg_scale = cfg_scale
         self.condition = condition
         self.image_embeds = image_embeds
-        self.meanflow = dit.config.use_meanflow
+        self.meanflow = self.dit.config.use_meanflow
 
-    def prepare(self, text: hy.TextConditioning) -> hy.TextConditioning:
-        return text
+    def prepare(self, text: hy.TextConditioning) -> Hunyuan15Context:
+        return self.dit.prepare_context(
+            text.text, text.text_mask, text.glyph, text.glyph_mask, self.image_embeds
+        )
 
-    def join(self, context: hy.TextConditioning, context_null: hy.TextConditioning) -> hy.TextConditioning:
-        pairs = [(context.text, context_null.text), (context.text_mask, context_null.text_mask),
-                 (context.glyph, context_null.glyph), (context.glyph_mask, context_null.glyph_mask)]  # fmt: skip
-        return hy.TextConditioning(*(_cat(list(pair)) for pair in pairs))
+    def join(self, context: Hunyuan15Context, context_null: Hunyuan15Context) -> Hunyuan15Context:
+        return Hunyuan15Context.cat([context, context_null])
 
-    def __call__(self, latents: torch.Tensor, step: Step, context: hy.TextConditioning) -> torch.Tensor:
+    def __call__(self, latents: torch.Tensor, step: Step, context: Hunyuan15Context) -> torch.Tensor:
         batch = latents.shape[0]
         cond = self.condition(step.t_value) if callable(self.condition) else self.condition
         x = torch.cat([latents, cond.to(latents.dtype).expand(batch, *cond.shape[1:])], dim=1)
-        t = step.t.expand(batch)
         t_r = step.t_next.expand(batch) if self.meanflow else None
-        image = self.image_embeds
-        if image is not None:
-            image = image.expand(batch, *image.shape[1:])
-        c = context
-        return self.dit(x, t, c.text, c.text_mask, c.glyph, c.glyph_mask, image, t_r)
+        return self.dit(x, step.t.expand(batch), context, timestep_r=t_r)
 
 
 @dataclass
@@ -122,7 +118,9 @@ class Hunyuan15Pipeline(FamilyPipeline):
             raise UserError("HunyuanVideo 1.5 runs on one process in this version; drop the parallel degrees")
         self.root = root = model_root(settings)
         self.version = Path(model.dit).name
-        self.facts = loading.dit_facts(root, self.version)  # checks the transformer files before anything loads
+        self.facts = loading.dit_facts(
+            root, self.version
+        )  # checks the transformer files before anything loads
         _check_task(self.facts, settings, root / model.dit)
         self.i2v = model.task is Task.i2v
         if self.i2v:
@@ -135,6 +133,7 @@ class Hunyuan15Pipeline(FamilyPipeline):
         self.width, self.height = self.plan.width, self.plan.height
         self.image: ImageInputs | None = None
         self.record["meanflow"] = self.facts.meanflow
+        self.record["noise_dtype"] = hy.NOISE_DTYPE  # the official pipeline draws its noise in bfloat16
 
     @property
     def device(self) -> torch.device:
@@ -171,11 +170,15 @@ class Hunyuan15Pipeline(FamilyPipeline):
                 settings.model.vision_encoder,
             )  # fmt: skip
         with reporter.stage("encode image"):
-            tokens = [ic.image_embeds(encoder, processor, im, encoder_device).to(self.device) for im in images]
+            tokens = [
+                ic.image_embeds(encoder, processor, im, encoder_device).to(self.device) for im in images
+            ]
         del encoder
         vae_device = resolve_device(pipeline.vae_config, "vae_config")
         with reporter.stage("load vae"):
-            vae = loading.load_vae(self.root, resolve_dtype(pipeline.vae_config), vae_device, settings.model.vae)
+            vae = loading.load_vae(
+                self.root, resolve_dtype(pipeline.vae_config), vae_device, settings.model.vae
+            )
         with reporter.stage("encode first frame"):
             frames = hy.latent_shape(1, plan.num_frames, height, width)[2]
             conditions = [ic.image_condition(vae, im, frames).to(self.device) for im in images]
@@ -196,31 +199,48 @@ class Hunyuan15Pipeline(FamilyPipeline):
             )
             byt5, byt5_tokenizer = loading.load_byt5(self.root, text_dtype, text_device, model.glyph_encoder)
         with reporter.stage("encode text"), torch.no_grad():
+            # the negative prompt (second) gets the glyph features of "", as the official pipeline gives it
+            encoders = [hy.encode_prompts, hy.encode_negative_prompts][: len(prompts)]
             encoded = [
-                hy.encode_prompts(llm, tokenizer, byt5, byt5_tokenizer, [prompt], self.device, crop_start)
-                for prompt in prompts
+                encode(llm, tokenizer, byt5, byt5_tokenizer, [prompt], self.device, crop_start)
+                for encode, prompt in zip(encoders, prompts, strict=True)
             ]
         del llm, byt5
         free_memory()
         return encoded
 
-    def _load_dit(self, version: str) -> Hunyuan15DiT:
-        runtime = self.settings.pipeline.dit_config
+    def _load_dit(self, version: str) -> Placed:
+        """The DiT on its device with the runtime transforms the pipeline asks for (compile, step cache,
+        offload), applied from the plan its class declares."""
+        pipeline = self.settings.pipeline
+        runtime = pipeline.dit_config
+        offload = runtime.offload_config.offload_type
+        on_host = offload is not OffloadType.NO_CPU_OFFLOAD and self.device.type != "cpu"
         attn = attention_backend(runtime, self.device)
-        return loading.load_dit(self.root, version, resolve_dtype(runtime), self.device, attn)
+        dit = loading.load_dit(
+            self.root, version, resolve_dtype(runtime), torch.device("cpu") if on_host else self.device, attn
+        )
+        threshold = pipeline.step_cache_threshold
+        request = RuntimeRequest(
+            self.device, runtime.compile, threshold if threshold > 0 else None, offload, self.groups
+        )
+        placed = apply_transforms(dit, request)
+        placed.load()
+        return placed
 
     def first_stage(self, reporter, text, text_null) -> SamplingStage:
         pipeline = self.settings.pipeline
         with reporter.stage("load dit"):
-            dit = self._load_dit(self.version)
-        shape = hy.latent_shape(1, self.plan.num_frames, self.height, self.width, channels=dit.config.out_channels)
-        latents = hy.initial_noise(shape, self.settings.user.seed, self.device)
+            placed = self._load_dit(self.version)
+        channels = placed.module.config.out_channels
+        shape = hy.latent_shape(1, self.plan.num_frames, self.height, self.width, channels=channels)
+        latents = hy.initial_noise(shape, self.settings.user.seed, self.device, str(pipeline.rand_device))
         condition = self.image.condition if self.image else hy.t2v_condition(latents)
         image = self.image.tokens if self.image else None
-        denoisers = [Hunyuan15Denoiser(dit, pipeline.cfg_scale, condition, image)]
+        denoisers = [Hunyuan15Denoiser(placed, pipeline.cfg_scale, condition, image)]
         return SamplingStage(
             "denoise", denoisers, build_scheduler(pipeline), latents, text, text_null,
-            release=_releaser(denoisers),
+            release=_releaser("dit", placed, denoisers),
         )  # fmt: skip
 
     def refine_stage(self, reporter, latents, text, text_null, write_intermediate) -> SamplingStage | None:
@@ -234,10 +254,10 @@ class Hunyuan15Pipeline(FamilyPipeline):
         base_size = (self.width, self.height)
         self.height, self.width = _sr_size(self.height, self.width, user.resolution, pipeline.sr_resolution)
         with reporter.stage("load sr"):
-            dit = self._load_dit(self.sr_version)
+            placed = self._load_dit(self.sr_version)
             upsampler = loading.load_upsampler(self.root, self.up_version, self.device)
         start, condition = sr.prepare(
-            dit, upsampler, latents, (self.height // 16, self.width // 16), user.seed,
+            placed.module, upsampler, latents, (self.height // 16, self.width // 16), user.seed,
             lq_noise_strength=pipeline.lq_noise_strength,
             base_condition=self.image.sr_condition if self.image else None,
         )  # fmt: skip
@@ -245,18 +265,21 @@ class Hunyuan15Pipeline(FamilyPipeline):
         self.record["size_written"] = [self.width, self.height]
         log.info("super-resolution %dx%d -> %dx%d", *base_size, self.width, self.height)
         image = self.image.sr_tokens if self.image else None
-        denoisers = [Hunyuan15Denoiser(dit, pipeline.sr_cfg_scale, condition, image)]
+        denoisers = [Hunyuan15Denoiser(placed, pipeline.sr_cfg_scale, condition, image)]
         scheduler = make_scheduler("euler", pipeline.sr_steps, pipeline.sr_shift)
         return SamplingStage(
-            "super-resolve", denoisers, scheduler, start, text, text_null, release=_releaser(denoisers)
-        )
+            "super-resolve", denoisers, scheduler, start, text, text_null,
+            release=_releaser("dit_sr", placed, denoisers),
+        )  # fmt: skip
 
     def decode(self, reporter, latents: torch.Tensor, stage: str = "decode") -> torch.Tensor:
         settings = self.settings
         pipeline = settings.pipeline
         vae_device = resolve_device(pipeline.vae_config, "vae_config")
         with reporter.stage("load vae"):
-            vae = loading.load_vae(self.root, resolve_dtype(pipeline.vae_config), vae_device, settings.model.vae)
+            vae = loading.load_vae(
+                self.root, resolve_dtype(pipeline.vae_config), vae_device, settings.model.vae
+            )
         tile = tuple(pipeline.tile_size) if pipeline.tiled else None
         with reporter.stage(stage):
             video = hy.decode(
@@ -267,9 +290,13 @@ class Hunyuan15Pipeline(FamilyPipeline):
         return to_uint8_frames(video[0])
 
 
-def _releaser(denoisers: list) -> Callable[[], dict[str, Any]]:
+def _releaser(name: str, placed: Placed, denoisers: list) -> Callable[[], dict[str, Any]]:
+    """Frees the stage's DiT; returns what the record keeps about it (offload, step cache)."""
+
     def release() -> dict[str, Any]:
+        record = placed.record()  # before release, which resets the step cache's counters
+        placed.release()
         denoisers.clear()
-        return {}
+        return {name: record} if record else {}
 
     return release

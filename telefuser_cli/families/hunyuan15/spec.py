@@ -14,10 +14,10 @@ from telefuser_cli.families.base import FamilySpec, LatentGeometry
 
 SR_RESOLUTIONS = ("720p", "1080p")
 
-# The DiT runtime it honours: placement, attention backend, compile and offload (runtime/transforms.py
-# applies them from the model's declared plan). Not yet: LoRA (the loader reads Wan key layouts) and
-# parallelism (the SR stage and the joint text-video attention have no sequence split yet).
-_DIT_LEAVES = frozenset({"attention_config.attn_impl"})
+# The DiT runtime it honours: placement, attention backend, compile and both offloads (runtime/transforms.py
+# applies them from the plan Hunyuan15DiT declares). Not yet: LoRA (the loader reads Wan key layouts) and
+# parallelism (the joint text-video attention has no sequence split yet; CFG parallelism is untested here).
+_DIT_LEAVES = frozenset({"attention_config.attn_impl", "compile", "offload_config.offload_type"})
 
 
 class Hunyuan15Spec(FamilySpec):
@@ -75,16 +75,35 @@ SPEC = Hunyuan15Spec(
     pipeline="telefuser_cli.families.hunyuan15.pipeline:Hunyuan15Pipeline",
     honoured=frozenset(
         {
-            "sample_solver", "num_inference_steps", "timesteps", "cfg_scale", "sigma_shift",
-            "num_frames", "fps", "negative_prompt", "rand_device", "cfg_batch", "tiled", "tile_size",
-            "tile_stride", "tile_frames", "enable_vfi", "target_fps", "vfi_scale", "vfi_chunk_size", "vfi_weights",
-            "enable_sr", "sr_resolution", "sr_steps", "sr_shift", "sr_cfg_scale", "lq_noise_strength",
-            "save_pre_sr_video",
+            "sample_solver",
+            "num_inference_steps",
+            "timesteps",
+            "cfg_scale",
+            "sigma_shift",
+            "num_frames",
+            "fps",
+            "negative_prompt",
+            "rand_device",
+            "cfg_batch",
+            "tiled",
+            "tile_size",
+            "tile_stride",
+            "tile_frames",
+            "enable_vfi",
+            "target_fps",
+            "vfi_scale",
+            "vfi_chunk_size",
+            "vfi_weights",
+            "enable_sr",
+            "sr_resolution",
+            "sr_steps",
+            "sr_shift",
+            "sr_cfg_scale",
+            "lq_noise_strength",
+            "save_pre_sr_video", "step_cache_threshold",
         }
     ),  # fmt: skip
-    refused=frozenset(
-        {"cfg_scale_high", "cfg_scale_low", "boundary", "boundary_step_index", "step_cache_threshold"}
-    ),
+    refused=frozenset({"cfg_scale_high", "cfg_scale_low", "boundary", "boundary_step_index"}),
     runtime={"dit_config": _DIT_LEAVES},
     # the 1080p SR stage (1920x1088, 121 frames): 31 x 68 x 120 tokens
     largest_official=("1920x1088 (1080p SR) at 121 frames", 252_960),

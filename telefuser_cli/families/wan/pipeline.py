@@ -25,10 +25,7 @@ from telefuser_cli.pipelines.outputs import free_memory, model_root
 from telefuser_cli.pipelines.wan import encode_text, initial_noise
 from telefuser_cli.runtime.device import resolve_device, resolve_dtype
 from telefuser_cli.runtime.distributed import validate_parallel
-from telefuser_cli.ops.sequence_parallel import parallelize_dit
-from telefuser_cli.runtime.compile import compile_blocks
-from telefuser_cli.runtime.offload import ModelOffload, apply_sequential_offload
-from telefuser_cli.runtime.step_cache import FirstBlockCache, apply_step_cache
+from telefuser_cli.runtime.transforms import Placed, RuntimeRequest, apply_transforms
 
 log = logging.getLogger(__name__)
 
@@ -90,55 +87,15 @@ class WanDenoiser:
         return self.dit(latents, t, context, y=self.y, clip_fea=self.clip_fea)
 
 
-@dataclass
-class Placed:
-    """A loaded DiT and how it comes to the device for its steps (model offload) and leaves after."""
-
-    module: torch.nn.Module
-    offload: ModelOffload | None = None
-    cache: FirstBlockCache | None = None
-    report: dict[str, Any] | None = None
-    cache_context: bool = True
-
-    def load(self) -> None:
-        if self.offload is not None:
-            self.offload.load()
-
-    def release(self) -> None:
-        if self.offload is not None:
-            self.offload.release()
-        if self.cache is not None:
-            self.cache.reset()
-
-    def record(self) -> dict[str, Any]:
-        record = dict(self.report or {})
-        if self.cache is not None:
-            record["step_cache"] = {"calls": self.cache.calls, "skipped": self.cache.skipped}
-        return record
-
-
 def _place(dit, runtime: ModelRuntimeConfig, threshold: float, device, groups) -> Placed:
-    from telefuser_cli.config.schema import OffloadType
-
-    offload_type = runtime.offload_config.offload_type
-    offloaded = offload_type is not OffloadType.NO_CPU_OFFLOAD and device.type != "cpu"
-    dit = parallelize_dit(dit, groups)
-    if runtime.compile:
-        compile_blocks(dit)
-    placed = Placed(dit, report={})
-    if threshold > 0:
-        placed.cache = apply_step_cache(dit, threshold)
-    if offload_type is OffloadType.SEQUENTIAL_CPU_OFFLOAD:
-        report, _ = apply_sequential_offload(dit, device)
-        placed.cache_context = not report.applied
-        placed.report["offload"] = {"type": offload_type.name, "applied": report.applied, "reason": report.reason}
-    if offload_type is OffloadType.MODEL_CPU_OFFLOAD:
-        placed.offload = ModelOffload(dit, device) if offloaded else None
-        placed.report["offload"] = {
-            "type": offload_type.name, "applied": offloaded,
-            "reason": "" if offloaded else "the device is the CPU: MODEL_CPU_OFFLOAD is a no-op",
-        }  # fmt: skip
-    return placed
+    request = RuntimeRequest(
+        device,
+        runtime.compile,
+        threshold if threshold > 0 else None,
+        runtime.offload_config.offload_type,
+        groups,
+    )
+    return apply_transforms(dit, request)
 
 
 class WanPipeline(FamilyPipeline):
@@ -155,7 +112,9 @@ class WanPipeline(FamilyPipeline):
             ]  # fmt: skip
         else:
             self.dits = [
-                DitSpec("dit", wan_loading.locate(root, "dit", model.dit), pipeline.dit_config, pipeline.cfg_scale)
+                DitSpec(
+                    "dit", wan_loading.locate(root, "dit", model.dit), pipeline.dit_config, pipeline.cfg_scale
+                )
             ]
         self.t5_files = wan_loading.locate(root, "text_encoder", model.text_encoder)
         self.vae_files = wan_loading.locate(root, "vae", model.vae)
@@ -196,7 +155,9 @@ class WanPipeline(FamilyPipeline):
         if not self.image_task:
             return
         with reporter.stage("encode image"):
-            self.condition = prepare_image_condition(self.settings, self.plan, self.vae_files, self.clip_files)
+            self.condition = prepare_image_condition(
+                self.settings, self.plan, self.vae_files, self.clip_files
+            )
         log.info(
             "image-to-video size %dx%d (from the image's aspect ratio)", self.condition.width,
             self.condition.height,
@@ -220,7 +181,9 @@ class WanPipeline(FamilyPipeline):
 
     def _load(self, dit: DitSpec) -> Placed:
         settings = self.settings
-        offloaded = dit.runtime.offload_config.offload_type.name != "NO_CPU_OFFLOAD" and self.device.type != "cpu"
+        offloaded = (
+            dit.runtime.offload_config.offload_type.name != "NO_CPU_OFFLOAD" and self.device.type != "cpu"
+        )
         from telefuser_cli.runtime.device import attention_backend
 
         module = wan_loading.load_dit(
@@ -278,7 +241,9 @@ class WanPipeline(FamilyPipeline):
         pipeline = self.settings.pipeline
         vae_device = resolve_device(pipeline.vae_config, "vae_config")
         with reporter.stage("load vae"):
-            vae = wan_loading.load_vae(self.vae_files, dtype=resolve_dtype(pipeline.vae_config), device=vae_device)
+            vae = wan_loading.load_vae(
+                self.vae_files, dtype=resolve_dtype(pipeline.vae_config), device=vae_device
+            )
         with reporter.stage(stage):
             z = latents.to(vae_device)
             if pipeline.tiled:

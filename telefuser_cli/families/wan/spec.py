@@ -73,7 +73,9 @@ def _moe_problems(settings: RootConfig) -> list[str]:
     model, pipeline = settings.model, settings.pipeline
     moe = f"model {model.name} is a mixture of experts"
     if pipeline.dit_high_config is None or pipeline.dit_low_config is None:
-        return [f"{moe}: pipeline.dit_high_config and pipeline.dit_low_config must be set (choose a wan22 pipeline)"]
+        return [
+            f"{moe}: pipeline.dit_high_config and pipeline.dit_low_config must be set (choose a wan22 pipeline)"
+        ]
     found = []
     if pipeline.boundary_step_index is not None:
         if pipeline.boundary_step_index < 0:
@@ -127,10 +129,29 @@ SPEC = WanSpec(
     pipeline="telefuser_cli.families.wan.pipeline:WanPipeline",
     honoured=frozenset(
         {
-            "sample_solver", "num_inference_steps", "timesteps", "cfg_scale", "cfg_scale_high",
-            "cfg_scale_low", "sigma_shift", "boundary", "boundary_step_index", "num_frames", "fps",
-            "negative_prompt", "rand_device", "cfg_batch", "step_cache_threshold", "tiled", "tile_size",
-            "tile_stride", "enable_vfi", "target_fps", "vfi_scale", "vfi_chunk_size", "vfi_weights",
+            "sample_solver",
+            "num_inference_steps",
+            "timesteps",
+            "cfg_scale",
+            "cfg_scale_high",
+            "cfg_scale_low",
+            "sigma_shift",
+            "boundary",
+            "boundary_step_index",
+            "num_frames",
+            "fps",
+            "negative_prompt",
+            "rand_device",
+            "cfg_batch",
+            "step_cache_threshold",
+            "tiled",
+            "tile_size",
+            "tile_stride",
+            "enable_vfi",
+            "target_fps",
+            "vfi_scale",
+            "vfi_chunk_size",
+            "vfi_weights",
         }
     ),  # fmt: skip
     refused=_NOT_WAN,
