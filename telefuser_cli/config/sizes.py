@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 import re
 
-from telefuser_cli.config.schema import RESOLUTIONS, AspectRatio, Family, ModelConfig, Task
+from telefuser_cli.config.schema import RESOLUTIONS, AspectRatio, ModelConfig
 from telefuser_cli.errors import UserError
 
 _EXPLICIT = re.compile(r"^(\d+)x(\d+)$")

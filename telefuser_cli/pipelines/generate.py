@@ -25,8 +25,6 @@ from telefuser_cli.families.base import FamilyPipeline, SamplingStage
 from telefuser_cli.pipelines.outputs import (
     GenerationResult,
     finish_video,
-    free_memory,
-    model_root,
     oom_as_user_error,
     result_of,
     save_latents,
@@ -34,6 +32,7 @@ from telefuser_cli.pipelines.outputs import (
 )
 from telefuser_cli.pipelines.sampling import Batched, CfgParallel, Guidance, TwoPass, sample
 from telefuser_cli.progress import Reporter
+from telefuser_cli.runtime.device import free_memory
 from telefuser_cli.runtime.distributed import ParallelGroups, init_distributed, is_main_process
 
 __all__ = ["generate", "start_parallel"]
@@ -87,7 +86,7 @@ def generate(
     with oom_as_user_error():
         family: FamilyPipeline = pipeline_class(settings.model)(settings, plan, groups)
         family.locate()  # 1
-        vfi_path = vfi_weights(model_root(settings), settings)
+        vfi_path = vfi_weights(settings)
         main = is_main_process()
         guidance = _guidance(settings, groups)
         with Reporter(enabled=main) as reporter:

@@ -223,7 +223,9 @@ def draw_noise(shape: tuple[int, ...], generator: torch.Generator, device: torch
     latents by 1e-3 to 2e-3 (relative): another video for the same seed.
     From here on the latents stay float32 (precision policy; the official scheduler step also returns float32).
     """
-    noise = torch.randn(shape, generator=generator, device=generator.device, dtype=getattr(torch, NOISE_DTYPE))
+    noise = torch.randn(
+        shape, generator=generator, device=generator.device, dtype=getattr(torch, NOISE_DTYPE)
+    )
     return noise.to(device=device, dtype=torch.float32)
 
 

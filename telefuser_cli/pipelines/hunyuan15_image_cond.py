@@ -77,7 +77,7 @@ def crop_to(image, width: int, height: int):
 
 
 def to_pil(image: torch.Tensor):
-    """[3, H, W] float in [-1, 1] from 8-bit pixels (``wan_image_cond.load_image``) -> the same PIL RGB image."""
+    """[3, H, W] float in [-1, 1] from 8-bit pixels (``io.image_tensor.load_image``) -> the same PIL RGB image."""
     from PIL import Image
 
     pixels = ((image.float() + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)

@@ -15,9 +15,10 @@ import torch
 from telefuser_cli.config.schema import RootConfig, Task
 from telefuser_cli.config.validate import RunPlan
 from telefuser_cli.errors import UserError
+from telefuser_cli.io.image_tensor import load_image
 from telefuser_cli.loading import wan as wan_loading
 from telefuser_cli.loading.clip_arch import load_clip_vision
-from telefuser_cli.pipelines.wan_image_cond import clip_features, condition_latents, i2v_size, load_image
+from telefuser_cli.pipelines.wan_image_cond import clip_features, condition_latents, i2v_size
 from telefuser_cli.runtime.device import resolve_device, resolve_dtype
 
 

@@ -3,7 +3,6 @@ latents, frame interpolation, the video file, and the record that config.json ke
 
 from __future__ import annotations
 
-import gc
 import logging
 import math
 from collections.abc import Iterator
@@ -19,7 +18,6 @@ from safetensors.torch import save_file
 from telefuser_cli.config.schema import RootConfig
 from telefuser_cli.config.validate import RunPlan
 from telefuser_cli.errors import UserError
-from telefuser_cli.families.tiny import prepare_root
 from telefuser_cli.io.files import atomic_path
 from telefuser_cli.io.strip import write_frame_strip
 from telefuser_cli.io.video import write_video
@@ -55,18 +53,6 @@ class GenerationResult:
         }
 
 
-def model_root(settings: RootConfig) -> Path:
-    """The weights' directory; a tiny fixture folder of telefuser's cache is written on first use."""
-    return prepare_root(settings.model)
-
-
-def free_memory() -> None:
-    """Return released modules' memory now (call after the last reference is gone)."""
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
-
-
 def _is_oom(error: BaseException) -> bool:
     # torch's CPU allocator raises a plain RuntimeError; numpy and Python raise MemoryError
     return isinstance(error, (torch.OutOfMemoryError, MemoryError)) or "can't allocate memory" in str(error)
@@ -97,7 +83,7 @@ def save_latents(output_dir: Path, latents: torch.Tensor, name: str = LATENTS) -
     return path
 
 
-def vfi_weights(root: Path, settings: RootConfig) -> Path | None:
+def vfi_weights(settings: RootConfig) -> Path | None:
     """The RIFE weights when interpolation is on (checked before any model loads)."""
     if not settings.pipeline.enable_vfi:
         return None

@@ -1,6 +1,6 @@
 """Image conditioning of Wan i2v / flf2v, as the official ``image2video.py`` / ``first_last_frame2video.py`` do.
 
-One run: ``load_image`` -> ``i2v_size`` (pixel budget + the image's aspect ratio) -> ``condition_latents``
+One run: ``io.image_tensor.load_image`` -> ``i2v_size`` (pixel budget + the image's aspect ratio) -> ``condition_latents``
 (bicubic stretch, VAE-encode [image, zeros...(, end image)], prepend the 4-channel frame mask) -> ``y``
 concatenated to the noise on channels by the DiT. ``clip_features`` gives the Wan2.1 CLIP tokens.
 
@@ -10,13 +10,11 @@ Precision: images and the mask in float32; the VAE runs in its own dtype and ret
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
 from telefuser_cli.errors import UserError
-from telefuser_cli.io.image_file import read_rgb
 
 
 def i2v_size(image_w: int, image_h: int, max_area: int, vae_stride: int, patch: int = 2) -> tuple[int, int]:
@@ -41,16 +39,6 @@ def i2v_size(image_w: int, image_h: int, max_area: int, vae_stride: int, patch: 
             "resolution; crop the image or choose a larger resolution"
         )
     return lat_w * vae_stride, lat_h * vae_stride
-
-
-def load_image(path: str | Path, key: str = "user.input_image") -> torch.Tensor:
-    """An image file -> float32 [3, H, W] in [-1, 1], as the official
-    ``TF.to_tensor(Image.open(p).convert("RGB")).sub_(0.5).div_(0.5)`` for 8-bit RGB files; other modes
-    (16-bit, transparency, CMYK, ...) are converted as ``io.image_file.read_rgb`` documents. ``key`` names
-    the setting in messages."""
-    rgb = read_rgb(path, key)
-    img = torch.from_numpy(rgb.copy()).permute(2, 0, 1).contiguous().to(torch.float32).div(255)
-    return img.sub_(0.5).div_(0.5)
 
 
 def resize_bicubic(img: torch.Tensor, width: int, height: int) -> torch.Tensor:

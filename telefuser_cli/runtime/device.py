@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import resource
 import sys
@@ -87,3 +88,10 @@ def claimed_gpu(settings: RootConfig) -> Iterator[int | None]:
         for runtime in runtimes:
             runtime.device_id = ids[0]
         yield ids[0]
+
+
+def free_memory() -> None:
+    """Return released modules' memory now (call after the last reference is gone)."""
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()

@@ -18,7 +18,7 @@ from PIL import Image
 
 from telefuser_cli.errors import UserError
 from telefuser_cli.io.image_file import ALPHA_BACKGROUND, MAX_PIXELS, read_rgb
-from telefuser_cli.pipelines.wan_image_cond import load_image
+from telefuser_cli.io.image_tensor import load_image
 
 KEY = "user.input_image"
 

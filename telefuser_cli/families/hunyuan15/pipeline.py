@@ -18,15 +18,15 @@ import torch
 from telefuser_cli.config.schema import OffloadType, RootConfig, Task
 from telefuser_cli.errors import UserError
 from telefuser_cli.families.base import FamilyPipeline, SamplingStage, Step, build_scheduler
+from telefuser_cli.families.tiny import prepare_root
+from telefuser_cli.io.image_tensor import load_image
 from telefuser_cli.io.video import to_uint8_frames
 from telefuser_cli.loading import hunyuan15 as loading
 from telefuser_cli.models.hunyuan15_context import Hunyuan15Context
 from telefuser_cli.pipelines import hunyuan15 as hy
 from telefuser_cli.pipelines import hunyuan15_image_cond as ic
 from telefuser_cli.pipelines import hunyuan15_sr as sr
-from telefuser_cli.pipelines.outputs import free_memory, model_root
-from telefuser_cli.pipelines.wan_image_cond import load_image
-from telefuser_cli.runtime.device import attention_backend, resolve_device, resolve_dtype
+from telefuser_cli.runtime.device import attention_backend, free_memory, resolve_device, resolve_dtype
 from telefuser_cli.runtime.transforms import Placed, RuntimeRequest, apply_transforms
 from telefuser_cli.schedulers import make_scheduler
 
@@ -116,7 +116,7 @@ class Hunyuan15Pipeline(FamilyPipeline):
         model, pipeline = settings.model, settings.pipeline
         if self.groups.world_size > 1:
             raise UserError("HunyuanVideo 1.5 runs on one process in this version; drop the parallel degrees")
-        self.root = root = model_root(settings)
+        self.root = root = prepare_root(settings.model)
         self.version = Path(model.dit).name
         self.facts = loading.dit_facts(
             root, self.version

@@ -100,7 +100,8 @@ SPEC = Hunyuan15Spec(
             "sr_shift",
             "sr_cfg_scale",
             "lq_noise_strength",
-            "save_pre_sr_video", "step_cache_threshold",
+            "save_pre_sr_video",
+            "step_cache_threshold",
         }
     ),  # fmt: skip
     refused=frozenset({"cfg_scale_high", "cfg_scale_low", "boundary", "boundary_step_index"}),

@@ -16,14 +16,14 @@ import torch.nn.functional as F
 from telefuser_cli.config.schema import ModelRuntimeConfig, Task
 from telefuser_cli.errors import UserError
 from telefuser_cli.families.base import FamilyPipeline, SamplingStage, Step, build_scheduler
+from telefuser_cli.families.tiny import prepare_root
 from telefuser_cli.families.wan.spec import EXPERT_NAMES, expert_schedule
 from telefuser_cli.io.video import to_uint8_frames
 from telefuser_cli.loading import wan as wan_loading
 from telefuser_cli.models.wan_dit import ContextCache, WanDiT
 from telefuser_cli.pipelines.image_inputs import ImageCondition, clip_files_of, prepare_image_condition
-from telefuser_cli.pipelines.outputs import free_memory, model_root
 from telefuser_cli.pipelines.wan import encode_text, initial_noise
-from telefuser_cli.runtime.device import resolve_device, resolve_dtype
+from telefuser_cli.runtime.device import attention_backend, free_memory, resolve_device, resolve_dtype
 from telefuser_cli.runtime.distributed import validate_parallel
 from telefuser_cli.runtime.transforms import Placed, RuntimeRequest, apply_transforms
 
@@ -102,7 +102,7 @@ class WanPipeline(FamilyPipeline):
     def locate(self) -> None:
         settings = self.settings
         model, pipeline = settings.model, settings.pipeline
-        self.root = root = model_root(settings)
+        self.root = root = prepare_root(settings.model)
         if model.moe:
             self.dits = [
                 DitSpec("dit_high", wan_loading.locate(root, "dit_high", model.dit_high), pipeline.dit_high_config,
@@ -184,8 +184,6 @@ class WanPipeline(FamilyPipeline):
         offloaded = (
             dit.runtime.offload_config.offload_type.name != "NO_CPU_OFFLOAD" and self.device.type != "cpu"
         )
-        from telefuser_cli.runtime.device import attention_backend
-
         module = wan_loading.load_dit(
             dit.files,
             dtype=resolve_dtype(dit.runtime),
