@@ -18,9 +18,10 @@ from pathlib import Path
 
 import torch
 
+from telefuser_cli.families.wan.pipeline import WanDenoiser
 from telefuser_cli.families.wan.tiny import TINY_DIT
 from telefuser_cli.models.wan_dit import WanDiT
-from telefuser_cli.pipelines.wan import Expert, denoise
+from telefuser_cli.pipelines.sampling import sample
 from telefuser_cli.runtime.transforms import RuntimeRequest, apply_transforms
 from telefuser_cli.schedulers import make_scheduler
 
@@ -38,8 +39,8 @@ def random_model(layers: int) -> tuple[WanDiT, torch.Tensor, torch.Tensor]:
 
 
 def directory_model(root: Path, prompt: str) -> tuple[WanDiT, torch.Tensor, torch.Tensor]:
+    from telefuser_cli.families.wan.inputs import encode_text
     from telefuser_cli.loading import wan as wan_loading
-    from telefuser_cli.pipelines.wan import encode_text
 
     cpu = torch.device("cpu")
     tokenizer = wan_loading.load_wan_tokenizer(wan_loading.tokenizer_dir(root, "google/umt5-xxl"))
@@ -61,7 +62,8 @@ def trajectory(dit, context, context_null, steps: int, latent: tuple[int, int, i
     g = torch.Generator().manual_seed(1)
     latents = torch.randn(1, 16, *latent, generator=g)
     scheduler = make_scheduler("unipc", steps, 5.0)
-    return denoise(latents, scheduler, [Expert(dit, 5.0)], [0] * steps, context, context_null)
+    denoiser = WanDenoiser(dit, 5.0, True, None, torch.device("cpu"))
+    return sample(latents, scheduler, [denoiser], context, context_null)
 
 
 def main() -> list[dict]:

@@ -9,7 +9,7 @@ Time: best of ``--repeats`` forwards after one warm-up, models alternating.
 
 ``--prepared`` times ours as the pipeline runs a step: the context prepared once before the timed calls
 (``WanDiT.prepare_context``: text embedding and every block's cross-attention keys and values, once per run in
-``pipelines.wan.denoise``), against diffusers' forward, which recomputes them at every step.
+``pipelines.sampling.sample``), against diffusers' forward, which recomputes them at every step.
 
 Throughput: the FLOPs of a forward, counted analytically (multiply-add = 2 FLOPs; linear layers, the patch
 embedding as the linear it is, and the two attention matmuls; norms, activations and softmax left out):
@@ -52,8 +52,10 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
+from telefuser_cli.families.base import Step
+from telefuser_cli.families.wan.pipeline import WanDenoiser
 from telefuser_cli.models.wan_dit import WanDiT, WanDiTConfig
-from telefuser_cli.pipelines.wan import batched_cfg_guidance, two_pass_guidance
+from telefuser_cli.pipelines.sampling import Batched, TwoPass
 from telefuser_cli.runtime.compile import compile_blocks
 
 
@@ -211,7 +213,7 @@ def main() -> None:
         choices=("none", "batched", "two-pass"),
         default="none",
         help="time a guided step (scale 5, a second context) instead of one forward: ours with "
-        "batched_cfg_guidance or two_pass_guidance, diffusers with two forwards as WanPipeline does",
+        "Batched or TwoPass guidance (pipelines.sampling), diffusers with two forwards as WanPipeline does",
     )
     ap.add_argument(
         "--prepared",
@@ -273,7 +275,7 @@ def main() -> None:
             prepared += [cache.context, *(tensor for kv in cache.kv for tensor in (kv.k, kv.v))]
         cache_bytes = sum(t.nbytes for kv in ours_context.kv for t in (kv.k, kv.v))
         print(
-            f"telefuser: context prepared once (as pipelines.wan.denoise does), "
+            f"telefuser: context prepared once (as pipelines.sampling.sample does), "
             f"{cache_bytes / 2**20:.1f} MiB of keys and values per prompt"
         )
 
@@ -286,17 +288,20 @@ def main() -> None:
             "diffusers": (peer, lambda: peer_forward(context)),
         }
     else:
-        guidance = batched_cfg_guidance if args.cfg == "batched" else two_pass_guidance
+        guidance = Batched() if args.cfg == "batched" else TwoPass()
+        # the contexts are given as they are (prepared above or raw): the denoiser only runs the DiT
+        denoiser = WanDenoiser(ours, 5.0, args.prepared, None, device)
+        step = Step(0, t[0], t[0] * 0, 500.0)
 
         def peer_guided() -> torch.Tensor:
             cond, uncond = peer_forward(context), peer_forward(context_null)
             return uncond + 5.0 * (cond - uncond)
 
         runs = {
-            "telefuser": (ours, lambda: guidance(ours, x, t, ours_context, ours_context_null, 5.0)),
+            "telefuser": (ours, lambda: guidance(denoiser, x, step, ours_context, ours_context_null)),
             "diffusers": (peer, peer_guided),
         }
-        print(f"guided step (CFG 5): telefuser {guidance.__name__}, diffusers two forwards")
+        print(f"guided step (CFG 5): telefuser {guidance.name} guidance, diffusers two forwards")
     if args.compile:
         compile_blocks(ours)
         peer.compile_repeated_blocks()

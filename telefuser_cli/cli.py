@@ -212,7 +212,7 @@ def dump_config(
         settings = to_settings(cfg)
         plan = check(settings, validate(settings, require_prompt=False), runnable_only=False)
         warn(list(plan.warnings))
-        from telefuser_cli.pipelines.plan import sampling_plan  # imports torch: only once the config is valid
+        from telefuser_cli.pipelines.plan import sampling_plan
 
         sampling = sampling_plan(settings)
         document = build_document(

@@ -32,13 +32,15 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from safetensors.torch import save_file
 
+from telefuser_cli.families.wan.inputs import encode_text, initial_noise
+from telefuser_cli.families.wan.pipeline import WanDenoiser
 from telefuser_cli.loading import wan as wan_loading
 from telefuser_cli.loading.tokenizer import write_tiny_tokenizer
 from telefuser_cli.loading.wan_dit_arch import diffusers_to_official_dit
 from telefuser_cli.loading.wan_vae_arch import diffusers_to_official_vae
 from telefuser_cli.models.umt5 import UMT5Config, UMT5Encoder
 from telefuser_cli.models.wan_vae import WAN21_LATENT_MEAN, WAN21_LATENT_STD
-from telefuser_cli.pipelines.wan import Expert, denoise, encode_text, initial_noise
+from telefuser_cli.pipelines.sampling import sample as sample_trajectory
 from telefuser_cli.schedulers import make_scheduler
 from tools.synthetic import BACKGROUND, VOCABULARY, ClipSpec, all_specs, analyse_clip, make_clip
 
@@ -355,8 +357,8 @@ def sample(directory: Path, prompts: list[str], seeds: list[int], cfg: float, st
         for seed in seeds:
             latents = initial_noise((1, 16, (frames - 1) // 4 + 1, SIZE // 8, SIZE // 8), seed, "cpu", cpu)
             scheduler = make_scheduler("unipc", steps, shift)
-            latents = denoise(latents, scheduler, [Expert(dit, cfg)], [0] * scheduler.num_steps, context,
-                              null if cfg != 1.0 else None)  # fmt: skip
+            denoiser = WanDenoiser(dit, cfg, True, None, cpu)
+            latents = sample_trajectory(latents, scheduler, [denoiser], context, null if cfg != 1.0 else None)
             videos.append(vae.decode(latents)[0])
     return videos
 

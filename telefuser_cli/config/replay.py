@@ -135,7 +135,7 @@ def _from_resolved_yaml(tree: Any, path: Path) -> Recorded:
     except json.JSONDecodeError as error:
         raise _refuse(beside, f"not valid JSON ({error})") from None
     facts = {key: model[key] for key in fact_fields() if key in model}
-    not_components = set(fact_fields()) | {"description", "root", "auto_create"}
+    not_components = set(fact_fields()) | {"description", "root"}
     components = {
         f.name: model[f.name]
         for f in dataclasses.fields(ModelConfig)

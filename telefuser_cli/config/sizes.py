@@ -28,7 +28,9 @@ def parse_aspect_ratio(aspect_ratio: str) -> tuple[int, int]:
         hint = ""
         if aspect_ratio.isdigit():
             hint = " (an unquoted 16:9 in a YAML file reads as a base-60 integer: quote it)"
-        raise UserError(f"user.aspect_ratio={aspect_ratio!r} is not one of {', '.join(AspectRatio.__members__)}{hint}")
+        raise UserError(
+            f"user.aspect_ratio={aspect_ratio!r} is not one of {', '.join(AspectRatio.__members__)}{hint}"
+        )
     width, height = aspect_ratio.split(":")
     return int(width), int(height)
 

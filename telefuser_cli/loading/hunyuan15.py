@@ -38,7 +38,6 @@ from telefuser_cli.models.hunyuan15_upsampler import (
     Upsampler,
 )
 from telefuser_cli.models.hunyuan15_vae import Hunyuan15VAE
-from telefuser_cli.pipelines.hunyuan15 import find_crop_start
 
 WEIGHTS = "diffusion_pytorch_model*.safetensors"
 LLM_DIR = "text_encoder/llm"
@@ -180,7 +179,9 @@ def _folder(root: Path, sub: str, what: str) -> Path:
 
 
 def load_text_encoder(root: Path, dtype: torch.dtype, device: torch.device, folder: str = LLM_DIR):
-    """``folder`` (official ``text_encoder/llm``) -> (Qwen2.5-VL language model, tokenizer, crop_start), offline.
+    """``folder`` (official ``text_encoder/llm``) -> (Qwen2.5-VL language model, tokenizer), offline.
+
+    The template's crop start belongs with the template: the family finds it from the tokenizer.
 
     The official encoder loads the whole Qwen2.5-VL model and keeps its ``language_model``; so do we (the vision
     tower is dropped right after loading).
@@ -197,12 +198,7 @@ def load_text_encoder(root: Path, dtype: torch.dtype, device: torch.device, fold
     llm = getattr(model, "language_model", None)
     if llm is None:
         raise UserError(f"text encoder: {path} is a {type(model).__name__}, not a Qwen2.5-VL model")
-    llm = llm.to(device).eval().requires_grad_(False)
-    try:
-        crop_start = find_crop_start(tokenizer)
-    except ValueError as error:
-        raise UserError(f"text encoder: {path}: {error}") from None
-    return llm, tokenizer, crop_start
+    return llm.to(device).eval().requires_grad_(False), tokenizer
 
 
 def glyph_special_tokens(colors: dict[str, int], fonts: dict[str, int]) -> list[str]:

@@ -1,4 +1,4 @@
-"""torch.distributed for one video on many devices: process groups, validation, cfg-parallel guidance.
+"""torch.distributed for one video on many devices: process groups, validation, the launch environment.
 
 Rank layout (ulysses innermost, so its all-to-all stays on the fastest links, then ring, then cfg)::
 
@@ -7,7 +7,7 @@ Rank layout (ulysses innermost, so its all-to-all stays on the fastest links, th
 The sequence-parallel (sp) group of a rank is the ``ring * ulysses`` ranks with its cfg_rank; its index in
 that group, ``sp_rank = ring_rank * ulysses + ulysses_rank``, is the token shard it holds (see
 ``ops.sequence_parallel``). The cfg group pairs the ranks holding the same shard: cfg_rank 0 runs the
-conditional pass, cfg_rank 1 the unconditional one.
+conditional pass, cfg_rank 1 the unconditional one (``pipelines.sampling.CfgParallel``).
 
 The environment of torchrun (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT) is used as is; under
 plain ``srun`` the SLURM variables (SLURM_PROCID, SLURM_NTASKS, SLURM_LOCALID) stand in for the first three.
@@ -21,8 +21,6 @@ from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
-
-# the fields of pipeline.<dit>_config.parallel_config that this module implements
 
 
 @dataclass(frozen=True)
@@ -215,26 +213,3 @@ def broadcast_int(value: int) -> int:
 def destroy_distributed() -> None:
     if dist.is_initialized():
         dist.destroy_process_group()
-
-
-@dataclass(frozen=True)
-class CfgParallelGuidance:
-    """Guidance with the two passes on the two ranks of the cfg group (a ``pipelines.wan.Guidance``).
-
-    cfg_rank 0 runs the conditional pass, cfg_rank 1 the unconditional one; both gather the pair and
-    combine it with the same expression as the single-process guidance, so every rank holds the same
-    velocity, bit for bit equal to a single-process run whose DiT passes give the same numbers.
-    """
-
-    group: dist.ProcessGroup
-    cfg_rank: int
-
-    def __call__(self, dit, latents, t, context, context_null, cfg_scale):
-        if cfg_scale == 1.0:  # no unconditional pass: both ranks run the conditional one
-            return dit(latents, t, context)
-        if context_null is None:
-            raise ValueError("a guided expert needs the negative prompt's context")
-        mine = dit(latents, t, context if self.cfg_rank == 0 else context_null).contiguous()
-        cond, uncond = torch.empty_like(mine), torch.empty_like(mine)
-        dist.all_gather([cond, uncond], mine, group=self.group)
-        return uncond + cfg_scale * (cond - uncond)

@@ -11,52 +11,26 @@ All end at sigma 0. Timesteps are exposed as float32 either way (the integers ar
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from importlib import import_module
+from typing import Any
 
-from .base import FlowScheduler, shift_sigmas
-from .flow_dpm import FlowDPMScheduler
-from .flow_euler import FlowEulerScheduler
-from .flow_unipc import FlowUniPCScheduler
+from .grids import SOLVERS, dit_timesteps, grid, shift_sigmas
 
-SCHEDULERS: dict[str, type[FlowScheduler]] = {
-    "unipc": FlowUniPCScheduler,
-    "dpm++": FlowDPMScheduler,
-    "euler": FlowEulerScheduler,
+# The torch side is imported on first use, so the grids (config.json, dump-config) need no torch.
+_LAZY = {
+    "FlowScheduler": ".base",
+    "FlowDPMScheduler": ".flow_dpm",
+    "FlowEulerScheduler": ".flow_euler",
+    "FlowUniPCScheduler": ".flow_unipc",
+    "SCHEDULERS": ".factory",
+    "make_scheduler": ".factory",
 }
 
 
-def make_scheduler(
-    name: str,
-    num_steps: int,
-    shift: float,
-    timesteps: Sequence[float] | None = None,
-    num_train_timesteps: int = 1000,
-) -> FlowScheduler:
-    """A fresh scheduler (one per trajectory) for solver ``name`` in {"unipc", "dpm++", "euler"}.
-
-    ``timesteps``: explicit list for step-distilled models, e.g. [1000, 750, 500, 250]; "euler" only. It
-    replaces ``num_steps`` and the linspace grid with ``sigma_i = shift(t_i / num_train_timesteps)``, the
-    mapping lightx2v's Wan2.2 distill scheduler uses with its ``sample_shift`` (see ``flow_euler``); pass
-    ``shift=1`` for ``sigma_i = t_i / num_train_timesteps``.
-    """
-    if name not in SCHEDULERS:
-        raise ValueError(f"unknown scheduler {name!r}; valid names: {', '.join(sorted(SCHEDULERS))}")
-    if timesteps is not None:
-        if name != "euler":
-            raise ValueError(
-                f"explicit timesteps are only supported by the 'euler' scheduler (the step-distilled "
-                f"samplers are Euler), got scheduler {name!r} with timesteps={list(timesteps)}"
-            )
-        return FlowEulerScheduler(num_steps, shift, num_train_timesteps, timesteps=timesteps)
-    return SCHEDULERS[name](num_steps, shift, num_train_timesteps)
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(import_module(_LAZY[name], __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = [
-    "SCHEDULERS",
-    "FlowDPMScheduler",
-    "FlowEulerScheduler",
-    "FlowScheduler",
-    "FlowUniPCScheduler",
-    "make_scheduler",
-    "shift_sigmas",
-]
+__all__ = ["SOLVERS", "dit_timesteps", "grid", "shift_sigmas", *_LAZY]

@@ -1,4 +1,4 @@
-"""Shared pieces of the flow-matching schedulers: the sigma shift, grid helpers, the base class.
+"""The base class of the flow-matching schedulers (the grids are in :mod:`.grids`).
 
 Flow matching convention (Wan): ``x_sigma = (1 - sigma) * x0 + sigma * noise``, the DiT predicts the
 velocity ``v = noise - x0``, so ``x0 = x - sigma * v``. Sigma runs from (about) 1 down to exactly 0.
@@ -10,54 +10,9 @@ only float32 arithmetic left is the tensor math inside ``step``.
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import torch
 from torch import Tensor
-
-
-def shift_sigmas(sigmas: Tensor, shift: float) -> Tensor:
-    """Time shift of flow-matching sigmas: ``s * sigma / (1 + (s - 1) * sigma)``.
-
-    Elementwise, in the input's dtype; numpy arrays work too (the grids here are built in float64 numpy). Fixed points are 0 and 1;
-    ``shift > 1`` moves the grid towards high noise.
-    """
-    return shift * sigmas / (1 + (shift - 1) * sigmas)
-
-
-def check_grid_args(num_steps: int, shift: float, num_train_timesteps: int) -> None:
-    """Raise ValueError for arguments no solver can use, naming the value."""
-    if isinstance(num_steps, bool) or not isinstance(num_steps, int) or num_steps < 1:
-        raise ValueError(f"num_steps must be an integer >= 1, got {num_steps!r}")
-    if not (isinstance(shift, int | float) and math.isfinite(shift) and shift > 0):
-        raise ValueError(f"shift must be a finite number > 0, got {shift!r}")
-    if isinstance(num_train_timesteps, bool) or not isinstance(num_train_timesteps, int):
-        raise ValueError(f"num_train_timesteps must be an integer >= 1, got {num_train_timesteps!r}")
-    if num_train_timesteps < 1:
-        raise ValueError(f"num_train_timesteps must be an integer >= 1, got {num_train_timesteps!r}")
-
-
-def shifted_linspace(sigma_max: float, num_steps: int, shift: float) -> np.ndarray:
-    """``shift(linspace(sigma_max, 0, N + 1)[:N])`` in float64 numpy, the way the official solvers build it.
-
-    numpy's linspace (not torch's) because the official integer timesteps are truncations of these
-    float64 values, and a one-ulp difference can move a truncation across an integer.
-    """
-    return shift_sigmas(np.linspace(sigma_max, 0.0, num_steps + 1)[:num_steps], shift)
-
-
-def log_snr(sigma: float) -> float:
-    """``lambda = log(alpha / sigma)`` with ``alpha = 1 - sigma``; -inf at sigma 1, +inf at sigma 0.
-
-    The infinite ends are what the official float32 code computes too (``log(0)``); the solver formulas
-    below are written so that they reduce to first-order / exact steps there instead of producing NaN.
-    """
-    if sigma <= 0.0:
-        return math.inf
-    if sigma >= 1.0:
-        return -math.inf
-    return math.log(1.0 - sigma) - math.log(sigma)
 
 
 class FlowScheduler:

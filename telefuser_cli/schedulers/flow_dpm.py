@@ -20,10 +20,10 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 from torch import Tensor
 
-from .base import FlowScheduler, check_grid_args, log_snr, shifted_linspace
+from .base import FlowScheduler
+from .grids import grid, log_snr
 
 
 def _dpm_coefficients(s_prev: float | None, s_cur: float, s_next: float) -> tuple[float, float, float]:
@@ -49,9 +49,7 @@ class FlowDPMScheduler(FlowScheduler):
     """
 
     def __init__(self, num_steps: int, shift: float, num_train_timesteps: int = 1000) -> None:
-        check_grid_args(num_steps, shift, num_train_timesteps)
-        sigmas = shifted_linspace(1.0, num_steps, shift)
-        super().__init__(sigmas, (sigmas * num_train_timesteps).astype(np.int64))
+        super().__init__(*grid("dpm++", num_steps, shift, None, num_train_timesteps))
         s, n = self._sig, num_steps
         self._coef = [
             _dpm_coefficients(s[i - 1] if 0 < i < n - 1 else None, s[i], s[i + 1]) for i in range(n)

@@ -21,10 +21,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import numpy as np
 from torch import Tensor
 
-from .base import FlowScheduler, check_grid_args, shift_sigmas, shifted_linspace
+from .base import FlowScheduler
+from .grids import grid
 
 
 class FlowEulerScheduler(FlowScheduler):
@@ -41,20 +41,7 @@ class FlowEulerScheduler(FlowScheduler):
         num_train_timesteps: int = 1000,
         timesteps: Sequence[float] | None = None,
     ) -> None:
-        if timesteps is None:
-            check_grid_args(num_steps, shift, num_train_timesteps)
-            sigmas = shifted_linspace(1.0, num_steps, shift)
-        else:
-            ts = [float(t) for t in timesteps]
-            if not ts:
-                raise ValueError("timesteps must hold at least one value, got an empty list")
-            check_grid_args(len(ts), shift, num_train_timesteps)
-            if any(not (0 < t <= num_train_timesteps) for t in ts):
-                raise ValueError(f"timesteps must lie in (0, {num_train_timesteps}], got {ts}")
-            if any(b >= a for a, b in zip(ts, ts[1:], strict=False)):
-                raise ValueError(f"timesteps must be strictly decreasing, got {ts}")
-            sigmas = shift_sigmas(np.asarray(ts, dtype=np.float64) / num_train_timesteps, shift)
-        super().__init__(sigmas, sigmas.astype(np.float32) * np.float32(num_train_timesteps))
+        super().__init__(*grid("euler", num_steps, shift, timesteps, num_train_timesteps))
         # sigma_{i+1} - sigma_i taken in float32, as diffusers' step does with its float32 sigma tensor.
         full = self.sigmas.numpy()
         self._dt = [float(full[i + 1] - full[i]) for i in range(self.num_steps)]

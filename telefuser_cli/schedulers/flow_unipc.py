@@ -22,10 +22,10 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 from torch import Tensor
 
-from .base import FlowScheduler, check_grid_args, log_snr, shifted_linspace
+from .base import FlowScheduler
+from .grids import grid, log_snr
 
 _ORDER = 2
 
@@ -80,11 +80,7 @@ class FlowUniPCScheduler(FlowScheduler):
     """
 
     def __init__(self, num_steps: int, shift: float, num_train_timesteps: int = 1000) -> None:
-        check_grid_args(num_steps, shift, num_train_timesteps)
-        # The official grid starts at the float32 value of its largest training sigma, 1 - 1/T.
-        sigma_max = float(np.float32(1.0 - 1.0 / num_train_timesteps))
-        sigmas = shifted_linspace(sigma_max, num_steps, shift)
-        super().__init__(sigmas, (sigmas * num_train_timesteps).astype(np.int64))
+        super().__init__(*grid("unipc", num_steps, shift, None, num_train_timesteps))
         s, n = self._sig, num_steps
         # Predictor order at step i: 1 at the first step (no history) and at the last (lower_order_final).
         orders = [min(_ORDER, n - i, i + 1) for i in range(n)]

@@ -451,8 +451,25 @@ def test_validation_imports_no_torch():
         "import sys\n"
         "from telefuser_cli.config.hydra_app import HydraApp\n"
         "from telefuser_cli.config.validate import to_settings, validate\n"
+        "from telefuser_cli.families import check\n"
         "app = HydraApp()\n"
-        "validate(to_settings(app.checked_config(['recipe=tiny_moe', 'user.prompt=x'])))\n"
+        "settings = to_settings(app.checked_config(['recipe=tiny_moe', 'user.prompt=x']))\n"
+        "check(settings, validate(settings))\n"
         "assert 'torch' not in sys.modules\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_dump_config_imports_no_torch():
+    """dump-config shows the sampling grid (numpy) and every family check without loading torch."""
+    code = (
+        "import sys\n"
+        "from typer.testing import CliRunner\n"
+        "from telefuser_cli.cli import app\n"
+        "for entry in ('recipe=tiny_moe', 'recipe=tiny_hunyuan15', 'model=wan22_ti2v_5b'):\n"
+        "    result = CliRunner().invoke(app, ['dump-config', entry])\n"
+        "    assert result.exit_code == 0, result.output\n"
+        "    assert '\"timesteps\"' in result.output\n"
+        "assert 'torch' not in sys.modules, 'dump-config imported torch'\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -37,7 +37,9 @@ def test_entry_matches_the_official_tables(version):
     assert facts["task"] == ("i2v" if "i2v" in version else "t2v")
     assert facts["distill"] == ("distilled" in version)
     assert (pipeline["cfg_scale"], pipeline["sigma_shift"]) == PIPELINE_CONFIGS[version]
-    assert pipeline["num_inference_steps"] == (12 if "step_distilled" in version else 50)  # the official table
+    assert pipeline["num_inference_steps"] == (
+        12 if "step_distilled" in version else 50
+    )  # the official table
     assert (pipeline["num_frames"], pipeline["fps"]) == (121, 24)
 
     sr_version = "1080p_sr_distilled" if version.startswith("720p") else "720p_sr_distilled"

@@ -8,11 +8,18 @@ from tests.helpers import run_cli
 
 REFUSED = [
     (
-        ["model=tiny_hunyuan15", "pipeline.dit_config.parallel_config.cfg_degree=2", "launcher.nproc_per_node=2"],
+        [
+            "model=tiny_hunyuan15",
+            "pipeline.dit_config.parallel_config.cfg_degree=2",
+            "launcher.nproc_per_node=2",
+        ],
         "pipeline.dit_config.parallel_config.cfg_degree=2: not supported by hunyuan15 (supported by wan)",
     ),
     (["model=tiny_hunyuan15", "pipeline.boundary=0.9"], "pipeline.boundary=0.9: not supported by hunyuan15"),
-    (["recipe=tiny", "pipeline.vae_config.compile=true"], "pipeline.vae_config.compile=true: only the DiT takes it"),
+    (
+        ["recipe=tiny", "pipeline.vae_config.compile=true"],
+        "pipeline.vae_config.compile=true: only the DiT takes it",
+    ),
     (
         ["recipe=tiny", "pipeline.text_encoding_config.offload_config.offload_type=SEQUENTIAL_CPU_OFFLOAD"],
         "offload_type=SEQUENTIAL_CPU_OFFLOAD: only the DiT takes it",

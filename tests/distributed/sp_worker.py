@@ -17,10 +17,12 @@ import sys
 import torch
 import torch.distributed as dist
 
+from telefuser_cli.families.wan.inputs import initial_noise
+from telefuser_cli.families.wan.pipeline import WanDenoiser
 from telefuser_cli.families.wan.tiny import TINY_DIT
 from telefuser_cli.models.wan_dit import WanDiT, WanDiTConfig
-from telefuser_cli.pipelines.wan import Expert, denoise, initial_noise, two_pass_guidance
-from telefuser_cli.runtime.distributed import CfgParallelGuidance, build_groups, init_distributed
+from telefuser_cli.pipelines.sampling import CfgParallel, TwoPass, sample
+from telefuser_cli.runtime.distributed import build_groups, init_distributed
 from telefuser_cli.runtime.transforms import RuntimeRequest, apply_transforms
 from telefuser_cli.schedulers import make_scheduler
 
@@ -53,12 +55,13 @@ def contexts():
             torch.randn(1, 5, TINY_DIT.text_dim, generator=generator))  # fmt: skip
 
 
-def sample(dit: WanDiT, shape, guidance=two_pass_guidance) -> torch.Tensor:
+def run(dit: WanDiT, shape, guidance=None) -> torch.Tensor:
+    cpu = torch.device("cpu")
     context, context_null = contexts()
-    latents = initial_noise((1, *shape), SEED, "cpu", torch.device("cpu"))
+    latents = initial_noise((1, *shape), SEED, "cpu", cpu)
     scheduler = make_scheduler("unipc", STEPS, SHIFT)
-    return denoise(latents, scheduler, [Expert(dit, CFG_SCALE)], [0] * STEPS, context, context_null,
-                   guidance=guidance)  # fmt: skip
+    denoiser = WanDenoiser(dit, CFG_SCALE, True, None, cpu)
+    return sample(latents, scheduler, [denoiser], context, context_null, guidance=guidance)
 
 
 def parallelize(dit: WanDiT, groups) -> torch.nn.Module:
@@ -81,14 +84,14 @@ def main() -> None:
     out_path, layouts = sys.argv[1], [tuple(int(n) for n in s.split(",")) for s in sys.argv[2:]]
     groups = init_distributed(*layouts[0])
     results = {"argv": sys.argv[1:], "world_size": dist.get_world_size()}
-    references = {name: sample(tiny_dit(TINY_DIT), shape) for name, shape in SHAPES.items()}
+    references = {name: run(tiny_dit(TINY_DIT), shape) for name, shape in SHAPES.items()}
     for layout in layouts:
         if layout != layouts[0]:
             groups = build_groups(*layout)
-        guidance = CfgParallelGuidance(groups.cfg_group, groups.cfg_rank) if groups.cfg_degree > 1 else None
+        guidance = CfgParallel(groups.cfg_group, groups.cfg_rank) if groups.cfg_degree > 1 else TwoPass()
         dit = parallelize(tiny_dit(TINY_DIT), groups)
         for name, shape in SHAPES.items():
-            ours = sample(dit, shape, guidance or two_pass_guidance)
+            ours = run(dit, shape, guidance)
             results[f"{layout}/{name}"] = compare(ours, references[name])
         if groups.sp_degree == 1:
             continue

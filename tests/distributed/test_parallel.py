@@ -28,12 +28,13 @@ from pathlib import Path
 import pytest
 import torch
 
+from telefuser_cli.families.base import Step
 from telefuser_cli.families.hunyuan15.tiny import TINY_DIT as TINY_HUNYUAN_DIT
 from telefuser_cli.families.wan.tiny import TINY_DIT
 from telefuser_cli.models.hunyuan15_dit import Hunyuan15DiT
 from telefuser_cli.models.wan_dit import WanDiT
 from telefuser_cli.ops.sequence_parallel import attention_with_lse, shard
-from telefuser_cli.pipelines.wan import two_pass_guidance
+from telefuser_cli.pipelines.sampling import TwoPass
 from telefuser_cli.runtime.distributed import (
     ParallelGroups,
     init_distributed,
@@ -190,19 +191,23 @@ def test_shard_pads_and_attention_lse():
     torch.testing.assert_close(out, torch.einsum("bhlm,bmhd->blhd", scores.softmax(-1), v))
 
 
-def test_two_pass_guidance_formula():
-    calls = []
+class Scaling:
+    """A denoiser whose velocity is latents * context, recording its contexts."""
 
-    def dit(latents, t, context):
-        calls.append(context)
+    def __init__(self, cfg_scale: float):
+        self.cfg_scale, self.calls = cfg_scale, []
+
+    def __call__(self, latents, step, context):
+        self.calls.append(context)
         return latents * context
 
-    latents, t = torch.ones(2), torch.zeros(1)
-    assert torch.equal(two_pass_guidance(dit, latents, t, torch.tensor(3.0), torch.tensor(1.0), 2.0),
+
+def test_two_pass_guidance_formula():
+    latents, step = torch.ones(2), Step(0, torch.zeros(()), torch.zeros(()), 0.0)
+    guided, unguided = Scaling(2.0), Scaling(1.0)
+    assert torch.equal(TwoPass()(guided, latents, step, torch.tensor(3.0), torch.tensor(1.0)),
                        torch.full((2,), 1.0 + 2.0 * (3.0 - 1.0)))  # fmt: skip
-    assert torch.equal(
-        two_pass_guidance(dit, latents, t, torch.tensor(3.0), None, 1.0), torch.full((2,), 3.0)
-    )
-    assert len(calls) == 3
+    assert torch.equal(TwoPass()(unguided, latents, step, torch.tensor(3.0), None), torch.full((2,), 3.0))
+    assert len(guided.calls) + len(unguided.calls) == 3
     with pytest.raises(ValueError, match="negative prompt"):
-        two_pass_guidance(dit, latents, t, torch.tensor(3.0), None, 2.0)
+        TwoPass()(guided, latents, step, torch.tensor(3.0), None)

@@ -21,13 +21,18 @@ import numpy as np
 import pytest
 import torch
 
+from telefuser_cli.families.hunyuan15 import image_cond as ic
+from telefuser_cli.families.hunyuan15.decode import decode
+from telefuser_cli.families.hunyuan15.latents import initial_noise, latent_shape
+from telefuser_cli.families.hunyuan15.pipeline import Hunyuan15Denoiser
+from telefuser_cli.families.hunyuan15.text import encode_prompts, find_crop_start
 from telefuser_cli.families.hunyuan15.tiny import I2V_VERSION, write_tiny_hunyuan15
 from telefuser_cli.families.tiny import randomise
 from telefuser_cli.loading import hunyuan15 as loading
 from telefuser_cli.loading.hunyuan15_arch import official_to_diffusers_dit, official_to_diffusers_vae
 from telefuser_cli.models.hunyuan15_dit import Hunyuan15DiT
-from telefuser_cli.pipelines import hunyuan15 as hy
-from telefuser_cli.pipelines import hunyuan15_image_cond as ic
+from telefuser_cli.pipelines.sampling import sample
+from telefuser_cli.runtime.transforms import Placed
 from telefuser_cli.schedulers import make_scheduler
 
 pytestmark = pytest.mark.numeric
@@ -114,7 +119,8 @@ def official_noise(shape: tuple[int, ...], seed: int) -> torch.Tensor:
 @pytest.fixture(scope="module")
 def components(tmp_path_factory):
     root = write_tiny_hunyuan15(tmp_path_factory.mktemp("hy15i2v") / "tiny_hunyuan15", seed=3)
-    llm, tokenizer, crop = loading.load_text_encoder(root, torch.float32, DEV)
+    llm, tokenizer = loading.load_text_encoder(root, torch.float32, DEV)
+    crop = find_crop_start(tokenizer)
     byt5, byt5_tokenizer = loading.load_byt5(root, torch.float32, DEV)
     dit = loading.load_dit(root, I2V_VERSION, torch.float32, DEV)
     vae = loading.load_vae(root, torch.float32, DEV)
@@ -158,16 +164,16 @@ def _ours(c: dict, dit: Hunyuan15DiT, image, cfg_scale: float, seed: int = 7):
     width, height = ic.bucket_size(image.width, image.height, TARGET)
     cropped = ic.crop_to(image, width, height)
     tokens = ic.image_embeds(c["siglip"], c["processor"], cropped, DEV)
-    shape = hy.latent_shape(1, FRAMES, height, width, channels=dit.config.out_channels)
+    shape = latent_shape(1, FRAMES, height, width, channels=dit.config.out_channels)
     condition = ic.image_condition(c["vae"], cropped, shape[2])
-    noise = hy.initial_noise(shape, seed, DEV)
+    noise = initial_noise(shape, seed, DEV)
     args = (c["llm"], c["tokenizer"], c["byt5"], c["byt5_tokenizer"])
-    positive = hy.encode_prompts(*args, [PROMPT], DEV, c["crop"], TEXT_LEN)
-    negative = hy.encode_prompts(*args, [NEGATIVE], DEV, c["crop"], TEXT_LEN) if cfg_scale != 1 else None
+    positive = encode_prompts(*args, [PROMPT], DEV, c["crop"], TEXT_LEN)
+    negative = encode_prompts(*args, [NEGATIVE], DEV, c["crop"], TEXT_LEN) if cfg_scale != 1 else None
     scheduler = make_scheduler("euler", STEPS, SHIFT)
-    latents = hy.denoise(dit, noise.clone(), scheduler, condition, positive, negative, cfg_scale,
-                         image_embeds=tokens)  # fmt: skip
-    return latents, hy.decode(c["vae"], latents), noise
+    denoiser = Hunyuan15Denoiser(Placed(dit), cfg_scale, condition, tokens)
+    latents = sample(noise.clone(), scheduler, [denoiser], positive, negative)
+    return latents, decode(c["vae"], latents), noise
 
 
 def test_vision_encoder_folder_errors(components, tmp_path):
@@ -309,7 +315,9 @@ def test_meanflow_i2v_and_timestep_r_match_diffusers(components):
     pipe = _reference(c, dit, 1.0)  # step-distilled: no guidance
 
     seen: dict[str, list[float]] = {"ours": [], "diffusers": []}
-    dit.register_forward_pre_hook(lambda m, args: seen["ours"].append(float(args[7][0])))
+    dit.register_forward_pre_hook(
+        lambda m, args, kwargs: seen["ours"].append(float(kwargs["timestep_r"][0])), with_kwargs=True
+    )
     pipe.transformer.register_forward_pre_hook(
         lambda m, args, kwargs: seen["diffusers"].append(float(kwargs["timestep_r"][0])), with_kwargs=True
     )

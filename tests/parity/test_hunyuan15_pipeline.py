@@ -13,10 +13,22 @@ from __future__ import annotations
 import pytest
 import torch
 
+from telefuser_cli.families.hunyuan15.decode import decode
+from telefuser_cli.families.hunyuan15.latents import NOISE_DTYPE, initial_noise, latent_shape, t2v_condition
+from telefuser_cli.families.hunyuan15.pipeline import Hunyuan15Denoiser
+from telefuser_cli.families.hunyuan15.text import (
+    chat_messages,
+    encode_negative_prompts,
+    encode_prompts,
+    extract_glyph_texts,
+    find_crop_start,
+    format_glyph_prompt,
+)
 from telefuser_cli.families.hunyuan15.tiny import T2V_VERSION, write_tiny_hunyuan15
 from telefuser_cli.loading import hunyuan15 as loading
 from telefuser_cli.loading.hunyuan15_arch import official_to_diffusers_dit, official_to_diffusers_vae
-from telefuser_cli.pipelines import hunyuan15 as hy
+from telefuser_cli.pipelines.sampling import sample
+from telefuser_cli.runtime.transforms import Placed
 from telefuser_cli.schedulers import make_scheduler
 
 pytestmark = pytest.mark.numeric
@@ -46,7 +58,8 @@ def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
 @pytest.fixture(scope="module")
 def components(tmp_path_factory):
     root = write_tiny_hunyuan15(tmp_path_factory.mktemp("hy15") / "tiny_hunyuan15", seed=3)
-    llm, tokenizer, crop = loading.load_text_encoder(root, torch.float32, DEV)
+    llm, tokenizer = loading.load_text_encoder(root, torch.float32, DEV)
+    crop = find_crop_start(tokenizer)
     byt5, byt5_tokenizer = loading.load_byt5(root, torch.float32, DEV)
     dit = loading.load_dit(root, T2V_VERSION, torch.float32, DEV)
     vae = loading.load_vae(root, torch.float32, DEV)
@@ -82,18 +95,18 @@ def _reference(components) -> HunyuanVideo15Pipeline:
 
 
 def test_prompt_helpers():
-    assert hy.extract_glyph_texts('say "hi" and “你好” and "hi"') == ["hi", "你好"]
-    assert hy.format_glyph_prompt(["hi", "你好"]) == 'Text "hi". Text "你好". '
-    assert hy.format_glyph_prompt([]) is None
-    assert hy.chat_messages("")[1]["content"] == " "
-    assert hy.latent_shape(1, 121, 480, 848) == (1, 32, 31, 30, 53)
+    assert extract_glyph_texts('say "hi" and “你好” and "hi"') == ["hi", "你好"]
+    assert format_glyph_prompt(["hi", "你好"]) == 'Text "hi". Text "你好". '
+    assert format_glyph_prompt([]) is None
+    assert chat_messages("")[1]["content"] == " "
+    assert latent_shape(1, 121, 480, 848) == (1, 32, 31, 30, 53)
     with pytest.raises(ValueError, match="frames=120"):
-        hy.latent_shape(1, 120, 480, 848)
+        latent_shape(1, 120, 480, 848)
 
 
 def test_encoders_match_diffusers(components):
     _, llm, tokenizer, crop, byt5, byt5_tokenizer, _, _ = components
-    ours = hy.encode_prompts(llm, tokenizer, byt5, byt5_tokenizer, [PROMPT, NEGATIVE], DEV, crop, TEXT_LEN)
+    ours = encode_prompts(llm, tokenizer, byt5, byt5_tokenizer, [PROMPT, NEGATIVE], DEV, crop, TEXT_LEN)
     text, mask = HunyuanVideo15Pipeline._get_mllm_prompt_embeds(
         llm, tokenizer, [PROMPT, NEGATIVE], DEV, tokenizer_max_length=TEXT_LEN, crop_start=crop
     )
@@ -134,8 +147,8 @@ def official_empty_glyphs(byt5) -> tuple[torch.Tensor, torch.Tensor]:
 
 def test_initial_noise_is_the_official_bfloat16_draw():
     shape = (1, 32, 2, 3, 5)
-    ours = hy.initial_noise(shape, 7, DEV)
-    assert hy.NOISE_DTYPE == "bfloat16" and ours.dtype == torch.float32
+    ours = initial_noise(shape, 7, DEV)
+    assert NOISE_DTYPE == "bfloat16" and ours.dtype == torch.float32
     assert torch.equal(ours, official_noise(shape, 7))
     float32 = torch.randn(shape, generator=torch.Generator().manual_seed(7))
     assert not torch.equal(ours, float32)  # the former float32 draw: 2e-3 off on the final latents
@@ -147,7 +160,7 @@ def test_initial_noise_is_the_official_bfloat16_draw():
 def test_negative_glyphs_are_those_of_the_empty_string(components):
     _, llm, tokenizer, crop, byt5, byt5_tokenizer, _, _ = components
     args = (llm, tokenizer, byt5, byt5_tokenizer, [NEGATIVE_QUOTED], DEV, crop, TEXT_LEN)
-    negative, as_positive = hy.encode_negative_prompts(*args), hy.encode_prompts(*args)
+    negative, as_positive = encode_negative_prompts(*args), encode_prompts(*args)
     glyph, glyph_mask = official_empty_glyphs(byt5)
     assert torch.equal(negative.glyph, glyph) and torch.equal(negative.glyph_mask, glyph_mask)
     assert as_positive.glyph_mask.sum() > 0  # as a positive prompt, its quoted text reaches the encoder
@@ -158,14 +171,15 @@ def test_negative_glyphs_are_those_of_the_empty_string(components):
 @torch.no_grad()
 def test_t2v_latents_and_video_match_diffusers(components):
     _, llm, tokenizer, crop, byt5, byt5_tokenizer, dit, vae = components
-    shape = hy.latent_shape(1, FRAMES, HEIGHT, WIDTH, channels=dit.config.out_channels)
-    noise = hy.initial_noise(shape, 7, DEV)
+    shape = latent_shape(1, FRAMES, HEIGHT, WIDTH, channels=dit.config.out_channels)
+    noise = initial_noise(shape, 7, DEV)
 
-    positive = hy.encode_prompts(llm, tokenizer, byt5, byt5_tokenizer, [PROMPT], DEV, crop, TEXT_LEN)
+    positive = encode_prompts(llm, tokenizer, byt5, byt5_tokenizer, [PROMPT], DEV, crop, TEXT_LEN)
     args = (llm, tokenizer, byt5, byt5_tokenizer, [NEGATIVE_QUOTED], DEV, crop, TEXT_LEN)
-    negative = hy.encode_negative_prompts(*args)
+    negative = encode_negative_prompts(*args)
     scheduler = make_scheduler("euler", STEPS, SHIFT)
-    ours = hy.denoise(dit, noise.clone(), scheduler, hy.t2v_condition(noise), positive, negative, CFG)
+    denoiser = Hunyuan15Denoiser(Placed(dit), CFG, t2v_condition(noise))
+    ours = sample(noise.clone(), scheduler, [denoiser], positive, negative)
 
     pipe = _reference(components)
     # official steps where diffusers differs: the noise draw and the negative glyphs (those of "")
@@ -178,7 +192,7 @@ def test_t2v_latents_and_video_match_diffusers(components):
     print(f"hunyuan15 t2v latents: max abs {(ours - ref).abs().max().item():.3e}, rel {err:.3e}")
     assert err < 1e-4
 
-    video = hy.decode(vae, ours)
+    video = decode(vae, ours)
     ref_video = pipe.vae.decode(ours / vae.config.scaling_factor, return_dict=False)[0].clamp(-1, 1)
     assert video.shape == (1, 3, FRAMES, HEIGHT, WIDTH)
     verr = rel_err(video, ref_video)
@@ -190,8 +204,8 @@ def test_t2v_latents_and_video_match_diffusers(components):
 def test_tiled_decode_shapes_and_untiled_identity(components):
     vae = components[-1]
     z = torch.randn(1, vae.config.latent_channels, 6, 2, 3, generator=torch.Generator().manual_seed(0))
-    full = hy.decode(vae, z)
-    assert torch.equal(hy.decode(vae, z, tile=(4, 4), tile_frames=8), full)  # tiles cover all: exact
-    tiled = hy.decode(vae, z, tile=(2, 2), stride=(1, 1), tile_frames=4)
+    full = decode(vae, z)
+    assert torch.equal(decode(vae, z, tile=(4, 4), tile_frames=8), full)  # tiles cover all: exact
+    tiled = decode(vae, z, tile=(2, 2), stride=(1, 1), tile_frames=4)
     assert tiled.shape == full.shape == (1, 3, 21, 32, 48)
     assert tiled.abs().max() <= 1.0

@@ -16,17 +16,17 @@ import torch
 from PIL import Image
 
 from telefuser_cli.errors import UserError
-from telefuser_cli.families.wan.tiny import TINY_VAE
-from telefuser_cli.models.clip_vision import CLIPVisionConfig, WanCLIPVision
-from telefuser_cli.models.wan_vae import WanVAE
-from telefuser_cli.pipelines.wan_image_cond import (
+from telefuser_cli.families.wan.image_cond import (
     clip_features,
     condition_latents,
     frame_mask,
     i2v_size,
-    load_image,
     resize_bicubic,
 )
+from telefuser_cli.families.wan.tiny import TINY_VAE
+from telefuser_cli.io.image_tensor import load_image
+from telefuser_cli.models.clip_vision import CLIPVisionConfig, WanCLIPVision
+from telefuser_cli.models.wan_vae import WanVAE
 
 pytestmark = pytest.mark.numeric
 
@@ -116,7 +116,8 @@ def test_i2v_size_official_examples():
     assert i2v_size(832, 480, 832 * 480, vae_stride=8) == (832, 464)
     assert i2v_size(480, 832, 832 * 480, vae_stride=8) == (480, 832)
     assert i2v_size(1280, 720, 1280 * 720, vae_stride=8) == (1280, 720)
-    assert i2v_size(1024, 1024, 832 * 480, vae_stride=8) == (624, 624)  # sqrt(399360) = 631.9 -> 78 -> 78 -> 624
+    # sqrt(399360) = 631.9 -> 78 -> 78 -> 624
+    assert i2v_size(1024, 1024, 832 * 480, vae_stride=8) == (624, 624)
     with pytest.raises(UserError, match="aspect ratio"):
         i2v_size(4000, 10, 64 * 64, vae_stride=8)
 
@@ -163,7 +164,8 @@ def test_condition_feeds_an_i2v_dit(vaes):
     # the DiT takes exactly 257 tokens per image: the released 224 / 14 geometry at a tiny width
     clip = WanCLIPVision(CLIPVisionConfig(dim=32, out_dim=8, num_heads=2, num_layers=2))
     image = torch.rand(3, 24, 64) * 2 - 1  # stretched to the size i2v_size picks
-    width, height = i2v_size(64, 24, 768, vae_stride=8)  # sqrt(768 * 0.375) = 16.97 -> 16; sqrt(768 / 0.375) = 45.25 -> 32
+    # sqrt(768 * 0.375) = 16.97 -> 16; sqrt(768 / 0.375) = 45.25 -> 32
+    width, height = i2v_size(64, 24, 768, vae_stride=8)
     assert (width, height) == (32, 16)
     for model_type, end in (("i2v", None), ("flf2v", torch.rand(3, 16, 32) * 2 - 1)):
         cfg = WanDiTConfig(

@@ -73,7 +73,10 @@ def test_official_defaults_and_sr_recipe():
 def test_super_resolution_needs_a_model_that_has_it():
     result = run_cli("generate", "--dry-run", "recipe=tiny", "prompt=x", "pipeline.enable_sr=true")
     message = " ".join(result.stderr.split())
-    assert result.exit_code == 2 and "pipeline.enable_sr=true: not supported by wan (supported by hunyuan15)" in message
+    assert (
+        result.exit_code == 2
+        and "pipeline.enable_sr=true: not supported by wan (supported by hunyuan15)" in message
+    )
 
 
 @pytest.fixture

@@ -68,7 +68,9 @@ def test_tiny_model_is_created_on_first_use(tmp_path):
     result = generate(tmp_path / "run", "model=tiny_wan21_random", "prompt=a dog")
     assert result.exit_code == 0, result.stderr
     assert (tmp_path / "run" / "video.mp4").is_file()
-    assert (cache_dir() / "tiny_wan21" / "diffusion_pytorch_model.safetensors").is_file()  # named after its maker
+    assert (
+        cache_dir() / "tiny_wan21" / "diffusion_pytorch_model.safetensors"
+    ).is_file()  # named after its maker
 
 
 def test_the_packaged_trained_model_needs_no_download_or_creation(tmp_path):

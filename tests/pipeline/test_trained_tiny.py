@@ -14,10 +14,12 @@ import torch
 from helpers import run_cli
 
 import telefuser_cli
+from telefuser_cli.families.wan.inputs import encode_text, initial_noise
+from telefuser_cli.families.wan.pipeline import WanDenoiser
 from telefuser_cli.io.strip import strip_image, write_frame_strip
 from telefuser_cli.io.video import to_uint8_frames
 from telefuser_cli.loading import wan as wan_loading
-from telefuser_cli.pipelines.wan import Expert, denoise, encode_text, initial_noise
+from telefuser_cli.pipelines.sampling import sample
 from telefuser_cli.schedulers import make_scheduler
 from tools.synthetic import ClipSpec, analyse_clip, make_clip
 
@@ -63,9 +65,8 @@ def generate(model, prompt: str, seed: int, cfg: float) -> torch.Tensor:
     context, null = (f[None] for f in encode_text(t5, tokenizer, [prompt, ""], CPU))
     latents = initial_noise((1, 16, (FRAMES - 1) // 4 + 1, SIZE // 8, SIZE // 8), seed, "cpu", CPU)
     scheduler = make_scheduler("unipc", STEPS, SHIFT)
-    latents = denoise(
-        latents, scheduler, [Expert(dit, cfg)], [0] * STEPS, context, null if cfg != 1.0 else None
-    )
+    denoiser = WanDenoiser(dit, cfg, True, None, CPU)
+    latents = sample(latents, scheduler, [denoiser], context, null if cfg != 1.0 else None)
     return vae.decode(latents)[0]
 
 

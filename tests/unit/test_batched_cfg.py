@@ -9,9 +9,12 @@ import torch
 from helpers import assert_rel_close, max_rel_err
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from telefuser_cli.families.base import Step
+from telefuser_cli.families.wan.pipeline import WanDenoiser
 from telefuser_cli.families.wan.tiny import TINY_DIT
 from telefuser_cli.models.wan_dit import WanDiT
-from telefuser_cli.pipelines.wan import Expert, batched_cfg_guidance, denoise, two_pass_guidance
+from telefuser_cli.pipelines import sampling
+from telefuser_cli.pipelines.sampling import Batched, TwoPass, sample
 from telefuser_cli.schedulers import make_scheduler
 
 pytestmark = pytest.mark.numeric
@@ -23,6 +26,15 @@ pytestmark = pytest.mark.numeric
 # in another order (K in two halves, or in float64). Real bugs are far above: guidance 4.95 for 5: 1.3e-4 to
 # 2.2e-4; 4 for 5: 4.1e-3; swapped branches: 3.2e-2; a dropped block: 0.5.
 BATCH_TOL = 2e-5
+CPU = torch.device("cpu")
+
+
+def denoiser(dit, cfg_scale: float = 5.0, cache_context: bool = True, condition=None) -> WanDenoiser:
+    return WanDenoiser(dit, cfg_scale, cache_context, condition, CPU)
+
+
+def step_at(t: float) -> Step:
+    return Step(0, torch.tensor(t), torch.tensor(0.0), t)
 
 
 def tiny_dit(seed: int = 0, **changes) -> WanDiT:
@@ -45,11 +57,11 @@ def inputs(seed: int = 1):
 def test_one_step_matches_two_pass():
     dit = tiny_dit()
     latents, context, context_null = inputs()
-    t = torch.tensor([937.0])
+    step = step_at(937.0)
     with torch.no_grad():
-        two = two_pass_guidance(dit, latents, t, context, context_null, 5.0)
-        one = batched_cfg_guidance(dit, latents, t, context, context_null, 5.0)
-        off = batched_cfg_guidance(dit, latents, t, context, context_null, 4.95)
+        two = TwoPass()(denoiser(dit, cache_context=False), latents, step, context, context_null)
+        one = Batched()(denoiser(dit, cache_context=False), latents, step, context, context_null)
+        off = Batched()(denoiser(dit, 4.95, cache_context=False), latents, step, context, context_null)
     assert_rel_close(one, two, BATCH_TOL)
     assert max_rel_err(off, two) > 5 * BATCH_TOL  # it sees a guidance scale 1% off (measured 2.1e-4)
 
@@ -61,18 +73,19 @@ class CallRecorder(torch.nn.Module):
         super().__init__()
         self.dit, self.calls = dit, []
 
-    def forward(self, latents, t, context):
+    def forward(self, latents, t, context, **condition):
         self.calls.append((latents.shape[0], context))
-        return self.dit(latents, t, context)
+        return self.dit(latents, t, context, **condition)
 
 
-@pytest.mark.parametrize("guidance", [two_pass_guidance, batched_cfg_guidance])
+@pytest.mark.parametrize("guidance", [TwoPass(), Batched()], ids=lambda g: g.name)
 def test_scale_one_runs_the_conditional_pass_alone(guidance):
     dit = CallRecorder(tiny_dit())
     latents, context, _ = inputs()
     t = torch.tensor([937.0])
     with torch.no_grad():
-        out = guidance(dit, latents, t, context, None, 1.0)  # no negative context needed
+        # no negative context needed
+        out = guidance(denoiser(dit, 1.0, False), latents, step_at(937.0), context, None)
         assert torch.equal(out, dit.dit(latents, t, context))  # the same call on the same data
     assert len(dit.calls) == 1 and dit.calls[0][0] == 1 and dit.calls[0][1] is context
 
@@ -81,12 +94,9 @@ def test_trajectory_matches_two_pass():
     dit = tiny_dit()
     latents, context, context_null = inputs()
     results = []
-    for guidance in (two_pass_guidance, batched_cfg_guidance):
+    for guidance in (TwoPass(), Batched()):
         scheduler = make_scheduler("unipc", 4, 5.0)
-        experts = [Expert(dit, 5.0)]
-        results.append(
-            denoise(latents, scheduler, experts, [0] * 4, context, context_null, guidance=guidance)
-        )
+        results.append(sample(latents, scheduler, [denoiser(dit)], context, context_null, guidance=guidance))
     assert_rel_close(results[1], results[0], BATCH_TOL)
 
 
@@ -94,7 +104,7 @@ def test_needs_negative_context():
     dit = tiny_dit()
     latents, context, _ = inputs()
     with pytest.raises(ValueError, match="negative prompt"):
-        batched_cfg_guidance(dit, latents, torch.tensor([500.0]), context, None, 5.0)
+        Batched()(denoiser(dit, cache_context=False), latents, step_at(500.0), context, None)
 
 
 # Ops that copy a value to the host (a device sync on CUDA); none may run inside the denoising loop.
@@ -112,7 +122,7 @@ class SyncRecorder(TorchDispatchMode):
         return func(*args, **(kwargs or {}))
 
 
-@pytest.mark.parametrize("guidance", [two_pass_guidance, batched_cfg_guidance])
+@pytest.mark.parametrize("guidance", [TwoPass(), Batched()], ids=lambda g: g.name)
 @pytest.mark.parametrize("sampler", ["unipc", "dpm++", "euler"])
 def test_denoising_loop_makes_no_host_syncs(monkeypatch, guidance, sampler):
     """No .item()/.tolist()/bool(tensor)/cuda.synchronize per step: the loop only queues device work."""
@@ -123,11 +133,20 @@ def test_denoising_loop_makes_no_host_syncs(monkeypatch, guidance, sampler):
     def forbidden(*args, **kwargs):
         raise AssertionError("host sync in the denoising loop")
 
-    monkeypatch.setattr(torch.Tensor, "item", forbidden)
-    monkeypatch.setattr(torch.Tensor, "tolist", forbidden)
-    monkeypatch.setattr(torch.cuda, "synchronize", forbidden)
+    real_steps = sampling._steps
+
+    def steps_then_forbid(*args):
+        # the step list is made once before the loop (each step's t as a float, read from the scheduler's
+        # host copy); from there on nothing may sync
+        steps = real_steps(*args)
+        monkeypatch.setattr(torch.Tensor, "item", forbidden)
+        monkeypatch.setattr(torch.Tensor, "tolist", forbidden)
+        monkeypatch.setattr(torch.cuda, "synchronize", forbidden)
+        return steps
+
+    monkeypatch.setattr(sampling, "_steps", steps_then_forbid)
     with SyncRecorder() as recorder:
-        denoise(latents, scheduler, [Expert(dit, 5.0)], [0] * 3, context, context_null, guidance=guidance)
+        sample(latents, scheduler, [denoiser(dit)], context, context_null, guidance=guidance)
     assert recorder.seen == []
 
 
@@ -140,16 +159,15 @@ def test_rope_table_computed_once_per_run(monkeypatch):
     dit = tiny_dit()
     latents, context, context_null = inputs()
     scheduler = make_scheduler("unipc", 3, 5.0)
-    denoise(latents, scheduler, [Expert(dit, 5.0)], [0] * 3, context, context_null)
+    sample(latents, scheduler, [denoiser(dit)], context, context_null)
     assert len(calls) == 1  # 3 steps x 2 passes, one table
 
 
 def test_image_conditioned_dit_batched_matches_two_pass():
-    """i2v with the CLIP path through the pipeline's ConditionedDiT: y and clip_fea of batch 1 serve both halves."""
+    """i2v with the CLIP path through the pipeline's WanDenoiser: y and clip_fea of batch 1 serve both halves."""
     from types import SimpleNamespace
 
     from telefuser_cli.families.wan.tiny import TINY_DIT_I2V_CLIP
-    from telefuser_cli.pipelines.image_inputs import ConditionedDiT
 
     torch.manual_seed(0)
     dit = WanDiT(TINY_DIT_I2V_CLIP).eval()
@@ -162,9 +180,8 @@ def test_image_conditioned_dit_batched_matches_two_pass():
         y=torch.randn(1, 20, *latents.shape[2:], generator=g),
         clip_fea=torch.randn(1, 257, TINY_DIT_I2V_CLIP.image_dim, generator=g),
     )
-    wrapped = ConditionedDiT(dit, condition, torch.device("cpu"))
-    t = torch.tensor([937.0])
+    wrapped = denoiser(dit, cache_context=False, condition=condition)
     with torch.no_grad():
-        two = two_pass_guidance(wrapped, latents, t, context, context_null, 5.0)
-        one = batched_cfg_guidance(wrapped, latents, t, context, context_null, 5.0)
+        two = TwoPass()(wrapped, latents, step_at(937.0), context, context_null)
+        one = Batched()(wrapped, latents, step_at(937.0), context, context_null)
     assert_rel_close(one, two, BATCH_TOL)

@@ -15,10 +15,11 @@ import pytest
 import torch
 from helpers import assert_rel_close
 
+from telefuser_cli.families.base import Step
+from telefuser_cli.families.wan.pipeline import WanDenoiser
 from telefuser_cli.families.wan.tiny import TINY_DIT, TINY_DIT_I2V_CLIP
 from telefuser_cli.models.wan_dit import ContextCache, CrossAttention, WanDiT
-from telefuser_cli.pipelines.image_inputs import ConditionedDiT
-from telefuser_cli.pipelines.wan import Expert, batched_cfg_guidance, denoise, two_pass_guidance
+from telefuser_cli.pipelines.sampling import Batched, TwoPass, sample
 from telefuser_cli.runtime.compile import compile_blocks
 from telefuser_cli.runtime.transforms import RuntimeRequest, apply_transforms
 from telefuser_cli.schedulers import make_scheduler
@@ -33,6 +34,7 @@ STEPS = 4
 # batched side's linears summing in another order. A guidance scale of 4.95 for 5 gives 1.3e-4, a dropped
 # block 0.33.
 BATCH_TOL = 2e-5
+CPU = torch.device("cpu")
 
 
 def tiny_dit(config=TINY_DIT, seed: int = 0, num_layers: int = 3) -> WanDiT:
@@ -44,13 +46,17 @@ def tiny_dit(config=TINY_DIT, seed: int = 0, num_layers: int = 3) -> WanDiT:
     return dit
 
 
-def conditioned(dit: WanDiT, latents: torch.Tensor) -> ConditionedDiT:
+def image_condition(latents: torch.Tensor) -> SimpleNamespace:
     g = torch.Generator().manual_seed(3)
-    condition = SimpleNamespace(
+    return SimpleNamespace(
         y=torch.randn(1, 20, *latents.shape[2:], generator=g),
         clip_fea=torch.randn(1, 257, TINY_DIT_I2V_CLIP.image_dim, generator=g),
     )
-    return ConditionedDiT(dit, condition, torch.device("cpu"))
+
+
+def denoiser(dit, cfg_scale: float = 5.0, cache_context: bool = True, condition=None) -> WanDenoiser:
+    """The DiT as the pipeline samples with it; ``cache_context=False`` keeps the contexts raw."""
+    return WanDenoiser(dit, cfg_scale, cache_context, condition, CPU)
 
 
 def inputs(seed: int = 1):
@@ -61,10 +67,12 @@ def inputs(seed: int = 1):
     return latents, context, context_null
 
 
-def sample(experts, schedule, guidance=two_pass_guidance, **kwargs):
+def run(denoisers, schedule, guidance=None, **kwargs):
     latents, context, context_null = inputs()
     scheduler = make_scheduler("unipc", len(schedule), 5.0)
-    return denoise(latents, scheduler, experts, schedule, context, context_null, guidance=guidance, **kwargs)
+    return sample(
+        latents, scheduler, denoisers, context, context_null, schedule=schedule, guidance=guidance, **kwargs
+    )
 
 
 def test_forward_with_cache_equals_raw_context_bitwise():
@@ -75,25 +83,28 @@ def test_forward_with_cache_equals_raw_context_bitwise():
         dit = tiny_dit()
         x = torch.cat([latents, latents.flip(2)])
         assert torch.equal(dit(x, t, dit.prepare_context(both)), dit(x, t, both))
-        wrapped = conditioned(tiny_dit(TINY_DIT_I2V_CLIP), latents)
-        assert torch.equal(wrapped(x, t, wrapped.prepare_context(both)), wrapped(x, t, both))
+        wrapped = denoiser(tiny_dit(TINY_DIT_I2V_CLIP), condition=image_condition(latents))
+        image = {"y": wrapped.y, "clip_fea": wrapped.clip_fea}
+        assert torch.equal(
+            wrapped.dit(x, t, wrapped.prepare(both), **image), wrapped.dit(x, t, both, **image)
+        )
 
 
-@pytest.mark.parametrize("guidance", [two_pass_guidance, batched_cfg_guidance])
+@pytest.mark.parametrize("guidance", [TwoPass(), Batched()], ids=lambda g: g.name)
 @pytest.mark.parametrize("image", [False, True])
 def test_trajectory_with_cache_matches_recomputing(guidance, image):
     latents = inputs()[0]
     dit = tiny_dit(TINY_DIT_I2V_CLIP) if image else tiny_dit()
-    module = conditioned(dit, latents) if image else dit
-    cached = sample([Expert(module, 5.0)], [0] * STEPS, guidance)
-    recomputed = sample([Expert(module, 5.0, cache_context=False)], [0] * STEPS, guidance)
-    if guidance is two_pass_guidance:  # the same [1, text_len] projections, once or in every block
+    condition = image_condition(latents) if image else None
+    cached = run([denoiser(dit, condition=condition)], [0] * STEPS, guidance)
+    recomputed = run([denoiser(dit, cache_context=False, condition=condition)], [0] * STEPS, guidance)
+    if isinstance(guidance, TwoPass):  # the same [1, text_len] projections, once or in every block
         assert torch.equal(cached, recomputed), (cached - recomputed).abs().max().item()
     else:
         assert_rel_close(cached, recomputed, BATCH_TOL)
     # and batched CFG over caches still matches two passes over them
-    other = batched_cfg_guidance if guidance is two_pass_guidance else two_pass_guidance
-    assert_rel_close(cached, sample([Expert(module, 5.0)], [0] * STEPS, other), BATCH_TOL)
+    other = Batched() if isinstance(guidance, TwoPass) else TwoPass()
+    assert_rel_close(cached, run([denoiser(dit, condition=condition)], [0] * STEPS, other), BATCH_TOL)
 
 
 def count_projections(monkeypatch) -> list[int]:
@@ -107,14 +118,18 @@ def test_moe_experts_prepare_their_own_context_once(monkeypatch):
     """Each expert (its own weights) projects positive and negative contexts once, after it came in."""
     high, low = tiny_dit(seed=0), tiny_dit(seed=1)
     schedule = [0, 0, 1, 1, 1]
-    recomputed = sample([Expert(high, 5.0, False), Expert(low, 3.0, False)], schedule)
+    recomputed = run([denoiser(high, 5.0, False), denoiser(low, 3.0, False)], schedule)
     events = []
     for name, dit in (("high", high), ("low", low)):
         real = dit.prepare_context
-        monkeypatch.setattr(dit, "prepare_context", lambda c, n=name, f=real: events.append(n) or f(c))
+        monkeypatch.setattr(
+            dit, "prepare_context", lambda c, n=name, f=real, **image: events.append(n) or f(c, **image)
+        )
     calls = count_projections(monkeypatch)
-    cached = sample(
-        [Expert(high, 5.0), Expert(low, 3.0)], schedule, on_switch=lambda old, new: events.append("switch")
+    cached = run(
+        [denoiser(high, 5.0), denoiser(low, 3.0)],
+        schedule,
+        on_switch=lambda old, new: events.append("switch"),
     )
     assert torch.equal(cached, recomputed)
     assert events == ["high", "high", "switch", "low", "low"]
@@ -123,22 +138,20 @@ def test_moe_experts_prepare_their_own_context_once(monkeypatch):
 
 def test_unguided_expert_prepares_only_the_positive_context(monkeypatch):
     calls = count_projections(monkeypatch)
-    sample([Expert(tiny_dit(), 1.0)], [0] * STEPS)
+    run([denoiser(tiny_dit(), 1.0)], [0] * STEPS)
     assert len(calls) == 3
 
 
 def test_step_cache_tells_prepared_branches_apart():
     dit = tiny_dit()
-    plain = sample([Expert(dit, 5.0, cache_context=False)], [0] * STEPS)
-    placed = apply_transforms(dit, RuntimeRequest(torch.device("cpu"), step_cache=0.0))
+    plain = run([denoiser(dit, cache_context=False)], [0] * STEPS)
+    placed = apply_transforms(dit, RuntimeRequest(CPU, step_cache=0.0))
     cache = placed.cache
-    assert torch.equal(sample([Expert(placed.module, 5.0)], [0] * STEPS), plain)
+    assert torch.equal(run([denoiser(placed.module)], [0] * STEPS), plain)
     assert (cache.calls, cache.skipped, len(cache.branches)) == (2 * STEPS, 0, 2)
     cache.threshold = 1e9  # skip all but each branch's first call
     cache.reset()
-    sample(
-        [Expert(placed.module, 5.0)], [0] * STEPS, batched_cfg_guidance
-    )  # one branch, a fresh concatenation per step
+    run([denoiser(placed.module)], [0] * STEPS, Batched())  # one branch, a fresh concatenation per step
     assert (cache.calls, cache.skipped, len(cache.branches)) == (STEPS, STEPS - 1, 1)
 
 
@@ -170,11 +183,11 @@ def test_cache_misuse_is_refused():
             dit(torch.cat([latents, latents]), t.expand(2), cache)
         with pytest.raises(ValueError, match="holds 3 blocks.*has 2 blocks"):
             tiny_dit(num_layers=2)(latents, t, cache)
-        wrapped = conditioned(tiny_dit(TINY_DIT_I2V_CLIP), latents)
-        image_cache = wrapped.prepare_context(context)
+        wrapped = denoiser(tiny_dit(TINY_DIT_I2V_CLIP), condition=image_condition(latents))
+        image_cache = wrapped.prepare(context)
         with pytest.raises(ValueError, match="other clip_fea"):
             wrapped.dit(latents, t, image_cache, y=wrapped.y, clip_fea=wrapped.clip_fea.clone())
         with pytest.raises(ValueError, match="same clip_fea"):
             ContextCache.cat([cache, image_cache])
         with pytest.raises(ValueError, match="both contexts raw or both prepared"):
-            batched_cfg_guidance(dit, latents, t, cache, context_null, 5.0)
+            Batched()(denoiser(dit), latents, Step(0, t[0], t[0] * 0, 500.0), cache, context_null)

@@ -9,9 +9,9 @@ from types import SimpleNamespace
 import pytest
 import torch
 
+from telefuser_cli.families.hunyuan15 import text as hy_text
 from telefuser_cli.families.hunyuan15.tiny import write_qwen_tokenizer
 from telefuser_cli.loading.tokenizer import load_tokenizer, tokenize, write_tiny_tokenizer
-from telefuser_cli.pipelines import hunyuan15 as hy
 
 WORDS = ["a", "red", "ball", "rolls", "left"]
 
@@ -66,14 +66,14 @@ def test_hunyuan_prompt_over_the_text_limit_warns(tmp_path, caplog):
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(str(tmp_path), local_files_only=True, padding_side="right")
-    crop_start = hy.find_crop_start(tokenizer)
+    crop_start = hy_text.find_crop_start(tokenizer)
     long_prompt = "a red ball rolling on a table " * 10
     full = tokenizer.apply_chat_template(
-        [hy.chat_messages(long_prompt)], add_generation_prompt=True, tokenize=True, return_dict=True
+        [hy_text.chat_messages(long_prompt)], add_generation_prompt=True, tokenize=True, return_dict=True
     )["input_ids"][0]
     limit = 20
     with caplog.at_level(logging.WARNING, logger="telefuser_cli.loading.tokenizer"):
-        features, mask = hy.encode_text(
+        features, mask = hy_text.encode_text(
             _LanguageModel(),
             tokenizer,
             [long_prompt, "a cat"],
@@ -103,13 +103,13 @@ def test_hunyuan_quoted_text_over_the_glyph_limit_warns(caplog):
 
     tokenizer = ByT5Tokenizer()
     with caplog.at_level(logging.WARNING, logger="telefuser_cli.loading.tokenizer"):
-        hy.encode_glyphs(_GlyphEncoder(), tokenizer, ['a sign saying "hello there"', 'a sign "hi"'],
-                         torch.device("cpu"), max_length=24)  # fmt: skip
+        hy_text.encode_glyphs(_GlyphEncoder(), tokenizer, ['a sign saying "hello there"', 'a sign "hi"'],
+                              torch.device("cpu"), max_length=24)  # fmt: skip
     # 'Text "hello there". ' is 20 bytes + EOS = 21 tokens, within 24: no warning
     assert _dropped(caplog) == []
     with caplog.at_level(logging.WARNING, logger="telefuser_cli.loading.tokenizer"):
-        hy.encode_glyphs(_GlyphEncoder(), tokenizer, ['a sign saying "hello there, traveller"'],
-                         torch.device("cpu"), max_length=24)  # fmt: skip
+        hy_text.encode_glyphs(_GlyphEncoder(), tokenizer, ['a sign saying "hello there, traveller"'],
+                              torch.device("cpu"), max_length=24)  # fmt: skip
     messages = _dropped(caplog)
     assert len(messages) == 1 and "ByT5 glyph encoder" in messages[0]
     assert "is 32 tokens long" in messages[0] and "reads 24: the last 8 tokens are dropped" in messages[0]

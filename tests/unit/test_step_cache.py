@@ -7,9 +7,10 @@ import dataclasses
 import pytest
 import torch
 
+from telefuser_cli.families.wan.pipeline import WanDenoiser
 from telefuser_cli.families.wan.tiny import TINY_DIT
 from telefuser_cli.models.wan_dit import WanDiT
-from telefuser_cli.pipelines.wan import Expert, batched_cfg_guidance, denoise
+from telefuser_cli.pipelines.sampling import Batched, sample
 from telefuser_cli.runtime.transforms import RuntimeRequest, apply_transforms
 from telefuser_cli.schedulers import make_scheduler
 
@@ -38,9 +39,9 @@ def run(dit, guidance=None):
     latents = torch.randn(1, 16, 2, 8, 8, generator=g)
     context = torch.randn(1, 7, TINY_DIT.text_dim, generator=g)
     context_null = torch.randn(1, 5, TINY_DIT.text_dim, generator=g)
-    kwargs = {} if guidance is None else {"guidance": guidance}
     scheduler = make_scheduler("unipc", STEPS, 5.0)
-    return denoise(latents, scheduler, [Expert(dit, 5.0)], [0] * STEPS, context, context_null, **kwargs)
+    denoiser = WanDenoiser(dit, 5.0, True, None, torch.device("cpu"))
+    return sample(latents, scheduler, [denoiser], context, context_null, guidance=guidance)
 
 
 def test_threshold_zero_is_exact():
@@ -58,7 +59,7 @@ def test_large_threshold_skips_all_but_the_first_call_of_each_branch():
     run(module)
     assert (cache.calls, cache.skipped) == (2 * STEPS, 2 * STEPS - 2)
     cache.reset()
-    run(module, batched_cfg_guidance)  # one branch holding both halves
+    run(module, Batched())  # one branch holding both halves
     assert (cache.calls, cache.skipped, len(cache.branches)) == (STEPS, STEPS - 1, 1)
 
 

@@ -13,11 +13,14 @@ import pytest
 import torch
 
 from telefuser_cli.config.schema import OffloadType
+from telefuser_cli.families.hunyuan15.latents import t2v_condition
+from telefuser_cli.families.hunyuan15.pipeline import Hunyuan15Denoiser
+from telefuser_cli.families.hunyuan15.text import TextConditioning
 from telefuser_cli.families.hunyuan15.tiny import TINY_DIT
 from telefuser_cli.families.wan.tiny import TINY_DIT as TINY_WAN_DIT
 from telefuser_cli.models.hunyuan15_dit import Hunyuan15DiT
 from telefuser_cli.models.wan_dit import WanDiT
-from telefuser_cli.pipelines import hunyuan15 as hy
+from telefuser_cli.pipelines import sampling
 from telefuser_cli.runtime.compile import compile_blocks, compiler_available
 from telefuser_cli.runtime.offload import SequentialOffloader
 from telefuser_cli.runtime.transforms import (
@@ -26,6 +29,7 @@ from telefuser_cli.runtime.transforms import (
     SEQUENCE_PARALLEL,
     SEQUENTIAL_OFFLOAD,
     STEP_CACHE,
+    Placed,
     RuntimeRequest,
     apply_transforms,
     supported,
@@ -55,11 +59,11 @@ def conditioning(seed: int = 1):
     g = torch.Generator().manual_seed(seed)
     latents = torch.randn(1, TINY_DIT.in_channels, 2, 4, 4, generator=g)
 
-    def prompt(valid: int) -> hy.TextConditioning:
+    def prompt(valid: int) -> TextConditioning:
         text = torch.randn(1, 6, TINY_DIT.text_states_dim, generator=g)
         glyph = torch.randn(1, 3, TINY_DIT.byt5_dim, generator=g)
         mask = torch.tensor([[1] * valid + [0] * (6 - valid)])
-        return hy.TextConditioning(text, mask, glyph, torch.tensor([[1, 1, 0]]))
+        return TextConditioning(text, mask, glyph, torch.tensor([[1, 1, 0]]))
 
     return latents, prompt(5), prompt(3)  # positive, negative of another length
 
@@ -67,7 +71,8 @@ def conditioning(seed: int = 1):
 def sample(dit) -> torch.Tensor:
     latents, positive, negative = conditioning()
     scheduler = make_scheduler("euler", STEPS, 5.0)
-    return hy.denoise(dit, latents, scheduler, hy.t2v_condition(latents), positive, negative, 6.0)
+    denoiser = Hunyuan15Denoiser(Placed(dit), 6.0, t2v_condition(latents))
+    return sampling.sample(latents, scheduler, [denoiser], positive, negative)
 
 
 def test_supported_transforms_follow_the_plans():
@@ -98,7 +103,7 @@ def test_skipped_call_adds_the_cached_rest():
     (to float32 round-off: a + (b - a) is not b bit for bit)."""
     dit = tiny_dit()
     latents, positive, _ = conditioning()
-    x = torch.cat([latents, hy.t2v_condition(latents)], dim=1)
+    x = torch.cat([latents, t2v_condition(latents)], dim=1)
     t = torch.tensor([700.0])
     context = dit.prepare_context(positive.text, positive.text_mask, positive.glyph, positive.glyph_mask)
     full = dit(x, t, context)
@@ -172,7 +177,7 @@ def test_compile_request_matches_eager():
     torch._dynamo.reset()
     dit = tiny_dit()
     latents, positive, _ = conditioning()
-    x = torch.cat([latents, hy.t2v_condition(latents)], dim=1)
+    x = torch.cat([latents, t2v_condition(latents)], dim=1)
     context = dit.prepare_context(positive.text, positive.text_mask, positive.glyph, positive.glyph_mask)
     eager = dit(x, torch.tensor([700.0]), context)
     placed = apply_transforms(dit, RuntimeRequest(CPU, compile=True))

@@ -7,14 +7,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from telefuser_cli.families.wan.image import ImageCondition
+from telefuser_cli.families.wan.image_cond import condition_latents
 from telefuser_cli.loading.wan_vae_arch import infer_vae_config
 from telefuser_cli.models.causal_conv import CausalConv3d
 from telefuser_cli.models.hunyuan15_vae import Hunyuan15VAE, Hunyuan15VAEConfig
 from telefuser_cli.models.video_vae_blocks import channels_to_space, mean_shortcut, space_to_channels
 from telefuser_cli.models.wan_vae import WanVAE, WanVAEConfig
 from telefuser_cli.models.wan_vae_stats import WAN21_LATENT_MEAN, WAN21_LATENT_STD
-from telefuser_cli.pipelines.image_inputs import ImageCondition
-from telefuser_cli.pipelines.wan_image_cond import condition_latents
 
 # Wan with 2 resamplings, one of them temporal: 4x space, 2x time.
 WAN_SMALL = WanVAEConfig(dim=4, dim_mult=(1, 2, 2), num_res_blocks=1, temperal_downsample=(True, False))

@@ -2,7 +2,8 @@
 
 Image-to-video encodes the image first (SigLIP tokens and first-frame VAE latents; the bucket closest to
 the image's aspect ratio sets the size). Super-resolution is a second sampling stage: the base latents are
-upsampled, noised and refined by the SR transformer (:mod:`telefuser_cli.pipelines.hunyuan15_sr`).
+upsampled, noised and refined by the SR transformer (:mod:`.sr`). Text: :mod:`.text`; latents and noise:
+:mod:`.latents`; VAE decoding: :mod:`.decode`.
 """
 
 from __future__ import annotations
@@ -18,14 +19,22 @@ import torch
 from telefuser_cli.config.schema import OffloadType, RootConfig, Task
 from telefuser_cli.errors import UserError
 from telefuser_cli.families.base import FamilyPipeline, SamplingStage, Step, build_scheduler
+from telefuser_cli.families.hunyuan15 import image_cond as ic
+from telefuser_cli.families.hunyuan15 import sr
+from telefuser_cli.families.hunyuan15.buckets import SIZE_MAP
+from telefuser_cli.families.hunyuan15.decode import decode as decode_latents
+from telefuser_cli.families.hunyuan15.latents import NOISE_DTYPE, initial_noise, latent_shape, t2v_condition
+from telefuser_cli.families.hunyuan15.text import (
+    TextConditioning,
+    encode_negative_prompts,
+    encode_prompts,
+    find_crop_start,
+)
 from telefuser_cli.families.tiny import prepare_root
 from telefuser_cli.io.image_tensor import load_image
 from telefuser_cli.io.video import to_uint8_frames
 from telefuser_cli.loading import hunyuan15 as loading
 from telefuser_cli.models.hunyuan15_context import Hunyuan15Context
-from telefuser_cli.pipelines import hunyuan15 as hy
-from telefuser_cli.pipelines import hunyuan15_image_cond as ic
-from telefuser_cli.pipelines import hunyuan15_sr as sr
 from telefuser_cli.runtime.device import attention_backend, free_memory, resolve_device, resolve_dtype
 from telefuser_cli.runtime.transforms import Placed, RuntimeRequest, apply_transforms
 from telefuser_cli.schedulers import make_scheduler
@@ -39,11 +48,11 @@ SR_BASE = {"720p": "480p", "1080p": "720p"}
 def _sr_size(height: int, width: int, resolution: str, sr_resolution: str) -> tuple[int, int]:
     """(height, width) after SR of a ``height x width`` base video: the official bucket map for bucket sizes,
     else the size ratio of the SR stage's two resolutions, rounded to the VAE's 16 pixels."""
-    base = resolution if resolution in sr.SIZE_MAP else SR_BASE[sr_resolution]
+    base = resolution if resolution in SIZE_MAP else SR_BASE[sr_resolution]
     try:
         return sr.sr_target_size(height, width, base, sr_resolution)
     except ValueError:
-        ratio = sr.SIZE_MAP[sr_resolution] / sr.SIZE_MAP[base]
+        ratio = SIZE_MAP[sr_resolution] / SIZE_MAP[base]
         return max(16, round(height * ratio / 16) * 16), max(16, round(width * ratio / 16) * 16)
 
 
@@ -70,7 +79,7 @@ class Hunyuan15Denoiser:
         self.image_embeds = image_embeds
         self.meanflow = self.dit.config.use_meanflow
 
-    def prepare(self, text: hy.TextConditioning) -> Hunyuan15Context:
+    def prepare(self, text: TextConditioning) -> Hunyuan15Context:
         return self.dit.prepare_context(
             text.text, text.text_mask, text.glyph, text.glyph_mask, self.image_embeds
         )
@@ -133,7 +142,7 @@ class Hunyuan15Pipeline(FamilyPipeline):
         self.width, self.height = self.plan.width, self.plan.height
         self.image: ImageInputs | None = None
         self.record["meanflow"] = self.facts.meanflow
-        self.record["noise_dtype"] = hy.NOISE_DTYPE  # the official pipeline draws its noise in bfloat16
+        self.record["noise_dtype"] = NOISE_DTYPE  # the official pipeline draws its noise in bfloat16
 
     @property
     def device(self) -> torch.device:
@@ -180,7 +189,7 @@ class Hunyuan15Pipeline(FamilyPipeline):
                 self.root, resolve_dtype(pipeline.vae_config), vae_device, settings.model.vae
             )
         with reporter.stage("encode first frame"):
-            frames = hy.latent_shape(1, plan.num_frames, height, width)[2]
+            frames = latent_shape(1, plan.num_frames, height, width)[2]
             conditions = [ic.image_condition(vae, im, frames).to(self.device) for im in images]
         del vae
         free_memory()
@@ -194,13 +203,15 @@ class Hunyuan15Pipeline(FamilyPipeline):
         text_device = resolve_device(pipeline.text_encoding_config, "text_encoding_config")
         text_dtype = resolve_dtype(pipeline.text_encoding_config)
         with reporter.stage("load text encoders"):
-            llm, tokenizer, crop_start = loading.load_text_encoder(
-                self.root, text_dtype, text_device, model.text_encoder
-            )
+            llm, tokenizer = loading.load_text_encoder(self.root, text_dtype, text_device, model.text_encoder)
+            try:
+                crop_start = find_crop_start(tokenizer)
+            except ValueError as error:
+                raise UserError(f"text encoder: {self.root / model.text_encoder}: {error}") from None
             byt5, byt5_tokenizer = loading.load_byt5(self.root, text_dtype, text_device, model.glyph_encoder)
         with reporter.stage("encode text"), torch.no_grad():
             # the negative prompt (second) gets the glyph features of "", as the official pipeline gives it
-            encoders = [hy.encode_prompts, hy.encode_negative_prompts][: len(prompts)]
+            encoders = [encode_prompts, encode_negative_prompts][: len(prompts)]
             encoded = [
                 encode(llm, tokenizer, byt5, byt5_tokenizer, [prompt], self.device, crop_start)
                 for encode, prompt in zip(encoders, prompts, strict=True)
@@ -233,9 +244,9 @@ class Hunyuan15Pipeline(FamilyPipeline):
         with reporter.stage("load dit"):
             placed = self._load_dit(self.version)
         channels = placed.module.config.out_channels
-        shape = hy.latent_shape(1, self.plan.num_frames, self.height, self.width, channels=channels)
-        latents = hy.initial_noise(shape, self.settings.user.seed, self.device, str(pipeline.rand_device))
-        condition = self.image.condition if self.image else hy.t2v_condition(latents)
+        shape = latent_shape(1, self.plan.num_frames, self.height, self.width, channels=channels)
+        latents = initial_noise(shape, self.settings.user.seed, self.device, str(pipeline.rand_device))
+        condition = self.image.condition if self.image else t2v_condition(latents)
         image = self.image.tokens if self.image else None
         denoisers = [Hunyuan15Denoiser(placed, pipeline.cfg_scale, condition, image)]
         return SamplingStage(
@@ -282,7 +293,7 @@ class Hunyuan15Pipeline(FamilyPipeline):
             )
         tile = tuple(pipeline.tile_size) if pipeline.tiled else None
         with reporter.stage(stage):
-            video = hy.decode(
+            video = decode_latents(
                 vae, latents.to(vae_device), tile, tuple(pipeline.tile_stride), pipeline.tile_frames or None
             )
         del vae

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import torch
 
+from telefuser_cli.families.hunyuan15.text import SYSTEM_MESSAGE_VIDEO
 from telefuser_cli.families.tiny import randomise, register, save_weights, write_json, write_tiny
 from telefuser_cli.loading.quiet_transformers import quiet_transformers
 from telefuser_cli.models.hunyuan15_dit import Hunyuan15DiT, Hunyuan15DiTConfig
@@ -31,7 +32,6 @@ from telefuser_cli.models.hunyuan15_upsampler import (
     SRTo1080pUpsampler,
 )
 from telefuser_cli.models.hunyuan15_vae import Hunyuan15VAE, Hunyuan15VAEConfig
-from telefuser_cli.pipelines.hunyuan15 import SYSTEM_MESSAGE_VIDEO
 
 T2V_VERSION = "480p_t2v"
 I2V_VERSION = "480p_i2v"

@@ -17,12 +17,12 @@ from telefuser_cli.config.schema import ModelRuntimeConfig, Task
 from telefuser_cli.errors import UserError
 from telefuser_cli.families.base import FamilyPipeline, SamplingStage, Step, build_scheduler
 from telefuser_cli.families.tiny import prepare_root
+from telefuser_cli.families.wan.image import ImageCondition, clip_files_of, prepare_image_condition
+from telefuser_cli.families.wan.inputs import encode_text, initial_noise
 from telefuser_cli.families.wan.spec import EXPERT_NAMES, expert_schedule
 from telefuser_cli.io.video import to_uint8_frames
 from telefuser_cli.loading import wan as wan_loading
 from telefuser_cli.models.wan_dit import ContextCache, WanDiT
-from telefuser_cli.pipelines.image_inputs import ImageCondition, clip_files_of, prepare_image_condition
-from telefuser_cli.pipelines.wan import encode_text, initial_noise
 from telefuser_cli.runtime.device import attention_backend, free_memory, resolve_device, resolve_dtype
 from telefuser_cli.runtime.distributed import validate_parallel
 from telefuser_cli.runtime.transforms import Placed, RuntimeRequest, apply_transforms

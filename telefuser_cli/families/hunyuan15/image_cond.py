@@ -29,8 +29,8 @@ import math
 import numpy as np
 import torch
 
+from telefuser_cli.families.hunyuan15.buckets import SIZE_MAP, crop_size_list
 from telefuser_cli.models.hunyuan15_vae import Hunyuan15VAE
-from telefuser_cli.pipelines.hunyuan15_sr import SIZE_MAP, crop_size_list
 
 
 def bucket_base(resolution: str, width: int, height: int) -> float:

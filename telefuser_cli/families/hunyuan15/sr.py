@@ -11,11 +11,14 @@ final (normalised) latents ``lq`` [B, C, T, h, w]:
 3. ``lq`` is noised to ``lq_noise_strength`` s (0.7): ``(1 - s) * lq + s * noise``.
 4. The SR DiT reads ``[latents, cond latents, cond mask, lq, ones]`` on channels (3C + 2; cond latents and
    mask are the t2v zeros, or for i2v the reference image's latents at the SR size with its first-frame
-   mask, and the SigLIP tokens of the image go in as for the base model). It starts from fresh noise at sigma 1 and runs Euler ``steps`` (6) at ``shift`` (2),
-   CFG ``cfg_scale`` (1 for the released distilled SR models). From the first step whose timestep falls
-   below ``1000 * s`` the lq channels and their mask are zeroed for the rest of the trajectory.
+   mask, and the SigLIP tokens of the image go in as for the base model). It starts from fresh noise at
+   sigma 1; the one sampling loop runs Euler ``pipeline.sr_steps`` (6) at ``pipeline.sr_shift`` (2), CFG
+   ``pipeline.sr_cfg_scale`` (1 for the released distilled SR models). From the first step whose timestep
+   falls below ``1000 * s`` the lq channels and their mask are zeroed for the rest of the trajectory.
 
-Randomness: the initial latents (drawn in bfloat16, as officially: :func:`.hunyuan15.draw_noise`) and then
+:func:`prepare` gives steps 2-4: the trajectory's start and the condition of each step.
+
+Randomness: the initial latents (drawn in bfloat16, as officially: :func:`.latents.draw_noise`) and then
 the lq noise (float32) come from one CPU generator seeded with ``seed`` (the official code draws the lq noise
 from torch's global generator instead, which is not reproducible across runs that draw elsewhere).
 """
@@ -28,29 +31,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from telefuser_cli.families.hunyuan15.buckets import SIZE_MAP, crop_size_list
+from telefuser_cli.families.hunyuan15.latents import draw_noise, t2v_condition
 from telefuser_cli.models.hunyuan15_dit import Hunyuan15DiT
 from telefuser_cli.models.hunyuan15_upsampler import Upsampler
-from telefuser_cli.pipelines.hunyuan15 import TextConditioning, denoise, draw_noise, t2v_condition
-from telefuser_cli.schedulers import make_scheduler
 
-SIZE_MAP = {"480p": 640, "720p": 960, "1080p": 1440}  # official bucket base sizes per resolution
-SR_STEPS = 6
-SR_SHIFT = 2.0
 LQ_NOISE_STRENGTH = 0.7
-
-
-def crop_size_list(base_size: int, patch_size: int = 16, max_ratio: float = 4.0) -> list[tuple[int, int]]:
-    """Official ``generate_crop_size_list``: (width, height) buckets of about base_size**2 pixels."""
-    num_patches = round((base_size / patch_size) ** 2)
-    sizes, wp, hp = [], num_patches, 1
-    while wp > 0:
-        if max(wp, hp) / min(wp, hp) <= max_ratio:
-            sizes.append((wp * patch_size, hp * patch_size))
-        if (hp + 1) * wp <= num_patches:
-            hp += 1
-        else:
-            wp -= 1
-    return sizes
 
 
 def sr_target_size(height: int, width: int, base_resolution: str, sr_resolution: str) -> tuple[int, int]:
@@ -127,7 +113,9 @@ def prepare(
 ) -> tuple[torch.Tensor, Callable[[float], torch.Tensor]]:
     """The SR trajectory's start: (fresh noise at the SR size, the condition of each step's timestep).
 
-    Arguments as :func:`super_resolve` takes them.
+    ``lq_latents``: the base stage's final latents [B, C, T, h, w]; ``target_latent_size``: (H/16, W/16) of
+    the SR video (see :func:`sr_target_size`); ``dit``: the SR transformer (its channels are checked);
+    ``base_condition``: [B, C + 1, T, *target_latent_size] cond latents and mask (None: the t2v zeros).
     """
     cfg = dit.config
     channels = lq_latents.shape[1]
@@ -157,43 +145,3 @@ def prepare(
             f"{target_latent_size[0]}, {target_latent_size[1]}] (cond latents and mask at the SR size)"
         )
     return latents, lq_schedule(sr_condition(base_condition, lq), lq_noise_strength)
-
-
-@torch.no_grad()
-def super_resolve(
-    dit: Hunyuan15DiT,
-    upsampler: Upsampler,
-    lq_latents: torch.Tensor,
-    target_latent_size: tuple[int, int],
-    positive: TextConditioning,
-    negative: TextConditioning | None,
-    seed: int,
-    steps: int = SR_STEPS,
-    shift: float = SR_SHIFT,
-    cfg_scale: float = 1.0,
-    lq_noise_strength: float = LQ_NOISE_STRENGTH,
-    on_step: Callable[[], None] = lambda: None,
-    base_condition: torch.Tensor | None = None,
-    image_embeds: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """Base latents [B, C, T, h, w] -> SR latents [B, C, T, *target_latent_size], float32 (normalised).
-
-    ``target_latent_size``: (H/16, W/16) of the SR video (see :func:`sr_target_size`). ``base_condition``:
-    [B, C + 1, T, *target_latent_size] cond latents and mask (None: the t2v zeros); ``image_embeds``: the
-    i2v SigLIP tokens, as the base stage used them.
-    """
-    latents, condition = prepare(
-        dit, upsampler, lq_latents, target_latent_size, seed, lq_noise_strength, base_condition
-    )
-    scheduler = make_scheduler("euler", steps, shift)
-    return denoise(
-        dit,
-        latents,
-        scheduler,
-        condition,
-        positive,
-        negative,
-        cfg_scale,
-        on_step,
-        image_embeds=image_embeds,
-    )

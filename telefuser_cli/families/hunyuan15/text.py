@@ -1,4 +1,4 @@
-"""HunyuanVideo 1.5 sampling over loaded modules: prompts, latents, the loop, decoding.
+"""HunyuanVideo 1.5 text: the prompt template, its crop start, and the text and glyph encoders.
 
 Plain arguments only (no configuration objects). The steps follow the official
 ``HunyuanVideo_1_5_Pipeline`` (Tencent-Hunyuan/HunyuanVideo-1.5) and diffusers' ``HunyuanVideo15Pipeline``:
@@ -13,29 +13,16 @@ Plain arguments only (no configuration objects). The steps follow the official
    all-zero mask (the DiT then sees no glyph token). The unconditional branch always gets the glyphs of the
    empty string, i.e. those zeros, whatever the negative prompt quotes (official ``_prepare_byt5_embeddings``;
    diffusers encodes the negative prompt's quoted text instead): :func:`encode_negative_prompts`.
-3. Latents: noise [B, 32, (F-1)/4 + 1, H/16, W/16] drawn in bfloat16 from a CPU generator, as the official
-   pipeline draws it, then kept in float32 (:func:`initial_noise`); t2v conditioning is zeros (cond latents)
-   and a zero mask, concatenated on channels (i2v: :mod:`.hunyuan15_image_cond`).
-4. Loop: flow-matching Euler with shift (:func:`telefuser_cli.schedulers.make_scheduler` "euler": the
-   official grid ``shift(linspace(1, 0, N + 1))``, timesteps ``sigma * 1000`` as float32, the same grid as
-   diffusers' scheduler given ``sigmas=linspace(1, 0, N + 1)[:-1]``); CFG ``uncond + s * (cond - uncond)``,
-   skipped when s == 1 (distilled); meanflow models also get ``timestep_r`` = the next timestep (0 last).
-5. Decode: the VAE, optionally tiled in time (official blending) and in space (:mod:`telefuser_cli.ops.tiling`).
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 
 from telefuser_cli.loading.tokenizer import warn_truncated
-from telefuser_cli.models.hunyuan15_dit import Hunyuan15DiT
-from telefuser_cli.models.hunyuan15_vae import Hunyuan15VAE
-from telefuser_cli.ops.crop_blend_tiling import crop_blend_decode
-from telefuser_cli.schedulers import FlowScheduler
 
 # The official video template's system message, verbatim: the official source continues the string with
 # backslashes, so each numbered line keeps its 8 leading spaces (diffusers copies it the same way).
@@ -51,8 +38,6 @@ USER_MARKER = "<|im_start|>user\n"
 TEXT_MAX_LENGTH = 1000  # official TextEncoder(max_length=1000)
 GLYPH_MAX_LENGTH = 256  # official byt5_max_length
 HIDDEN_STATE_SKIP_LAYER = 2  # official hidden_state_skip_layer
-# The dtype the initial noise is drawn in (then float32): the official target_dtype (see draw_noise).
-NOISE_DTYPE = "bfloat16"
 _GLYPH_PATTERN = re.compile(r"\"(.*?)\"|“(.*?)”")
 
 
@@ -201,149 +186,3 @@ def _encode(
         return TextConditioning(text, mask, None, None)
     glyph, glyph_mask = encode_glyphs(byt5, byt5_tokenizer, glyph_prompts, device)
     return TextConditioning(text, mask, glyph, glyph_mask)
-
-
-def latent_shape(
-    batch: int, frames: int, height: int, width: int, channels: int = 32, temporal: int = 4, spatial: int = 16
-) -> tuple[int, int, int, int, int]:
-    """[B, C, (F-1)/4 + 1, H/16, W/16]; raises ValueError for sizes the VAE cannot map exactly."""
-    if frames < 1 or (frames - 1) % temporal:
-        raise ValueError(f"frames={frames} must be 1 + {temporal}*k (e.g. 121)")
-    if height % spatial or width % spatial or height <= 0 or width <= 0:
-        raise ValueError(f"height={height} and width={width} must be positive multiples of {spatial}")
-    return batch, channels, (frames - 1) // temporal + 1, height // spatial, width // spatial
-
-
-def draw_noise(shape: tuple[int, ...], generator: torch.Generator, device: torch.device) -> torch.Tensor:
-    """Standard normal noise as the official pipelines draw their initial latents: on ``generator`` (a CPU
-    one: official ``noise_init_device``) in :data:`NOISE_DTYPE`, then moved to ``device`` as float32.
-
-    The official ``prepare_latents`` draws in the DiT's ``target_dtype`` (bfloat16, whatever the run dtype);
-    with the same seed, float32 noise differs from it by bfloat16 rounding, which moves the tiny model's final
-    latents by 1e-3 to 2e-3 (relative): another video for the same seed.
-    From here on the latents stay float32 (precision policy; the official scheduler step also returns float32).
-    """
-    noise = torch.randn(
-        shape, generator=generator, device=generator.device, dtype=getattr(torch, NOISE_DTYPE)
-    )
-    return noise.to(device=device, dtype=torch.float32)
-
-
-def initial_noise(
-    shape: tuple[int, ...], seed: int, device: torch.device, rand_device: str = "cpu"
-) -> torch.Tensor:
-    """The base stage's initial latents for ``seed``: :func:`draw_noise` on a generator seeded with it on
-    ``rand_device`` (``pipeline.rand_device``; cpu, the official choice, gives the same video on any machine)."""
-    return draw_noise(shape, torch.Generator(device=rand_device).manual_seed(seed), device)
-
-
-def t2v_condition(latents: torch.Tensor) -> torch.Tensor:
-    """t2v conditioning channels: zero cond latents and a zero mask. [B, C, T, h, w] -> [B, C + 1, T, h, w]."""
-    b, c, t, h, w = latents.shape
-    return latents.new_zeros(b, c + 1, t, h, w)
-
-
-def _velocity(dit: Hunyuan15DiT, x, t, t_r, cond: TextConditioning, image) -> torch.Tensor:
-    return dit(x, t, cond.text, cond.text_mask, cond.glyph, cond.glyph_mask, image, t_r)
-
-
-@torch.no_grad()
-def denoise(
-    dit: Hunyuan15DiT,
-    latents: torch.Tensor,
-    scheduler: FlowScheduler,
-    condition: torch.Tensor | Callable[[float], torch.Tensor],
-    positive: TextConditioning,
-    negative: TextConditioning | None,
-    cfg_scale: float,
-    on_step: Callable[[], None] = lambda: None,
-    image_embeds: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """Run the whole trajectory. latents: [B, C, T, h, w] float32 noise -> denoised latents (float32).
-
-    ``condition``: channels concatenated after the latents ([B, C_cond, T, h, w]), or a function of the
-    step's timestep returning them (the SR stage drops its low-resolution condition late in the trajectory).
-    ``cfg_scale`` 1 runs the conditional pass only (``negative`` may then be None). ``image_embeds``
-    ([B, N, D] SigLIP tokens, i2v) go to both guidance branches alike, as in both reference pipelines.
-    """
-    if cfg_scale != 1.0 and negative is None:
-        raise ValueError(f"cfg_scale={cfg_scale} needs the negative prompt's conditioning")
-    meanflow = dit.config.use_meanflow
-    timesteps = scheduler.timesteps.to(device=latents.device, dtype=torch.float32)
-    batch = latents.shape[0]
-    for i in range(scheduler.num_steps):
-        t_value = float(scheduler.timesteps[i])
-        cond = condition(t_value) if callable(condition) else condition
-        x = torch.cat([latents, cond.to(latents.dtype)], dim=1)
-        t = timesteps[i].expand(batch)
-        t_r = None
-        if meanflow:  # official: the reference time is the next timestep, 0 after the last step
-            t_r = (timesteps[i + 1] if i + 1 < len(timesteps) else timesteps.new_zeros(())).expand(batch)
-        velocity = _velocity(dit, x, t, t_r, positive, image_embeds)
-        if cfg_scale != 1.0:
-            uncond = _velocity(dit, x, t, t_r, negative, image_embeds)
-            velocity = uncond + cfg_scale * (velocity - uncond)
-        latents = scheduler.step(velocity, i, latents)
-        on_step()
-    return latents
-
-
-def _blend_frames(prev: torch.Tensor, cur: torch.Tensor, extent: int) -> torch.Tensor:
-    """Official ``blend_t``: the first ``extent`` frames of ``cur`` fade in over the last ones of ``prev``."""
-    extent = min(prev.shape[2], cur.shape[2], extent)
-    if extent == 0:
-        return cur
-    w = torch.arange(extent, dtype=torch.float32, device=cur.device).view(1, 1, -1, 1, 1) / extent
-    cur = cur.clone()
-    cur[:, :, :extent] = prev[:, :, -extent:] * (1 - w) + cur[:, :, :extent] * w
-    return cur
-
-
-@torch.no_grad()
-def decode(
-    vae: Hunyuan15VAE,
-    latents: torch.Tensor,
-    tile: tuple[int, int] | None = None,
-    stride: tuple[int, int] | None = None,
-    tile_frames: int | None = None,
-    frame_overlap: float = 0.25,
-) -> torch.Tensor:
-    """Normalised latents [B, C, T, h, w] -> video [B, 3, 1 + 4(T-1), 16h, 16w] float32 in [-1, 1].
-
-    ``tile``/``stride``: spatial tiles (height, width) in latent pixels, decoded and blended as the official
-    VAE does it (:func:`crop_blend_decode`; its 256-pixel tiles are tile (16, 16), stride (12, 12)); the
-    reference pipelines always decode this way, so with those settings our video is theirs. ``tile_frames``:
-    also tile in time, that many latent frames a tile, every ``tile_frames * (1 - frame_overlap)``, blended
-    as HunyuanVideo's ``temporal_tiled_decode`` (approximate: the causal VAE restarts at each tile; for
-    memory only). None: no tiling on that axis. Clamping comes after all blending, as in the reference.
-    """
-    cfg = vae.config
-    scale, ratio = cfg.ffactor_spatial, cfg.ffactor_temporal
-    dtype = vae.decoder.conv_in.conv.weight.dtype
-
-    def raw(z: torch.Tensor) -> torch.Tensor:
-        return vae.decoder(z.to(dtype)).float()
-
-    def spatial(z: torch.Tensor) -> torch.Tensor:
-        h, w = z.shape[-2:]
-        if tile is None or (h <= tile[0] and w <= tile[1]):
-            return raw(z)
-        return crop_blend_decode(raw, z, tile, stride or tile, scale)
-
-    z = vae.denormalize(latents)
-    frames = z.shape[2]
-    if tile_frames is None or frames <= tile_frames:
-        return spatial(z).clamp_(-1.0, 1.0)
-    step = int(tile_frames * (1 - frame_overlap))
-    if not 0 < step < tile_frames:
-        raise ValueError(f"tile_frames={tile_frames} with frame_overlap={frame_overlap} gives stride {step}")
-    extent = int(ratio * tile_frames * frame_overlap)  # official blend_extent over tile_sample_min_tsize
-    keep = ratio * step  # official t_limit: decoded frames each tile contributes
-    out, prev = [], None
-    for start in range(0, frames, step):
-        current = spatial(z[:, :, start : start + tile_frames])
-        if prev is not None:
-            current = _blend_frames(prev, current, extent)
-        out.append(current[:, :, :keep])
-        prev = current
-    return torch.cat(out, dim=2).clamp_(-1.0, 1.0)

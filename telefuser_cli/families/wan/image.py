@@ -15,10 +15,10 @@ import torch
 from telefuser_cli.config.schema import RootConfig, Task
 from telefuser_cli.config.validate import RunPlan
 from telefuser_cli.errors import UserError
+from telefuser_cli.families.wan.image_cond import clip_features, condition_latents, i2v_size
 from telefuser_cli.io.image_tensor import load_image
 from telefuser_cli.loading import wan as wan_loading
 from telefuser_cli.loading.clip_arch import load_clip_vision
-from telefuser_cli.pipelines.wan_image_cond import clip_features, condition_latents, i2v_size
 from telefuser_cli.runtime.device import resolve_device, resolve_dtype
 
 
@@ -68,34 +68,7 @@ def prepare_image_condition(
     return ImageCondition(y, clip_fea, width, height, stride)
 
 
-def needs_image(settings: RootConfig) -> bool:
-    return settings.model.task in (Task.i2v, Task.flf2v)
-
-
 def clip_files_of(settings: RootConfig, root: Path) -> wan_loading.ComponentFiles | None:
     if not settings.model.clip:
         return None
     return wan_loading.locate(root, "clip", settings.model.clip)
-
-
-class ConditionedDiT(torch.nn.Module):
-    """A DiT with its image condition bound, so the sampling loop calls it like a text-to-video DiT.
-
-    `y` and `clip_fea` are buffers: moving the wrapper (MoE offload) moves them with the DiT.
-    """
-
-    def __init__(self, dit: torch.nn.Module, condition: ImageCondition, device: torch.device) -> None:
-        super().__init__()
-        self.dit = dit
-        self.config = dit.config
-        self.register_buffer("y", condition.y.to(device), persistent=False)
-        clip = condition.clip_fea if getattr(dit.config, "image_dim", None) is not None else None
-        self.register_buffer("clip_fea", None if clip is None else clip.to(device), persistent=False)
-
-    def prepare_context(self, context: torch.Tensor):
-        """The DiT's context cache of ``context`` with the bound CLIP features (``WanDiT.prepare_context``)."""
-        return self.dit.prepare_context(context, clip_fea=self.clip_fea)
-
-    def forward(self, x: torch.Tensor, timestep: torch.Tensor, context) -> torch.Tensor:
-        """context: [B, L, text_dim] text features or the cache from :meth:`prepare_context`."""
-        return self.dit(x, timestep, context, y=self.y, clip_fea=self.clip_fea)
