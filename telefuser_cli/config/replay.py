@@ -114,7 +114,28 @@ def _from_document(document: Any, path: Path) -> Recorded:
     sections.update(
         {key: document[key] for key in ("output", "launcher") if isinstance(document.get(key), dict)}
     )
-    return Recorded(path, _choices(document, path), root, components, facts, sections)
+    return _upgraded(Recorded(path, _choices(document, path), root, components, facts, sections))
+
+
+def _upgraded(recorded: Recorded) -> Recorded:
+    """A record written before the pipeline files were shared by family: the same run in today's keys.
+
+    Its per-model pipeline entry (``<model>_default``) no longer exists and needs no replacing, because every
+    pipeline value is replayed one by one; ``pipeline_type`` is gone (the family and task say it); the RIFE
+    weights moved from the model entry (``model.vfi``) to ``pipeline.vfi_weights``.
+    """
+    choices = dict(recorded.choices)
+    if str(choices.get("pipeline") or "").endswith("_default"):
+        choices["pipeline"] = None
+    pipeline = dict(recorded.sections.get("pipeline", {}))
+    pipeline.pop("pipeline_type", None)
+    components = dict(recorded.components)
+    vfi = components.pop("vfi", None)
+    if vfi is not None and "vfi_weights" not in pipeline:
+        pipeline["vfi_weights"] = str(Path(recorded.root) / vfi)
+    components.pop("auto_create", None)
+    sections = {**recorded.sections, "pipeline": pipeline}
+    return dataclasses.replace(recorded, choices=choices, components=components, sections=sections)
 
 
 def _from_resolved_yaml(tree: Any, path: Path) -> Recorded:
@@ -136,13 +157,14 @@ def _from_resolved_yaml(tree: Any, path: Path) -> Recorded:
         raise _refuse(beside, f"not valid JSON ({error})") from None
     facts = {key: model[key] for key in fact_fields() if key in model}
     not_components = set(fact_fields()) | {"description", "root"}
-    components = {
+    components = {key: model[key] for key in ("vfi", "auto_create") if key in model}  # older records
+    components |= {
         f.name: model[f.name]
         for f in dataclasses.fields(ModelConfig)
         if f.name not in not_components and f.name in model
     }
     root = _section(model, "root", path, RESOLVED_YAML, str)
-    return Recorded(path, choices, root, components, facts, sections)
+    return _upgraded(Recorded(path, choices, root, components, facts, sections))
 
 
 def read_recorded(path: Path) -> Recorded:

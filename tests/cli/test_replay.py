@@ -165,3 +165,24 @@ def test_choosing_other_weights_replays_the_rest(tmp_path, recorded):
     assert b["layer1_model_definition"]["name"] == "tiny_wan21_random"
     assert b["layer1_model_definition"]["root"] != load(recorded)["layer1_model_definition"]["root"]
     assert b["layer3_user_inputs"]["prompt"] == load(recorded)["layer3_user_inputs"]["prompt"]
+
+
+def test_a_record_written_before_the_shared_pipeline_files_replays(tmp_path):
+    """Records name a per-model pipeline (`<model>_default`), carry `pipeline_type` and list the RIFE weights
+    as a model component (`vfi`) when they were written before the pipeline files were shared by family."""
+    first = tmp_path / "first"
+    result = dry_run("recipe=tiny", "prompt=x", "seed=3", "pipeline.enable_vfi=true", "user.target_fps=32",
+                     f"hydra.run.dir={first}")  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    new = load(first)
+    old = json.loads(json.dumps(new))
+    old["choices"]["pipeline"] = "tiny_wan21_default"
+    old["pipeline_type"] = old["layer2_inference_config"]["pipeline_type"] = "wan_t2v"
+    weights = old["layer2_inference_config"].pop("vfi_weights")
+    old["layer1_model_definition"]["models"].append({"name": "vfi", "path": weights, "class": "RIFE"})
+    (first / "config.json").write_text(json.dumps(old))
+    result = dry_run("--from-config", str(first / "config.json"), f"hydra.run.dir={tmp_path / 'again'}")
+    assert result.exit_code == 0, result.stderr
+    again = load(tmp_path / "again")
+    for section in ("layer1_model_definition", "layer2_inference_config", "layer3_user_inputs", "derived"):
+        assert again[section] == new[section], section

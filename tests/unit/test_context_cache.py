@@ -18,7 +18,8 @@ from helpers import assert_rel_close
 from telefuser_cli.families.base import Step
 from telefuser_cli.families.wan.pipeline import WanDenoiser
 from telefuser_cli.families.wan.tiny import TINY_DIT, TINY_DIT_I2V_CLIP
-from telefuser_cli.models.wan_dit import ContextCache, CrossAttention, WanDiT
+from telefuser_cli.models.wan_context import ContextCache
+from telefuser_cli.models.wan_dit import CrossAttention, WanDiT
 from telefuser_cli.pipelines.sampling import Batched, TwoPass, sample
 from telefuser_cli.runtime.compile import compile_blocks
 from telefuser_cli.runtime.transforms import RuntimeRequest, apply_transforms

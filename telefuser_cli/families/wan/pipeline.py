@@ -22,7 +22,8 @@ from telefuser_cli.families.wan.inputs import encode_text, initial_noise
 from telefuser_cli.families.wan.spec import EXPERT_NAMES, expert_schedule
 from telefuser_cli.io.video import to_uint8_frames
 from telefuser_cli.loading import wan as wan_loading
-from telefuser_cli.models.wan_dit import ContextCache, WanDiT
+from telefuser_cli.models.wan_context import ContextCache
+from telefuser_cli.models.wan_dit import WanDiT
 from telefuser_cli.runtime.device import attention_backend, free_memory, resolve_device, resolve_dtype
 from telefuser_cli.runtime.distributed import validate_parallel
 from telefuser_cli.runtime.transforms import Placed, RuntimeRequest, apply_transforms
