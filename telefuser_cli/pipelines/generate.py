@@ -97,17 +97,19 @@ def generate(
             stage = family.first_stage(reporter, text, text_null)  # 4
             latents, record = _run(stage, guidance, reporter)  # 5
             family.record.update(record)
-            if not main:  # every rank holds the same latents; rank 0 decodes and writes
-                return None
 
             def write_intermediate(latents, name: str) -> None:
-                frames = family.decode(reporter, latents, "decode base")
-                finish_video(frames, settings, plan, output_dir, config_hash, reporter, None, name=name)
+                if main:
+                    frames = family.decode(reporter, latents, "decode base")
+                    finish_video(frames, settings, plan, output_dir, config_hash, reporter, None, name=name)
 
+            # every rank refines (a guided stage exchanges its passes), each holding the same latents
             stage = family.refine_stage(reporter, latents, text, text_null, write_intermediate)
             if stage is not None:
                 latents, record = _run(stage, guidance, reporter)  # 6
                 family.record.update(record)
+            if not main:  # rank 0 decodes and writes
+                return None
             del text, text_null
             latents_path = save_latents(output_dir, latents) if settings.output.save_latents else None
             frames = family.decode(reporter, latents)  # 7

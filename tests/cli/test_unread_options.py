@@ -10,10 +10,10 @@ REFUSED = [
     (
         [
             "model=tiny_hunyuan15",
-            "pipeline.dit_config.parallel_config.cfg_degree=2",
+            "pipeline.dit_config.parallel_config.sp_ulysses_degree=2",
             "launcher.nproc_per_node=2",
         ],
-        "pipeline.dit_config.parallel_config.cfg_degree=2: not supported by hunyuan15 (supported by wan)",
+        "pipeline.dit_config.parallel_config.sp_ulysses_degree=2: not supported by hunyuan15 (supported by wan)",
     ),
     (["model=tiny_hunyuan15", "pipeline.boundary=0.9"], "pipeline.boundary=0.9: not supported by hunyuan15"),
     (

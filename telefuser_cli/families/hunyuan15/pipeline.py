@@ -36,6 +36,7 @@ from telefuser_cli.io.video import to_uint8_frames
 from telefuser_cli.loading import hunyuan15 as loading
 from telefuser_cli.models.hunyuan15_context import Hunyuan15Context
 from telefuser_cli.runtime.device import attention_backend, free_memory, resolve_device, resolve_dtype
+from telefuser_cli.runtime.distributed import validate_parallel
 from telefuser_cli.runtime.transforms import Placed, RuntimeRequest, apply_transforms
 from telefuser_cli.schedulers import make_scheduler
 
@@ -123,8 +124,15 @@ class Hunyuan15Pipeline(FamilyPipeline):
     def locate(self) -> None:
         settings = self.settings
         model, pipeline = settings.model, settings.pipeline
-        if self.groups.world_size > 1:
-            raise UserError("HunyuanVideo 1.5 runs on one process in this version; drop the parallel degrees")
+        parallel = pipeline.dit_config.parallel_config
+        try:
+            # its spec refuses sequence parallelism, so the head count plays no part here
+            validate_parallel(
+                world_size=self.groups.world_size, num_heads=1, cfg_scales=[pipeline.cfg_scale],
+                cfg_degree=parallel.cfg_degree,
+            )  # fmt: skip
+        except ValueError as error:
+            raise UserError(f"pipeline.dit_config.parallel_config: {error}") from None
         self.root = root = prepare_root(settings.model)
         self.version = Path(model.dit).name
         self.facts = loading.dit_facts(
@@ -138,7 +146,11 @@ class Hunyuan15Pipeline(FamilyPipeline):
             self.sr_version, self.up_version = Path(model.dit_sr).name, Path(model.upsampler).name
             if not loading.dit_facts(root, self.sr_version).super_resolution:
                 raise UserError(f"{root / model.dit_sr} is not a super-resolution transformer (model.dit_sr)")
-        self._device = resolve_device(pipeline.dit_config, "dit_config")
+        self._device = (
+            self.groups.device
+            if self.groups.world_size > 1
+            else resolve_device(pipeline.dit_config, "dit_config")
+        )
         self.width, self.height = self.plan.width, self.plan.height
         self.image: ImageInputs | None = None
         self.record["meanflow"] = self.facts.meanflow

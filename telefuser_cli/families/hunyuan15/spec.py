@@ -15,9 +15,11 @@ from telefuser_cli.families.base import FamilySpec, LatentGeometry
 SR_RESOLUTIONS = ("720p", "1080p")
 
 # The DiT runtime it honours: placement, attention backend, compile and both offloads (runtime/transforms.py
-# applies them from the plan Hunyuan15DiT declares). Not yet: LoRA (the loader reads Wan key layouts) and
-# parallelism (the joint text-video attention has no sequence split yet; CFG parallelism is untested here).
-_DIT_LEAVES = frozenset({"attention_config.attn_impl", "compile", "offload_config.offload_type"})
+# applies them from the plan Hunyuan15DiT declares) and CFG parallelism (the shared loop's). Not yet: LoRA (the
+# loader reads Wan key layouts) and sequence parallelism (the joint text-video attention has no split yet).
+_DIT_LEAVES = frozenset(
+    {"attention_config.attn_impl", "compile", "offload_config.offload_type", "parallel_config.cfg_degree"}
+)
 
 
 class Hunyuan15Spec(FamilySpec):
