@@ -26,6 +26,7 @@ import torch
 
 from telefuser_cli.errors import UserError
 from telefuser_cli.loading.checkpoint import build_module, read_shapes, read_state_dict, resolve_files
+from telefuser_cli.loading.fp8 import detect_quant, read_dtypes
 from telefuser_cli.loading.hunyuan15_arch import infer_dit_config, infer_vae_config
 from telefuser_cli.loading.quiet_transformers import load_pretrained
 from telefuser_cli.loading.shapes import shape_of
@@ -74,14 +75,14 @@ class DiTFacts:
     vision: bool  # `vision_in` present: the DiT can read SigLIP image tokens (i2v)
     resolution: str | None  # config.json ideal_resolution ("480p", "720p"), when present
     task: str | None  # config.json ideal_task ("t2v", "i2v"), when present
+    quant: str = "bf16"  # storage precision of the weights: "fp8", "bf16", "fp16" or "fp32"
 
 
 def dit_facts(root: Path, version: str) -> DiTFacts:
     """Facts of ``transformer/<version>`` read from shapes and config.json, without loading tensors."""
     folder = Path(root) / "transformer" / version
-    shapes = read_shapes(
-        resolve_files(Path(root), f"transformer/{version}/{WEIGHTS}", f"transformer {version}")
-    )
+    files = resolve_files(Path(root), f"transformer/{version}/{WEIGHTS}", f"transformer {version}")
+    shapes = read_shapes(files)
     config_json = _optional_json(folder / "config.json", f"transformer {version}")
     try:
         cfg = infer_dit_config(shapes, config_json)
@@ -94,6 +95,7 @@ def dit_facts(root: Path, version: str) -> DiTFacts:
         vision=cfg.vision_states_dim is not None,
         resolution=json_.get("ideal_resolution"),
         task=json_.get("ideal_task"),
+        quant=detect_quant(read_dtypes(files)),
     )
 
 

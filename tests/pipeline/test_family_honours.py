@@ -54,3 +54,26 @@ def test_hunyuan15_step_cache_and_offload_reach_the_dit(tmp_path, euler):
     )
     assert record["run"]["dit"]["offload"]["applied"] is False  # on a CPU: recorded as a no-op
     assert max_rel_err(latents, euler[0]) == 0
+
+
+def test_hunyuan15_reads_the_quant_fact():
+    """model.quant is checked against the DiT's stored precision, as on Wan; fp8 is refused in one line."""
+    import copy
+    from pathlib import Path
+
+    from telefuser_cli.config.schema import Family, ModelConfig, Quant, RootConfig
+    from telefuser_cli.errors import UserError
+    from telefuser_cli.families import problems
+    from telefuser_cli.families.hunyuan15.pipeline import _check_quant
+    from telefuser_cli.loading.hunyuan15 import DiTFacts
+
+    settings = RootConfig(model=ModelConfig(name="hy", root="/", family=Family.hunyuan15, dit="t"))
+    settings.model.quant = Quant.bf16
+    facts = DiTFacts(meanflow=False, super_resolution=False, vision=False, resolution=None, task=None)
+    _check_quant(facts, settings, Path("/w"))  # bf16 weights, bf16 entry
+    for stored in ("fp32", "fp8"):
+        with pytest.raises(UserError, match=f"holds {stored} weights"):
+            _check_quant(DiTFacts(False, False, False, None, None, quant=stored), settings, Path("/w"))
+    fp8 = copy.deepcopy(settings)
+    fp8.model.quant = Quant.fp8
+    assert any(p.startswith("model.quant=fp8: not supported by hunyuan15") for p in problems(fp8))

@@ -120,6 +120,20 @@ def _check_task(facts: loading.DiTFacts, settings: RootConfig, path: Path) -> No
         raise UserError(f"{path} has no vision_in (SigLIP image tokens): not an image-to-video transformer")
 
 
+def _check_quant(facts: loading.DiTFacts, settings: RootConfig, path: Path) -> None:
+    """The weights' storage precision against the entry's ``quant`` fact (fp8 weights are not loaded here)."""
+    quant = settings.model.quant.value
+    if facts.quant == "fp8" or (facts.quant in ("bf16", "fp32") and facts.quant != quant):
+        raise UserError(
+            f"{path} holds {facts.quant} weights, but model entry '{settings.model.name}' says model.quant={quant}"
+            + (
+                "; HunyuanVideo 1.5 loads bf16 or fp32 weights in this version"
+                if facts.quant == "fp8"
+                else ""
+            )
+        )
+
+
 class Hunyuan15Pipeline(FamilyPipeline):
     def locate(self) -> None:
         settings = self.settings
@@ -139,6 +153,7 @@ class Hunyuan15Pipeline(FamilyPipeline):
             root, self.version
         )  # checks the transformer files before anything loads
         _check_task(self.facts, settings, root / model.dit)
+        _check_quant(self.facts, settings, root / model.dit)
         self.i2v = model.task is Task.i2v
         if self.i2v:
             loading.check_vision_encoder(root, model.vision_encoder)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from telefuser_cli.config.schema import Family, ModelConfig, RootConfig, Task
+from telefuser_cli.config.schema import Family, ModelConfig, Quant, RootConfig, Task
 from telefuser_cli.families.base import FamilySpec, LatentGeometry
 
 SR_RESOLUTIONS = ("720p", "1080p")
@@ -30,6 +30,10 @@ class Hunyuan15Spec(FamilySpec):
     def problems(self, settings: RootConfig) -> list[str]:
         model, pipeline = settings.model, settings.pipeline
         found = []
+        if model.quant is Quant.fp8:
+            found.append(
+                "model.quant=fp8: not supported by hunyuan15 (supported by wan); its loader reads bf16 or fp32"
+            )
         if model.task is Task.i2v and not model.vision_encoder:
             found.append(
                 f"model {model.name} is image-to-video but names no image encoder: set model.vision_encoder "
