@@ -106,6 +106,16 @@ class LatentGeometry:
 # grows with the square of the tokens): beyond it a run could only fail after loading everything, or run for days.
 TOKEN_MARGIN = 4
 
+# Pipeline options the shared driver, sampling loop and runtime read for every family: solver and steps,
+# guidance, frames, the negative prompt, noise, decode tiling, frame interpolation, the step cache.
+SHARED_OPTIONS = frozenset(
+    {
+        "sample_solver", "num_inference_steps", "timesteps", "cfg_scale", "sigma_shift", "num_frames", "fps",
+        "negative_prompt", "rand_device", "cfg_batch", "step_cache_threshold", "tiled", "tile_size",
+        "tile_stride", "enable_vfi", "target_fps", "vfi_scale", "vfi_chunk_size", "vfi_weights",
+    }
+)  # fmt: skip
+
 # Runtime leaves every family honours on every component: where it runs and in which dtype.
 PLACEMENT = frozenset({"device_type", "device_id", "torch_dtype"})
 # Values of a leaf that change nothing, so a family that does not read the leaf need not refuse them.

@@ -10,7 +10,7 @@ import re
 from pathlib import Path
 
 from telefuser_cli.config.schema import Family, ModelConfig, Quant, RootConfig, Task
-from telefuser_cli.families.base import FamilySpec, LatentGeometry
+from telefuser_cli.families.base import SHARED_OPTIONS, FamilySpec, LatentGeometry
 
 SR_RESOLUTIONS = ("720p", "1080p")
 
@@ -79,37 +79,17 @@ SPEC = Hunyuan15Spec(
     families=(Family.hunyuan15,),
     tasks=frozenset({Task.t2v, Task.i2v}),
     pipeline="telefuser_cli.families.hunyuan15.pipeline:Hunyuan15Pipeline",
-    honoured=frozenset(
-        {
-            "sample_solver",
-            "num_inference_steps",
-            "timesteps",
-            "cfg_scale",
-            "sigma_shift",
-            "num_frames",
-            "fps",
-            "negative_prompt",
-            "rand_device",
-            "cfg_batch",
-            "tiled",
-            "tile_size",
-            "tile_stride",
-            "tile_frames",
-            "enable_vfi",
-            "target_fps",
-            "vfi_scale",
-            "vfi_chunk_size",
-            "vfi_weights",
-            "enable_sr",
-            "sr_resolution",
-            "sr_steps",
-            "sr_shift",
-            "sr_cfg_scale",
-            "lq_noise_strength",
-            "save_pre_sr_video",
-            "step_cache_threshold",
-        }
-    ),  # fmt: skip
+    honoured=SHARED_OPTIONS
+    | {
+        "tile_frames",
+        "enable_sr",
+        "sr_resolution",
+        "sr_steps",
+        "sr_shift",
+        "sr_cfg_scale",
+        "lq_noise_strength",
+        "save_pre_sr_video",
+    },
     refused=frozenset({"cfg_scale_high", "cfg_scale_low", "boundary", "boundary_step_index"}),
     runtime={"dit_config": _DIT_LEAVES},
     # the 1080p SR stage (1920x1088, 121 frames): 31 x 68 x 120 tokens

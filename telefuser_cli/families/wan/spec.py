@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from telefuser_cli.config.schema import Family, ModelConfig, RootConfig, Task
-from telefuser_cli.families.base import FamilySpec, LatentGeometry
+from telefuser_cli.families.base import SHARED_OPTIONS, FamilySpec, LatentGeometry
 
 EXPERT_NAMES = ("high_noise", "low_noise")
 # Settings only a mixture of experts reads; on one DiT they are refused.
@@ -127,33 +127,7 @@ SPEC = WanSpec(
     families=(Family.wan21, Family.wan22),
     tasks=frozenset({Task.t2v, Task.i2v}),
     pipeline="telefuser_cli.families.wan.pipeline:WanPipeline",
-    honoured=frozenset(
-        {
-            "sample_solver",
-            "num_inference_steps",
-            "timesteps",
-            "cfg_scale",
-            "cfg_scale_high",
-            "cfg_scale_low",
-            "sigma_shift",
-            "boundary",
-            "boundary_step_index",
-            "num_frames",
-            "fps",
-            "negative_prompt",
-            "rand_device",
-            "cfg_batch",
-            "step_cache_threshold",
-            "tiled",
-            "tile_size",
-            "tile_stride",
-            "enable_vfi",
-            "target_fps",
-            "vfi_scale",
-            "vfi_chunk_size",
-            "vfi_weights",
-        }
-    ),  # fmt: skip
+    honoured=SHARED_OPTIONS | {"cfg_scale_high", "cfg_scale_low", "boundary", "boundary_step_index"},
     refused=_NOT_WAN,
     runtime={"dit_config": _DIT_LEAVES, "dit_high_config": _DIT_LEAVES, "dit_low_config": _DIT_LEAVES},
     largest_official=("1280x720 at 81 frames", 75_600),
