@@ -200,7 +200,7 @@ def dump_config(
     from telefuser_cli.config.overrides import expand
     from telefuser_cli.config.validate import to_settings, validate
     from telefuser_cli.errors import UserError
-    from telefuser_cli.families import check
+    from telefuser_cli.families import check, spec_of
     from telefuser_cli.io.files import atomic_write_text
 
     if fmt not in ("json", "yaml"):
@@ -215,8 +215,9 @@ def dump_config(
         from telefuser_cli.pipelines.plan import sampling_plan
 
         sampling = sampling_plan(settings)
+        components = spec_of(settings.model.family).components
         document = build_document(
-            settings, plan, dict(cfg.hydra.runtime.choices), extra={"sampling": sampling}
+            settings, plan, dict(cfg.hydra.runtime.choices), components, extra={"sampling": sampling}
         )
     except UserError as error:
         fail(str(error))

@@ -23,7 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 from telefuser_cli.config.dump import build_document, to_json
 from telefuser_cli.config.validate import to_settings, validate
 from telefuser_cli.errors import UserError
-from telefuser_cli.families import check
+from telefuser_cli.families import check, spec_of
 from telefuser_cli.io.files import atomic_write_text, unwritable_reason
 from telefuser_cli.pipelines.plan import sampling_plan
 from telefuser_cli.terminal import FILE_ONLY
@@ -232,9 +232,10 @@ def _run(
             log.warning("%s", warning, extra=FILE_ONLY)
     if replayed_from is not None:
         extra["replayed_from"] = replayed_from
+    components = spec_of(settings.model.family).components
     if dry_run:
         _resolve_seed(settings, cfg, lambda seed: seed)
-        record.write(build_document(settings, plan, choices, extra=extra), "dry-run")
+        record.write(build_document(settings, plan, choices, components, extra=extra), "dry-run")
         return {"output_dir": str(output_dir), "status": "dry-run", "seed": settings.user.seed}
 
     # torch is imported only from here on
@@ -249,7 +250,7 @@ def _run(
         cfg.launcher.nproc_per_node = settings.launcher.nproc_per_node
     try:
         _resolve_seed(settings, cfg, broadcast_int)  # every rank draws the same noise
-        document = build_document(settings, plan, choices, extra=extra)
+        document = build_document(settings, plan, choices, components, extra=extra)
         config_hash = hashlib.sha256(to_json(document).encode("utf-8")).hexdigest()
         record.write(document, "running")
         with claimed_gpu(settings):
@@ -259,7 +260,7 @@ def _run(
     if result is None:
         return {"output_dir": str(output_dir), "status": "worker", "seed": settings.user.seed}
     document = build_document(
-        settings, plan, choices, device=result.device, extra={**extra, "run": result.record()}
+        settings, plan, choices, components, device=result.device, extra={**extra, "run": result.record()}
     )
     record.write(document, "done")
     return {

@@ -39,7 +39,7 @@ from telefuser_cli.loading.tokenizer import write_tiny_tokenizer
 from telefuser_cli.loading.wan_dit_arch import diffusers_to_official_dit
 from telefuser_cli.loading.wan_vae_arch import diffusers_to_official_vae
 from telefuser_cli.models.umt5 import UMT5Config, UMT5Encoder
-from telefuser_cli.models.wan_vae import WAN21_LATENT_MEAN, WAN21_LATENT_STD
+from telefuser_cli.models.wan_vae_stats import WAN21_LATENT_MEAN, WAN21_LATENT_STD
 from telefuser_cli.pipelines.sampling import sample as sample_trajectory
 from telefuser_cli.schedulers import make_scheduler
 from tools.synthetic import BACKGROUND, VOCABULARY, ClipSpec, all_specs, analyse_clip, make_clip

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import json
+from collections.abc import Mapping
 from enum import Enum
 from pathlib import Path
 from typing import Any
@@ -13,28 +14,6 @@ from telefuser_cli import __version__
 from telefuser_cli.config.guard import fact_fields
 from telefuser_cli.config.schema import RootConfig
 from telefuser_cli.config.validate import RunPlan
-
-# Component field of the model entry -> the class that loads it (names only: config never imports models).
-_WAN = {
-    "dit": "telefuser_cli.models.wan_dit.WanDiT",
-    "dit_high": "telefuser_cli.models.wan_dit.WanDiT",
-    "dit_low": "telefuser_cli.models.wan_dit.WanDiT",
-    "text_encoder": "telefuser_cli.models.umt5.UMT5Encoder",
-    "tokenizer": "transformers.AutoTokenizer",
-    "vae": "telefuser_cli.models.wan_vae.WanVAE",
-    "clip": "telefuser_cli.models.clip_vision.WanCLIPVision",
-}
-_HUNYUAN15 = {
-    "dit": "telefuser_cli.models.hunyuan15_dit.Hunyuan15DiT",
-    "text_encoder": "transformers.Qwen2_5_VLForConditionalGeneration (language model)",
-    "tokenizer": "transformers.AutoTokenizer",
-    "glyph_encoder": "transformers.T5EncoderModel (byT5, Glyph-SDXL-v2)",
-    "vision_encoder": "transformers.SiglipVisionModel",
-    "vae": "telefuser_cli.models.hunyuan15_vae.Hunyuan15VAE",
-    "dit_sr": "telefuser_cli.models.hunyuan15_dit.Hunyuan15DiT",
-    "upsampler": "telefuser_cli.models.hunyuan15_upsampler",
-}
-COMPONENT_CLASSES = {"wan21": _WAN, "wan22": _WAN, "hunyuan15": _HUNYUAN15}
 
 
 def to_plain(value: Any) -> Any:
@@ -54,12 +33,13 @@ def model_root(settings: RootConfig) -> Path:
     return Path(settings.model.root).expanduser()
 
 
-def layer1(settings: RootConfig) -> dict[str, Any]:
+def layer1(settings: RootConfig, components: Mapping[str, str]) -> dict[str, Any]:
+    """``components``: the model entry's component fields -> the class that loads each (the family says)."""
     model = settings.model
     root = model_root(settings)
     models = [
         {"name": name, "path": str(root / getattr(model, name)), "class": cls}
-        for name, cls in COMPONENT_CLASSES[model.family.value].items()
+        for name, cls in components.items()
         if getattr(model, name)
     ]
     return {
@@ -75,6 +55,7 @@ def build_document(
     settings: RootConfig,
     plan: RunPlan | None,
     choices: dict[str, Any],
+    components: Mapping[str, str],
     device: str = "auto",
     extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
@@ -87,7 +68,7 @@ def build_document(
         "device": device,
         "torch_dtype": to_plain(main_runtime.torch_dtype) if main_runtime else None,
         "choices": {k: v for k, v in choices.items() if k in ("model", "pipeline", "recipe", "user")},
-        "layer1_model_definition": layer1(settings),
+        "layer1_model_definition": layer1(settings, components),
         "layer2_inference_config": to_plain(pipeline),
         "layer3_user_inputs": to_plain(settings.user),
         "output": to_plain(settings.output),

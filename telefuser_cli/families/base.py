@@ -170,6 +170,8 @@ class FamilySpec:
     refused: frozenset[str]  # pipeline options it cannot honour
     # runtime leaves honoured per component; components not named here run with PLACEMENT only
     runtime: dict[str, frozenset[str]] = field(default_factory=dict)
+    # the model entry's component fields -> the class that loads each (names only: no import), for the record
+    components: dict[str, str] = field(default_factory=dict)
 
     def honours_leaf(self, component: str, leaf: str) -> bool:
         return leaf in PLACEMENT or leaf in self.runtime.get(component, frozenset())

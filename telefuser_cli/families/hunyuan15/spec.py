@@ -92,6 +92,16 @@ SPEC = Hunyuan15Spec(
     },
     refused=frozenset({"cfg_scale_high", "cfg_scale_low", "boundary", "boundary_step_index"}),
     runtime={"dit_config": _DIT_LEAVES},
+    components={
+        "dit": "telefuser_cli.models.hunyuan15_dit.Hunyuan15DiT",
+        "text_encoder": "transformers.Qwen2_5_VLForConditionalGeneration (language model)",
+        "tokenizer": "transformers.AutoTokenizer",
+        "glyph_encoder": "transformers.T5EncoderModel (byT5, Glyph-SDXL-v2)",
+        "vision_encoder": "transformers.SiglipVisionModel",
+        "vae": "telefuser_cli.models.hunyuan15_vae.Hunyuan15VAE",
+        "dit_sr": "telefuser_cli.models.hunyuan15_dit.Hunyuan15DiT",
+        "upsampler": "telefuser_cli.models.hunyuan15_upsampler",
+    },
     # the 1080p SR stage (1920x1088, 121 frames): 31 x 68 x 120 tokens
     largest_official=("1920x1088 (1080p SR) at 121 frames", 252_960),
 )

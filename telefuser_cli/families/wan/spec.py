@@ -130,5 +130,14 @@ SPEC = WanSpec(
     honoured=SHARED_OPTIONS | {"cfg_scale_high", "cfg_scale_low", "boundary", "boundary_step_index"},
     refused=_NOT_WAN,
     runtime={"dit_config": _DIT_LEAVES, "dit_high_config": _DIT_LEAVES, "dit_low_config": _DIT_LEAVES},
+    components={
+        "dit": "telefuser_cli.models.wan_dit.WanDiT",
+        "dit_high": "telefuser_cli.models.wan_dit.WanDiT",
+        "dit_low": "telefuser_cli.models.wan_dit.WanDiT",
+        "text_encoder": "telefuser_cli.models.umt5.UMT5Encoder",
+        "tokenizer": "transformers.AutoTokenizer",
+        "vae": "telefuser_cli.models.wan_vae.WanVAE",
+        "clip": "telefuser_cli.models.clip_vision.WanCLIPVision",
+    },
     largest_official=("1280x720 at 81 frames", 75_600),
 )
