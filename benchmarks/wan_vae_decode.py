@@ -1,4 +1,8 @@
-"""Wan2.1 VAE decode: telefuser vs diffusers' AutoencoderKLWan, real size (dim 96), random weights.
+"""Wan VAE decode: telefuser vs diffusers' AutoencoderKLWan, real size, random weights.
+
+``--vae 2.1`` (default): the Wan2.1 VAE (dim 96, 16 latent channels, 8x). ``--vae 2.2``: the Wan2.2 VAE
+(encoder 160 / decoder 256, 48 latent channels, 16x); diffusers gets its Wan2.2 configuration
+(``is_residual``, ``patch_size=2``) and our weights under its key names (it ships no converter for them).
 
 Peak memory (first, while this process is still small): each decoder in its own fresh subprocess. The
 peak is the decode high-water mark VmHWM, reset through /proc/self/clear_refs just before the decode, so
@@ -20,6 +24,7 @@ was allocated before the decode), measured the same way in each fresh subprocess
 
     .venv/bin/python benchmarks/wan_vae_decode.py --frames 2 --height 8 --width 8
     .venv/bin/python benchmarks/wan_vae_decode.py --frames 21 --height 60 --width 104 --tiled --ours-only
+    .venv/bin/python benchmarks/wan_vae_decode.py --vae 2.2 --frames 2 --height 4 --width 4
 
 The last line is ``ratio=<ours/peer time> mem_ratio=<ours/peer peak> growth_ratio=<ours/peer growth>``.
 """
@@ -38,42 +43,58 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))  # the Wan2.2 official -> diffusers key map
 
 from telefuser_cli.config.schema import PipelineConfig  # noqa: E402
-from telefuser_cli.models.wan_vae import WAN21_LATENT_MEAN, WAN21_LATENT_STD, WanVAE  # noqa: E402
+from telefuser_cli.models.wan22_vae import Wan22VAE, Wan22VAEConfig  # noqa: E402
+from telefuser_cli.models.wan_vae import WanVAE, WanVAEConfig  # noqa: E402
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+CONFIGS = {"2.1": WanVAEConfig(), "2.2": Wan22VAEConfig()}
 
 
-def build(which: str, dtype: torch.dtype, ours: WanVAE | None = None):
+def build(which: str, dtype: torch.dtype, version: str, ours: WanVAE | None = None):
     from diffusers import AutoencoderKLWan
     from diffusers.loaders.single_file_utils import convert_wan_vae_to_diffusers
 
+    cfg = CONFIGS[version]
     torch.manual_seed(0)
     if which == "ours":
-        return WanVAE().eval().to(dtype)
-    peer = AutoencoderKLWan().eval()
+        return (Wan22VAE if version == "2.2" else WanVAE)(cfg).eval().to(dtype)
+    if version == "2.2":
+        peer = AutoencoderKLWan(
+            base_dim=cfg.dim, decoder_base_dim=cfg.decoder_dim, z_dim=cfg.z_dim, is_residual=True,
+            temperal_downsample=list(cfg.temperal_downsample), in_channels=12, out_channels=12,
+            patch_size=cfg.patch_size, scale_factor_spatial=cfg.spatial_compression,
+            latents_mean=list(cfg.latent_mean), latents_std=list(cfg.latent_std),
+        ).eval()  # fmt: skip
+        from wan22_vae_keys import wan22_vae_to_diffusers
+
+        convert = lambda sd: wan22_vae_to_diffusers(sd, cfg.num_res_blocks)  # noqa: E731
+    else:
+        peer, convert = AutoencoderKLWan().eval(), convert_wan_vae_to_diffusers
     if ours is not None:
-        peer.load_state_dict(convert_wan_vae_to_diffusers(dict(ours.state_dict())), strict=True)
+        peer.load_state_dict(convert(dict(ours.state_dict())), strict=True)
     return peer if dtype == torch.float32 else peer.to(dtype)
 
 
-def decoder(which: str, model, dtype: torch.dtype, tiled: bool = False):
+def decoder(which: str, model, dtype: torch.dtype, version: str, tiled: bool = False):
     """A callable on NORMALISED latents for both models (diffusers is given de-normalised ones)."""
     if which == "ours" and tiled:
         defaults = PipelineConfig()
         return lambda z: model.tiled_decode(z, tuple(defaults.tile_size), tuple(defaults.tile_stride))
     if which == "ours":
         return model.decode
-    shape = (1, 16, 1, 1, 1)
-    mean = torch.tensor(WAN21_LATENT_MEAN).view(shape)
-    inv_std = 1.0 / torch.tensor(WAN21_LATENT_STD).view(shape)
+    cfg = CONFIGS[version]
+    shape = (1, cfg.z_dim, 1, 1, 1)
+    mean = torch.tensor(cfg.latent_mean).view(shape)
+    inv_std = 1.0 / torch.tensor(cfg.latent_std).view(shape)
     return lambda z: model.decode((z / inv_std.to(z.device) + mean.to(z.device)).to(dtype)).sample.float()
 
 
 def latent(args) -> torch.Tensor:
     g = torch.Generator().manual_seed(1)
-    return torch.randn(1, 16, args.frames, args.height, args.width, generator=g)
+    return torch.randn(1, CONFIGS[args.vae].z_dim, args.frames, args.height, args.width, generator=g)
 
 
 def _sync(device: torch.device) -> None:
@@ -84,7 +105,7 @@ def _sync(device: torch.device) -> None:
 def timed(fn, z) -> tuple[float, float, torch.Tensor]:
     """(wall seconds, process CPU seconds, output) of one decode after a tiny warm-up decode."""
     with torch.inference_mode():
-        fn(torch.zeros(1, 16, 2, 4, 4, device=z.device))  # warm-up: kernels and allocator
+        fn(torch.zeros(1, z.shape[1], 2, 4, 4, device=z.device))  # warm-up: kernels and allocator
         _sync(z.device)
         start, cpu = time.perf_counter(), time.process_time()
         out = fn(z)
@@ -101,10 +122,10 @@ def _status_kib(field: str) -> int:
 
 def child(args) -> None:
     dtype, device = DTYPES[args.dtype], torch.device(args.device)
-    model = build(args.child, dtype).to(device)
-    fn, z = decoder(args.child, model, dtype, args.tiled), latent(args).to(device)
+    model = build(args.child, dtype, args.vae).to(device)
+    fn, z = decoder(args.child, model, dtype, args.vae, args.tiled), latent(args).to(device)
     with torch.inference_mode():
-        fn(torch.zeros(1, 16, 2, 4, 4, device=device))
+        fn(torch.zeros(1, z.shape[1], 2, 4, 4, device=device))
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
         base = torch.cuda.memory_allocated(device)
@@ -123,6 +144,7 @@ def child(args) -> None:
 
 def measure_memory(args, which: str) -> dict:
     cmd = [sys.executable, __file__, "--child", which, "--dtype", args.dtype, "--device", args.device]
+    cmd += ["--vae", args.vae]
     cmd += [f"--{name}={getattr(args, name)}" for name in ("frames", "height", "width", "threads")]
     if args.tiled:
         cmd.append("--tiled")
@@ -136,6 +158,7 @@ def main() -> None:
     p.add_argument("--frames", type=int, default=5, help="latent frames T")
     p.add_argument("--height", type=int, default=30, help="latent height")
     p.add_argument("--width", type=int, default=52, help="latent width")
+    p.add_argument("--vae", choices=sorted(CONFIGS), default="2.1", help="which Wan VAE")
     p.add_argument("--dtype", choices=sorted(DTYPES), default="fp32")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -165,21 +188,21 @@ def main() -> None:
     dtype = DTYPES[args.dtype]
     device = torch.device(args.device)
     z = latent(args).to(device)
-    ours = build("ours", dtype).to(device)
-    t_ours, c_ours, y_ours = timed(decoder("ours", ours, dtype, args.tiled), z)
-    print(f"latent {tuple(z.shape)} -> video {tuple(y_ours.shape)} {args.dtype}, {args.threads} threads"
+    ours = build("ours", dtype, args.vae).to(device)
+    t_ours, c_ours, y_ours = timed(decoder("ours", ours, dtype, args.vae, args.tiled), z)
+    print(f"Wan{args.vae} VAE latent {tuple(z.shape)} -> video {tuple(y_ours.shape)} {args.dtype}, {args.threads} threads"
           f"{', tiled' if args.tiled else ''}")  # fmt: skip
     print(f"ours      {t_ours:8.2f} s wall {c_ours:8.2f} s CPU", flush=True)
     ratio = cpu_ratio = mem_ratio = growth_ratio = float("nan")
     if not args.ours_only:
-        peer = build("diffusers", dtype, ours=ours).to(device)
-        t_peer, c_peer, y_peer = timed(decoder("diffusers", peer, dtype), z)
+        peer = build("diffusers", dtype, args.vae, ours=ours).to(device)
+        t_peer, c_peer, y_peer = timed(decoder("diffusers", peer, dtype, args.vae), z)
         ratio, cpu_ratio = t_ours / t_peer, c_ours / c_peer
         print(f"diffusers {t_peer:8.2f} s wall {c_peer:8.2f} s CPU")
         print(f"max abs diff {(y_ours - y_peer).abs().max().item():.3e}")
         if dtype != torch.float32:
             ours.float()
-            _, _, y_ref = timed(decoder("ours", ours, torch.float32), z)
+            _, _, y_ref = timed(decoder("ours", ours, torch.float32, args.vae), z)
             print(f"max abs diff to our float32 decode: ours {(y_ours - y_ref).abs().max().item():.3e}, "
                   f"diffusers {(y_peer - y_ref).abs().max().item():.3e}")  # fmt: skip
         if mem:

@@ -308,6 +308,10 @@ def _check_images(settings: RootConfig, require_image: bool) -> None:
     if model.task in (Task.i2v, Task.flf2v) and require_image:
         if not user.input_image:
             raise UserError(f"model {model.name} turns an image into a video: set user.input_image=PATH")
+        if model.task is Task.flf2v and not user.end_image:
+            raise UserError(
+                f"model {model.name} turns a first and a last frame into a video: set user.end_image=PATH too"
+            )
         for key in ("input_image", "end_image"):
             path = getattr(user, key)
             problem = file_problem(path) if path else None

@@ -20,7 +20,7 @@ from telefuser_cli.loading.lora import load_lora, merge_lora
 from telefuser_cli.loading.tokenizer import load_tokenizer
 from telefuser_cli.loading.umt5_arch import hf_to_official_umt5, infer_umt5_config
 from telefuser_cli.loading.wan_dit_arch import diffusers_to_official_dit, infer_dit_config
-from telefuser_cli.loading.wan_vae_arch import diffusers_to_official_vae, infer_vae_config
+from telefuser_cli.loading.wan_vae_arch import diffusers_to_official_vae, infer_vae_config, vae_class
 from telefuser_cli.models.umt5 import UMT5Encoder
 from telefuser_cli.models.wan_dit import WanDiT, WanDiTConfig
 from telefuser_cli.models.wan_vae import WanVAE, WanVAEConfig
@@ -150,9 +150,9 @@ def load_dit(
 def _official_weights(files: ComponentFiles, from_diffusers: Callable[[dict], dict], infer: Callable):
     """The component's tensors in the official layout and the architecture read from their shapes."""
     state_dict = read_state_dict(files.files)
-    if files.diffusers:
-        state_dict = from_diffusers(state_dict)
-    try:
+    try:  # a diffusers folder's names mapped to the official ones (a layout the map does not know: refused)
+        if files.diffusers:
+            state_dict = from_diffusers(state_dict)
         return state_dict, infer({key: tensor.shape for key, tensor in state_dict.items()})
     except ValueError as error:
         raise UserError(f"{files.source}: {error}") from None
@@ -166,9 +166,13 @@ def load_text_encoder(files: ComponentFiles, *, dtype: torch.dtype, device: torc
 
 
 def load_vae(files: ComponentFiles, *, dtype: torch.dtype, device: torch.device) -> WanVAE:
-    """The VAE, its architecture and latent mean/std in ``vae.config`` (read off the weights)."""
+    """The VAE, its architecture and latent mean/std in ``vae.config`` (read off the weights): a
+    ``WanVAE`` for a Wan2.1 checkpoint, a ``Wan22VAE`` (its subclass, same interface) for a Wan2.2 one."""
     state_dict, config = _official_weights(files, diffusers_to_official_vae, infer_vae_config)
-    return build_module(lambda: WanVAE(config), state_dict, dtype=dtype, device=device, source=files.source)
+    model_class = vae_class(config)
+    return build_module(
+        lambda: model_class(config), state_dict, dtype=dtype, device=device, source=files.source
+    )
 
 
 def vae_architecture(files: ComponentFiles) -> WanVAEConfig:

@@ -1,11 +1,12 @@
-"""Building blocks of the causal video VAEs (Wan2.1, HunyuanVideo 1.5, and the Wan2.2 VAE next).
+"""Building blocks of the causal video VAEs (Wan2.1, Wan2.2, HunyuanVideo 1.5).
 
-Shared by the families: :class:`RMSNorm` (both), the Wan-layout :class:`ResidualBlock`,
-:class:`AttentionBlock` and :class:`Resample` (Wan2.1 and Wan2.2 keep the same key names), and the
-space <-> channels reshapes behind the resampling shortcuts (``space_to_channels``,
-``channels_to_space``, ``mean_shortcut``), whose channel order is a parameter: HunyuanVideo puts the
-resampling factors outermost, the Wan2.2 VAE the channels. The causal convolution and its frame cache are
-in :mod:`telefuser_cli.models.causal_conv`.
+Shared by the families: :class:`RMSNorm` (all), the Wan-layout :class:`ResidualBlock`,
+:class:`AttentionBlock` and :class:`Resample` (Wan2.1 and Wan2.2 keep the same key names; the Wan2.2
+upsampling keeps its width), the Wan2.2 levels with a parameter-free shortcut (:class:`DownLevel`,
+:class:`UpLevel`), and the space <-> channels reshapes behind those shortcuts (``space_to_channels``,
+``channels_to_space``, ``mean_shortcut``, ``patchify``), whose channel order is a parameter:
+HunyuanVideo puts the resampling factors outermost, the Wan2.2 VAE the channels. The causal convolution
+and its frame cache are in :mod:`telefuser_cli.models.causal_conv`.
 
 Blocks whose checkpoint keys differ stay with their family (HunyuanVideo's ``norm1/conv1/norm2/conv2``
 residual block and its block-causal attention), since the official key names are loaded as they are.
@@ -112,15 +113,18 @@ class AttentionBlock(nn.Module):
 
 
 class Resample(nn.Module):
-    """2x spatial up/down sampling, with a causal time conv doubling/halving frames in the 3-D modes."""
+    """2x spatial up/down sampling, with a causal time conv doubling/halving frames in the 3-D modes.
 
-    def __init__(self, dim: int, mode: str) -> None:
+    ``up_dim``: the channels after an upsampling (Wan2.1 halves them, the default; Wan2.2 keeps ``dim``).
+    """
+
+    def __init__(self, dim: int, mode: str, up_dim: int | None = None) -> None:
         super().__init__()
         self.mode = mode
         if mode in ("upsample2d", "upsample3d"):
             self.resample = nn.Sequential(
                 nn.Upsample(scale_factor=(2.0, 2.0), mode="nearest-exact"),
-                nn.Conv2d(dim, dim // 2, 3, padding=1),
+                nn.Conv2d(dim, dim // 2 if up_dim is None else up_dim, 3, padding=1),
             )
         elif mode in ("downsample2d", "downsample3d"):
             self.resample = nn.Sequential(nn.ZeroPad2d((0, 1, 0, 1)), nn.Conv2d(dim, dim, 3, stride=(2, 2)))
@@ -131,21 +135,27 @@ class Resample(nn.Module):
         elif mode == "downsample3d":
             self.time_conv = CausalConv3d(dim, dim, (3, 1, 1), stride=(2, 1, 1), padding=(0, 0, 0))
 
+    @property
+    def upsamples_time(self) -> bool:
+        """Whether it makes two frames of each (the decoder's frame-rate stages end here)."""
+        return self.mode == "upsample3d"
+
     def forward(self, x: Tensor, cache: CausalCache) -> Tensor:
-        """x: [B, C, T, H, W] -> [B, C/2, T', 2H, 2W] (up) or [B, C, T', H/2, W/2] (down)."""
+        """x: [B, C, T, H, W] -> [B, up_dim, T', 2H, 2W] (up) or [B, C, T', H/2, W/2] (down)."""
         if self.mode == "upsample3d":
             x = self._time_upsample(x, cache)
         b, c, t, h, w = x.shape
         if self.mode.startswith("upsample"):
-            out = torch.empty((b, c // 2, t, 2 * h, 2 * w), dtype=x.dtype, device=x.device,
+            c_out = self.resample[1].out_channels
+            out = torch.empty((b, c_out, t, 2 * h, 2 * w), dtype=x.dtype, device=x.device,
                               memory_format=memory_format_of(x))  # fmt: skip
             weight = _subpixel_weight(self.resample[1].weight)
             bias = self.resample[1].bias.repeat(4)
-            # [B, C/2, 2h, 2w] viewed as its four pixel phases [B, C/2, h, 2, w, 2].
+            # [B, C', 2h, 2w] viewed as its four pixel phases [B, C', h, 2, w, 2].
             phases = out.unflatten(3, (h, 2)).unflatten(5, (w, 2))
             for i in range(t):
                 # Frame by frame: the conv output holds all four phases, as large as the frame's output.
-                y = F.conv2d(x[:, :, i], weight, bias, padding=1).unflatten(1, (2, 2, c // 2))
+                y = F.conv2d(x[:, :, i], weight, bias, padding=1).unflatten(1, (2, 2, c_out))
                 for py in range(2):
                     for px in range(2):
                         phases[:, :, i, :, py, :, px].copy_(y[:, py, px, :, py : py + h, px : px + w])
@@ -228,3 +238,82 @@ def mean_shortcut(x: Tensor, ft: int, fs: int, out_dim: int, channels_outer: boo
     channels, down to ``out_dim``. [B, C, ft*T, fs*H, fs*W] -> [B, out_dim, T, H, W]."""
     s = space_to_channels(x, ft, fs, channels_outer)
     return s.view(s.shape[0], out_dim, s.shape[1] // out_dim, *s.shape[2:]).mean(dim=2)
+
+
+def patchify(x: Tensor, p: int) -> Tensor:
+    """[B, C, T, p*H, p*W] -> [B, C*p*p, T, H, W] in the official Wan2.2 order (C, column phase, row
+    phase): ``space_to_channels`` with height and width swapped."""
+    return space_to_channels(x.transpose(3, 4), 1, p, channels_outer=True).transpose(3, 4)
+
+
+def unpatchify(x: Tensor, p: int) -> Tensor:
+    """Inverse of :func:`patchify`: [B, C*p*p, T, H, W] -> [B, C, T, p*H, p*W]."""
+    return channels_to_space(x.transpose(3, 4), 1, p, channels_outer=True).transpose(3, 4)
+
+
+def _level_blocks(in_dim: int, out_dim: int, n: int, dropout: float) -> list[nn.Module]:
+    return [ResidualBlock(in_dim if i == 0 else out_dim, out_dim, dropout) for i in range(n)]
+
+
+class DownLevel(nn.Module):
+    """One Wan2.2 encoder level (official ``Down_ResidualBlock``): ``n`` residual blocks and an optional
+    Resample, plus a parameter-free shortcut: the input's ft x fs x fs blocks onto channels (channels
+    outermost), averaged down to ``out_dim``. Parameters under ``downsamples.N`` as the official keys."""
+
+    def __init__(
+        self, in_dim: int, out_dim: int, n: int, temporal: bool, down: bool, dropout: float = 0.0
+    ) -> None:
+        super().__init__()
+        self.out_dim = out_dim
+        self.ft, self.fs = (2 if temporal else 1), (2 if down else 1)
+        blocks = _level_blocks(in_dim, out_dim, n, dropout)
+        if down:
+            blocks.append(Resample(out_dim, "downsample3d" if temporal else "downsample2d"))
+        self.downsamples = nn.ModuleList(blocks)
+
+    def forward(self, x: Tensor, cache: CausalCache) -> Tensor:
+        """One chunk. x: [B, in_dim, T, H, W] -> [B, out_dim, T', H/fs, W/fs]."""
+        # Zero frames in front make the chunk a whole number of ft-frame groups: the first chunk is one
+        # frame, as the temporal Resample's pass-through of it.
+        pad = -x.shape[2] % self.ft
+        padded = F.pad(x, (0, 0, 0, 0, pad, 0)) if pad else x
+        shortcut = mean_shortcut(padded, self.ft, self.fs, self.out_dim, channels_outer=True)
+        for layer in self.downsamples:
+            x = layer(x, cache)
+        return x + shortcut
+
+
+class UpLevel(nn.Module):
+    """One Wan2.2 decoder level (official ``Up_ResidualBlock``): ``n`` residual blocks and an optional
+    Resample keeping the width, plus (with the Resample) a parameter-free shortcut: every input channel
+    repeated, then spread over ft x 2 x 2 blocks (channels outermost). Parameters under ``upsamples.N``."""
+
+    def __init__(
+        self, in_dim: int, out_dim: int, n: int, temporal: bool, up: bool, dropout: float = 0.0
+    ) -> None:
+        super().__init__()
+        self.ft = 2 if temporal else 1
+        self.repeats = out_dim * self.ft * 4 // in_dim if up else 0
+        blocks = _level_blocks(in_dim, out_dim, n, dropout)
+        if up:
+            blocks.append(Resample(out_dim, "upsample3d" if temporal else "upsample2d", up_dim=out_dim))
+        self.upsamples = nn.ModuleList(blocks)
+
+    @property
+    def upsamples_time(self) -> bool:
+        return self.ft == 2
+
+    def forward(self, x: Tensor, cache: CausalCache) -> Tensor:
+        """x: [B, in_dim, T, H, W] -> [B, out_dim, T', 2H, 2W] (T' = T, or 2T past the first frame with
+        temporal upsampling), or [B, out_dim, T, H, W] without a Resample."""
+        y = x
+        for layer in self.upsamples:
+            y = layer(y, cache)
+        if not self.repeats:
+            return y
+        shortcut = channels_to_space(
+            x.repeat_interleave(self.repeats, dim=1), self.ft, 2, channels_outer=True
+        )
+        # On the very first frame the temporal Resample passes its one frame through; the official
+        # shortcut then keeps only its last time phase (``first_chunk``): in both cases the last y frames.
+        return y + shortcut[:, :, shortcut.shape[2] - y.shape[2] :]

@@ -71,14 +71,17 @@ class WanVAEConfig:
                 f"temperal_downsample={self.temperal_downsample} needs one entry per downsampling "
                 f"(len(dim_mult) - 1 = {len(self.dim_mult) - 1})"
             )
+        self._check_widths()
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout={self.dropout} must be in [0, 1)")
+
+    def _check_widths(self) -> None:
         # The decoder's spatial upsampling convolutions halve the channel count.
         odd = [self.dim * m for m in self.dim_mult[1:] if (self.dim * m) % 2]
         if odd:
             raise ValueError(
                 f"dim * dim_mult must be even after the first level, got {odd} for dim={self.dim}"
             )
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout={self.dropout} must be in [0, 1)")
 
     @property
     def latent_channels(self) -> int:
@@ -112,24 +115,17 @@ def _middle(dim: int, dropout: float) -> nn.ModuleList:
 
 
 class Encoder3d(nn.Module):
-    """Video -> 2*z_dim channels per latent frame (official ``Encoder3d``)."""
+    """Video -> 2*z_dim channels per latent frame (official ``Encoder3d``).
 
-    def __init__(self, cfg: WanVAEConfig) -> None:
+    ``in_channels``: 3 (RGB), or 3 * p * p for a VAE that patchifies its input. ``_levels`` makes the
+    blocks between ``conv1`` and the middle: the Wan2.1 flat list here, Wan2.2 levels in a subclass.
+    """
+
+    def __init__(self, cfg: WanVAEConfig, in_channels: int = 3) -> None:
         super().__init__()
         dims = [cfg.dim * m for m in (1, *cfg.dim_mult)]
-        self.conv1 = CausalConv3d(3, dims[0], 3, padding=1)
-        blocks: list[nn.Module] = []
-        scale = 1.0
-        for i, (in_dim, out_dim) in enumerate(zip(dims[:-1], dims[1:], strict=True)):
-            blocks += _level_blocks(
-                in_dim, out_dim, cfg.num_res_blocks, scale in cfg.attn_scales, cfg.dropout
-            )
-            if i != len(cfg.dim_mult) - 1:
-                blocks.append(
-                    Resample(out_dim, "downsample3d" if cfg.temperal_downsample[i] else "downsample2d")
-                )
-                scale /= 2.0
-        self.downsamples = nn.ModuleList(blocks)
+        self.conv1 = CausalConv3d(in_channels, dims[0], 3, padding=1)
+        self.downsamples = nn.ModuleList(self._levels(cfg, dims))
         self.middle = _middle(dims[-1], cfg.dropout)
         self.head = nn.ModuleList([RMSNorm(dims[-1]), nn.SiLU(),
                                    CausalConv3d(dims[-1], cfg.z_dim * 2, 3, padding=1)])  # fmt: skip
@@ -141,44 +137,69 @@ class Encoder3d(nn.Module):
             x = layer(x, cache)
         return self.head[2].step(x, cache, norm_silu(self.head[0]))
 
+    @staticmethod
+    def _levels(cfg: WanVAEConfig, dims: list[int]) -> list[nn.Module]:
+        blocks: list[nn.Module] = []
+        scale = 1.0
+        for i, (in_dim, out_dim) in enumerate(zip(dims[:-1], dims[1:], strict=True)):
+            blocks += _level_blocks(
+                in_dim, out_dim, cfg.num_res_blocks, scale in cfg.attn_scales, cfg.dropout
+            )
+            if i != len(cfg.dim_mult) - 1:
+                blocks.append(
+                    Resample(out_dim, "downsample3d" if cfg.temperal_downsample[i] else "downsample2d")
+                )
+                scale /= 2.0
+        return blocks
+
 
 class Decoder3d(nn.Module):
-    """Latent -> video (official ``Decoder3d``)."""
+    """Latent -> video (official ``Decoder3d``).
 
-    def __init__(self, cfg: WanVAEConfig) -> None:
+    ``dim``: the base width (default ``cfg.dim``; the Wan2.2 decoder is wider than its encoder);
+    ``out_channels``: 3, or 3 * p * p for a VAE that unpatchifies its output. ``_levels`` makes the
+    blocks after the middle: the Wan2.1 flat list here, Wan2.2 levels in a subclass.
+    """
+
+    def __init__(self, cfg: WanVAEConfig, dim: int | None = None, out_channels: int = 3) -> None:
         super().__init__()
         mult = cfg.dim_mult
-        dims = [cfg.dim * m for m in (mult[-1], *mult[::-1])]
-        temperal_upsample = cfg.temperal_downsample[::-1]
+        dims = [(dim or cfg.dim) * m for m in (mult[-1], *mult[::-1])]
         self.conv1 = CausalConv3d(cfg.z_dim, dims[0], 3, padding=1)
         self.middle = _middle(dims[0], cfg.dropout)
+        self.upsamples = nn.ModuleList(self._levels(cfg, dims))
+        self.head = nn.ModuleList([RMSNorm(dims[-1]), nn.SiLU(),
+                                   CausalConv3d(dims[-1], out_channels, 3, padding=1)])  # fmt: skip
+
+    @staticmethod
+    def _levels(cfg: WanVAEConfig, dims: list[int]) -> list[nn.Module]:
+        temperal_upsample = cfg.temperal_downsample[::-1]
         blocks: list[nn.Module] = []
-        scale = 1.0 / 2 ** (len(mult) - 2)
+        scale = 1.0 / 2 ** (len(cfg.dim_mult) - 2)
         for i, (in_dim, out_dim) in enumerate(zip(dims[:-1], dims[1:], strict=True)):
             # The previous level's upsampling conv halved the channels.
             in_dim = in_dim // 2 if i > 0 else in_dim
             blocks += _level_blocks(
                 in_dim, out_dim, cfg.num_res_blocks + 1, scale in cfg.attn_scales, cfg.dropout
             )
-            if i != len(mult) - 1:
+            if i != len(cfg.dim_mult) - 1:
                 blocks.append(Resample(out_dim, "upsample3d" if temperal_upsample[i] else "upsample2d"))
                 scale *= 2.0
-        self.upsamples = nn.ModuleList(blocks)
-        self.head = nn.ModuleList([RMSNorm(dims[-1]), nn.SiLU(),
-                                   CausalConv3d(dims[-1], 3, 3, padding=1)])  # fmt: skip
+        return blocks
 
     def _split(self) -> tuple[list[nn.Module], list[list[nn.Module]]]:
         """The layers after ``conv1``: those up to the last attention (the only layers that see a whole
-        frame), then the rest cut after each temporal upsampling, one frame rate per stage."""
+        frame), then the rest cut after each temporal upsampling (a Resample, or a Wan2.2 level holding
+        one: ``upsamples_time``), one frame rate per stage."""
         layers = [*self.middle, *self.upsamples]
         attn = [i for i, layer in enumerate(layers) if isinstance(layer, AttentionBlock)]
         n_global = attn[-1] + 1 if attn else 0
         stages: list[list[nn.Module]] = [[]]
         for layer in layers[n_global:]:
             stages[-1].append(layer)
-            if isinstance(layer, Resample) and layer.mode == "upsample3d":
+            if getattr(layer, "upsamples_time", False):
                 stages.append([])
-        if any(isinstance(layer, Resample) and layer.mode == "upsample3d" for layer in layers[:n_global]):
+        if any(getattr(layer, "upsamples_time", False) for layer in layers[:n_global]):
             raise ValueError("an attention after a temporal upsampling is not supported")
         return layers[:n_global], stages
 
@@ -220,15 +241,30 @@ class Decoder3d(nn.Module):
 
 
 class WanVAE(nn.Module):
-    """The Wan2.1 VAE: ``encode`` video -> normalised latent, ``decode`` normalised latent -> video."""
+    """The Wan2.1 VAE: ``encode`` video -> normalised latent, ``decode`` normalised latent -> video.
+
+    A subclass with another config, encoder and decoder classes and pixel packing (``_pack`` /
+    ``_unpack``) is the Wan2.2 VAE (``models.wan22_vae``); the chunking, caches and tiling are these.
+    """
+
+    encoder_class: type[nn.Module] = Encoder3d
+    decoder_class: type[nn.Module] = Decoder3d
 
     def __init__(self, config: WanVAEConfig | None = None) -> None:
         super().__init__()
         self.config = config = config or WanVAEConfig()
-        self.encoder = Encoder3d(config)
+        self.encoder = self.encoder_class(config)
         self.conv1 = CausalConv3d(config.z_dim * 2, config.z_dim * 2, 1)
         self.conv2 = CausalConv3d(config.z_dim, config.z_dim, 1)
-        self.decoder = Decoder3d(config)
+        self.decoder = self.decoder_class(config)
+
+    def _pack(self, x: Tensor) -> Tensor:
+        """Video [B, 3, F, H, W] -> the encoder's input (as is)."""
+        return x
+
+    def _unpack(self, x: Tensor) -> Tensor:
+        """The decoder's output frames -> video [B, 3, F, H, W] (as is)."""
+        return x
 
     def _stats(self, device: torch.device) -> tuple[Tensor, Tensor]:
         """The latent mean and 1/std, [1, z_dim, 1, 1, 1] float32 whatever the model's dtype (precision
@@ -250,9 +286,9 @@ class WanVAE(nn.Module):
 
     @torch.no_grad()
     def decode(self, z: Tensor) -> Tensor:
-        """z: [B, 16, T, h, w] normalised latents -> video [B, 3, 1 + 4*(T-1), 8h, 8w] in [-1, 1], float32.
+        """z: [B, z_dim, T, h, w] normalised latents -> video [B, 3, 1 + 4*(T-1), s*h, s*w] in [-1, 1], float32.
 
-        The spatial compression is 8 and the temporal 4 for the released config (see ``WanVAEConfig``).
+        s = ``config.spatial_compression`` (8 for Wan2.1, 16 for Wan2.2); 4 is the released temporal one.
         """
         z = self._unnormalise(z)
         return self._video(self._features(z), z.shape)
@@ -297,13 +333,13 @@ class WanVAE(nn.Module):
         start = 0
         for x in features:
             for frame in self.decoder(x, caches):
-                out[:, :, start].copy_(frame[:, :, 0])
+                out[:, :, start].copy_(self._unpack(frame)[:, :, 0])
                 start += 1
         return out.clamp_(-1.0, 1.0)
 
     @torch.no_grad()
     def encode(self, x: Tensor) -> Tensor:
-        """x: [B, 3, F, H, W] video in [-1, 1], F = 1 + 4k -> normalised latent mean [B, 16, 1 + k, H/8, W/8].
+        """x: [B, 3, F, H, W] video in [-1, 1], F = 1 + 4k -> normalised latent mean [B, z_dim, 1 + k, H/s, W/s].
 
         Returns float32. No sampling: the posterior mean, as the official ``encode``.
         """
@@ -317,7 +353,7 @@ class WanVAE(nn.Module):
                 f"encode needs frames = 1 + {ts}*k and height, width divisible by {s}; got frames={f}, "
                 f"height={hh}, width={ww}"
             )
-        x = x.to(self.conv1.weight.dtype)
+        x = self._pack(x.to(self.conv1.weight.dtype))
         cache = CausalCache()
         chunks = []
         for start, stop in [(0, 1)] + [(1 + ts * i, 1 + ts * (i + 1)) for i in range((f - 1) // ts)]:

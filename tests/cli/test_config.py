@@ -158,7 +158,7 @@ REFUSALS = [
     (["pipeline.dit_config.attention_config.attn_impl=SAGE_ATTN"], "sageattention"),
     (["pipeline.dit_config.parallel_config.cfg_degree=2"], "world size is 1"),
     (["model=nope"], "no model entry is called 'nope'"),
-    (["user=nope"], "Could not find 'user/nope'; available: default, tiny"),
+    (["user=nope"], "Could not find 'user/nope'; available: 720p, default, tiny"),
     (["seed=abc"], "Value 'abc' of type 'str' could not be converted to Integer"),
     (["~user.prompt"], "does not support deletion"),
     (["pipeline.cfg_scale_high=null", "model=wan22_a14b_t2v"], "cfg_scale_high"),

@@ -24,7 +24,8 @@ def test_a_tiny_entry_defaults_to_a_tiny_run(tmp_path, name):
     image = tmp_path / "image.png"
     Image.fromarray(np.zeros((32, 48, 3), dtype=np.uint8)).save(image)
     task = dump(f"model={name}")["layer1_model_definition"]["facts"]["task"]
-    image_args = [f"user.input_image={image}"] if task == "i2v" else []
+    image_args = [f"user.input_image={image}"] if task in ("i2v", "flf2v") else []
+    image_args += [f"user.end_image={image}"] if task == "flf2v" else []
     run = tmp_path / "run"
     result = run_cli(
         "generate", "--dry-run", f"model={name}", "prompt=x", *image_args, f"hydra.run.dir={run}"

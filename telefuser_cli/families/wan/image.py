@@ -2,11 +2,14 @@
 
 Official behaviour: the output size comes from the resolution's pixel budget and the image's own
 aspect ratio; the image is stretched to it (bicubic) and VAE-encoded as the condition `y`
-(mask + latents, 20 channels beside the 16 of the noise); Wan2.1 I2V also feeds CLIP tokens.
+(mask + latents, 20 channels beside the 16 of the noise); Wan2.1 I2V also feeds CLIP tokens. FLF2V adds a
+last frame (``user.end_image``): the size still follows the first frame; a last frame of another size is
+cropped or padded as the official code does (``image_cond.fit_last_frame``), then treated like the first.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,11 +18,13 @@ import torch
 from telefuser_cli.config.schema import RootConfig, Task
 from telefuser_cli.config.validate import RunPlan
 from telefuser_cli.errors import UserError
-from telefuser_cli.families.wan.image_cond import clip_features, condition_latents, i2v_size
+from telefuser_cli.families.wan.image_cond import clip_features, condition_latents, fit_last_frame, i2v_size
 from telefuser_cli.io.image_tensor import load_image
 from telefuser_cli.loading import wan as wan_loading
 from telefuser_cli.loading.clip_arch import load_clip_vision
 from telefuser_cli.runtime.device import resolve_device, resolve_dtype
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -47,6 +52,14 @@ def prepare_image_condition(
         if not user.end_image:
             raise UserError(f"model {settings.model.name} needs a last frame too: set user.end_image=PATH")
         end = load_image(user.end_image, key="user.end_image")
+        fitted = fit_last_frame(image.shape[2], image.shape[1], end)
+        if fitted.shape != end.shape:
+            log.info(
+                "the last frame (%dx%d) is not the first frame's size (%dx%d): centre-cropped or zero-padded "
+                "to %dx%d without resizing, as the official code does", end.shape[2], end.shape[1],
+                image.shape[2], image.shape[1], fitted.shape[2], fitted.shape[1],
+            )  # fmt: skip
+        end = fitted
     # The size needs the VAE's stride: read it off the weights' shapes before loading them.
     stride = wan_loading.vae_architecture(vae_files).spatial_compression
     width, height = i2v_size(image.shape[2], image.shape[1], plan.width * plan.height, vae_stride=stride)

@@ -2,7 +2,8 @@
 
 One run: ``io.image_tensor.load_image`` -> ``i2v_size`` (pixel budget + the image's aspect ratio) -> ``condition_latents``
 (bicubic stretch, VAE-encode [image, zeros...(, end image)], prepend the 4-channel frame mask) -> ``y``
-concatenated to the noise on channels by the DiT. ``clip_features`` gives the Wan2.1 CLIP tokens.
+concatenated to the noise on channels by the DiT. flf2v first passes a last frame of another size through
+``fit_last_frame`` (the official crop or pad). ``clip_features`` gives the Wan2.1 CLIP tokens.
 
 Precision: images and the mask in float32; the VAE runs in its own dtype and returns float32 latents.
 """
@@ -51,12 +52,48 @@ def resize_bicubic(img: torch.Tensor, width: int, height: int) -> torch.Tensor:
     return out if batched else out[0]
 
 
+def fit_last_frame(first_w: int, first_h: int, last: torch.Tensor) -> torch.Tensor:
+    """The official flf2v treatment of a last frame whose size differs from the first's -> [3, h', w'].
+
+    Reproduced exactly, quirks included, so that a seed gives the official video: the scale that would make
+    the last frame cover the first, ``r = max(first_w / last_w, first_h / last_h)``, is computed but never
+    applied; the "size" ``[round(last_w * r), round(last_h * r)]`` (width first) is then handed to a centre
+    crop that reads its argument as (height, width). So the last frame is centre-cropped to height
+    ``round(last_w * r)`` and width ``round(last_h * r)``, zero-padded (mid-grey in [-1, 1]) where it is
+    smaller; ``condition_latents`` and ``clip_features`` stretch the result afterwards like any image.
+    For a square first frame and a square last frame this is a plain centre crop (or pad) to the first
+    frame's size, without resizing. A last frame of the first frame's size is returned unchanged.
+    """
+    last_h, last_w = last.shape[-2:]
+    if (last_w, last_h) == (first_w, first_h):
+        return last
+    ratio = max(first_w / last_w, first_h / last_h)
+    # Python's round (half to even), as the official code; the swap of width and height is the official one.
+    crop_h, crop_w = round(last_w * ratio), round(last_h * ratio)
+    return _centre_crop_or_pad(last, crop_h, crop_w)
+
+
+def _centre_crop_or_pad(img: torch.Tensor, crop_h: int, crop_w: int) -> torch.Tensor:
+    """torchvision's ``center_crop`` on a tensor: zeros added where the crop is larger (the odd pixel after),
+    then the crop's top-left corner at ``int(round(excess / 2))`` (half to even)."""
+    h, w = img.shape[-2:]
+    pad_w, pad_h = max(crop_w - w, 0), max(crop_h - h, 0)
+    if pad_w or pad_h:
+        img = F.pad(img, (pad_w // 2, (pad_w + 1) // 2, pad_h // 2, (pad_h + 1) // 2))
+        h, w = img.shape[-2:]
+    top, left = int(round((h - crop_h) / 2.0)), int(round((w - crop_w) / 2.0))
+    return img[..., top : top + crop_h, left : left + crop_w]
+
+
 def frame_mask(num_frames: int, lat_h: int, lat_w: int, per_latent: int, last: bool = False) -> torch.Tensor:
     """The official condition mask -> [r, T, lat_h, lat_w] float32, r = ``per_latent`` (the VAE's temporal
     compression, 4 for Wan2.1), T = (num_frames - 1) // r + 1.
 
     Pixel frames that are given (the first; the last too for flf2v) are 1, the rest 0; the first pixel frame
     is repeated r times so that each latent frame owns r consecutive pixel frames, one per mask channel.
+    So the first latent frame is marked on all r channels, and flf2v's last one on channel r - 1 only (it
+    holds pixel frames num_frames - r .. num_frames - 1). The official flf2v code builds this for 81 frames
+    only; the same construction serves any 1 + r*k.
     """
     if (num_frames - 1) % per_latent:
         raise ValueError(f"num_frames={num_frames} must be 1 + {per_latent}*k")

@@ -1,4 +1,5 @@
-"""The Wan family (Wan2.1, Wan2.2 A14B mixtures of experts and their distilled variants), torch-free.
+"""The Wan family (Wan2.1 t2v / i2v / flf2v, Wan2.2 A14B mixtures of experts and their distilled variants),
+torch-free.
 
 What it serves, what it honours, and its checks of a job before anything loads. The pipeline that runs
 it is :mod:`telefuser_cli.families.wan.pipeline`.
@@ -55,6 +56,8 @@ class WanSpec(FamilySpec):
                 f"pipeline.clip_config is set, but model {model.name} has no CLIP image encoder (model.clip); "
                 "leave pipeline.clip_config null"
             )
+        if model.task is Task.flf2v:
+            found.extend(_flf2v_problems(settings))
         if model.moe:
             found.extend(_moe_problems(settings))
         else:
@@ -67,6 +70,25 @@ class WanSpec(FamilySpec):
         pipeline = settings.pipeline
         schedule = expert_schedule(timesteps, pipeline.boundary, pipeline.boundary_step_index)
         return {"expert_steps": {name: schedule.count(i) for i, name in enumerate(EXPERT_NAMES)}}
+
+
+def _flf2v_problems(settings: RootConfig) -> list[str]:
+    """FLF2V: two frames given, CLIP tokens of both feed the DiT, and they are two distinct pixel frames."""
+    model, pipeline = settings.model, settings.pipeline
+    found = []
+    if not model.clip:
+        found.append(
+            f"model {model.name} is first-last-frame-to-video: its DiT reads CLIP tokens of both frames, so "
+            "model.clip must name the CLIP image encoder"
+        )
+    elif pipeline.clip_config is None:
+        found.append(f"model {model.name} uses CLIP image features: set pipeline.clip_config")
+    if pipeline.num_frames < 5:
+        found.append(
+            f"pipeline.num_frames={pipeline.num_frames}: model {model.name} needs a first and a last frame "
+            "apart, at least 5 frames (4k+1 with k >= 1)"
+        )
+    return found
 
 
 def _moe_problems(settings: RootConfig) -> list[str]:
@@ -125,7 +147,7 @@ _NOT_WAN = frozenset(
 SPEC = WanSpec(
     name="wan",
     families=(Family.wan21, Family.wan22),
-    tasks=frozenset({Task.t2v, Task.i2v}),
+    tasks=frozenset({Task.t2v, Task.i2v, Task.flf2v}),
     pipeline="telefuser_cli.families.wan.pipeline:WanPipeline",
     honoured=SHARED_OPTIONS | {"cfg_scale_high", "cfg_scale_low", "boundary", "boundary_step_index"},
     refused=_NOT_WAN,

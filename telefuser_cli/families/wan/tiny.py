@@ -6,8 +6,8 @@ real weights do. The weights are random: the video is noise-like; the point is t
 any CPU in seconds. (The trained tiny model that ships in telefuser_cli/assets/tiny_wan21 is a plain
 folder of the same layout, written by tools/train_tiny.py; it needs nothing from here.)
 
-Makers: ``tiny_wan21`` (T2V), ``tiny_wan21_i2v`` (with CLIP), ``tiny_wan22_moe`` (A14B experts; the
-distilled entry binds the same weights) and ``tiny_wan22_moe_i2v``.
+Makers: ``tiny_wan21`` (T2V), ``tiny_wan21_i2v`` (with CLIP), ``tiny_wan21_flf2v`` (first and last frame),
+``tiny_wan22_moe`` (A14B experts; the distilled entry binds the same weights) and ``tiny_wan22_moe_i2v``.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from telefuser_cli.loading.rife_arch import write_tiny_rife
 from telefuser_cli.loading.tokenizer import write_tiny_tokenizer
 from telefuser_cli.models.clip_vision import CLIPVisionConfig, WanCLIPVision
 from telefuser_cli.models.umt5 import UMT5Config, UMT5Encoder
+from telefuser_cli.models.wan22_vae import Wan22VAE, Wan22VAEConfig
 from telefuser_cli.models.wan_dit import WanDiT, WanDiTConfig
 from telefuser_cli.models.wan_vae import WanVAE, WanVAEConfig
 
@@ -33,6 +34,7 @@ TINY_DIT_I2V = dataclasses.replace(TINY_DIT, model_type="i2v", in_dim=36)
 # CLIP must keep 224 px / patch 14 (257 tokens: the DiT's image embedding expects them); 80 = one head.
 TINY_CLIP = CLIPVisionConfig(dim=80, num_heads=1, num_layers=2, out_dim=32)
 TINY_DIT_I2V_CLIP = dataclasses.replace(TINY_DIT_I2V, image_dim=TINY_CLIP.dim)
+TINY_DIT_FLF2V = dataclasses.replace(TINY_DIT_I2V_CLIP, model_type="flf2v")
 # Same structure as the released VAE (the key layout diffusers' converter expects), 12x thinner.
 TINY_VAE = WanVAEConfig(dim=8, z_dim=16, dim_mult=(1, 2, 4, 4), num_res_blocks=2)
 
@@ -130,6 +132,25 @@ def _write_wan21_i2v(directory: Path, seed: int) -> None:
     _write_shared(directory, generator)
 
 
+@register("tiny_wan21_flf2v", marker=VAE_FILE, update=_add_rife)
+def _write_wan21_flf2v(directory: Path, seed: int) -> None:
+    """Wan2.1 FLF2V layout: the I2V layout with ``model_type`` flf2v and ``img_emb.emb_pos`` in the DiT."""
+    generator = torch.Generator().manual_seed(seed)
+    directory.mkdir(parents=True, exist_ok=True)
+    dit = WanDiT(TINY_DIT_FLF2V)
+    randomise(dit, generator)
+    # randomise scales it by 1/sqrt(514 * width), which would hide it next to the CLIP tokens: unit scale
+    # makes a run that drops or misplaces the position embedding visibly different.
+    with torch.no_grad():
+        dit.img_emb.emb_pos.normal_(generator=generator)
+    save_weights(dit, directory / DIT_FILE)
+    write_json(directory / "config.json", dit_config_json(TINY_DIT_FLF2V))
+    clip = WanCLIPVision(TINY_CLIP)
+    randomise(clip, generator)
+    torch.save(clip.state_dict(), directory / CLIP_FILE)
+    _write_shared(directory, generator)
+
+
 @register("tiny_wan22_moe_i2v", marker=VAE_FILE, update=_add_rife)
 def _write_wan22_moe_i2v(directory: Path, seed: int) -> None:
     """Wan2.2 A14B I2V layout: two experts taking 16 + 20 channels, no CLIP."""
@@ -137,6 +158,18 @@ def _write_wan22_moe_i2v(directory: Path, seed: int) -> None:
     _write_dit(directory / "high_noise_model", generator, TINY_DIT_I2V)
     _write_dit(directory / "low_noise_model", generator, TINY_DIT_I2V)
     _write_shared(directory, generator)
+
+
+# The released Wan2.2 VAE's structure (48 latent channels, 2x2 patch, 4 levels) at about 1/20 of its widths.
+TINY_VAE22 = Wan22VAEConfig(dim=8, decoder_dim=12)
+VAE22_FILE = "Wan2.2_VAE.pth"
+
+
+def write_wan22_vae(directory: Path, generator: torch.Generator) -> None:
+    """A tiny ``Wan2.2_VAE.pth`` in the official key layout (for a TI2V-5B folder)."""
+    vae = Wan22VAE(TINY_VAE22)
+    randomise(vae, generator)
+    torch.save(vae.state_dict(), directory / VAE22_FILE)
 
 
 def write_tiny_wan21(directory: Path, seed: int = 0) -> Path:
