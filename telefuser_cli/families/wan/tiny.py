@@ -120,15 +120,19 @@ def _write_wan22_moe(directory: Path, seed: int) -> None:
     _write_shared(directory, generator)
 
 
+def _write_clip(directory: Path, generator: torch.Generator) -> None:
+    clip = WanCLIPVision(TINY_CLIP)
+    randomise(clip, generator)
+    # The released file holds both CLIP towers (keys visual.* and textual.*); Wan uses the visual one.
+    torch.save(clip.state_dict(), directory / CLIP_FILE)
+
+
 @register("tiny_wan21_i2v", marker=VAE_FILE, update=_add_rife)
 def _write_wan21_i2v(directory: Path, seed: int) -> None:
     """Wan2.1 I2V layout: a DiT taking 16 + 20 channels and CLIP tokens, plus the CLIP image encoder."""
     generator = torch.Generator().manual_seed(seed)
     _write_dit(directory, generator, TINY_DIT_I2V_CLIP)
-    clip = WanCLIPVision(TINY_CLIP)
-    randomise(clip, generator)
-    # The released file holds both CLIP towers (keys visual.* and textual.*); Wan uses the visual one.
-    torch.save(clip.state_dict(), directory / CLIP_FILE)
+    _write_clip(directory, generator)
     _write_shared(directory, generator)
 
 
@@ -145,9 +149,7 @@ def _write_wan21_flf2v(directory: Path, seed: int) -> None:
         dit.img_emb.emb_pos.normal_(generator=generator)
     save_weights(dit, directory / DIT_FILE)
     write_json(directory / "config.json", dit_config_json(TINY_DIT_FLF2V))
-    clip = WanCLIPVision(TINY_CLIP)
-    randomise(clip, generator)
-    torch.save(clip.state_dict(), directory / CLIP_FILE)
+    _write_clip(directory, generator)
     _write_shared(directory, generator)
 
 
