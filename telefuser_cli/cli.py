@@ -318,6 +318,7 @@ TINY_KINDS = (
     "tiny_wan21_i2v",
     "tiny_wan21_flf2v",
     "tiny_wan22_moe_i2v",
+    "tiny_wan22_ti2v",
     "tiny_hunyuan15",
     "tiny_hunyuan15_sr",
 )

@@ -277,7 +277,8 @@ def _check_steps(settings: RootConfig) -> None:
         )
 
 
-IMAGE_TASKS = (Task.i2v, Task.ti2v, Task.flf2v)
+# The tasks that take user.input_image in this version (TI2V-5B runs text-to-video only).
+IMAGE_TASKS = (Task.i2v, Task.flf2v)
 
 
 def packaged_models(tasks: tuple[Task, ...]) -> list[str]:
@@ -294,6 +295,11 @@ def packaged_models(tasks: tuple[Task, ...]) -> list[str]:
 def _check_images(settings: RootConfig, require_image: bool) -> None:
     """An input image goes to a model that takes one, a last frame to one that takes a last frame."""
     user, model = settings.user, settings.model
+    if user.input_image and model.task is Task.ti2v:
+        raise UserError(
+            f"image-to-video with model {model.name} (ti2v) is not available in this version: run it without "
+            "user.input_image"
+        )
     if user.input_image and model.task not in IMAGE_TASKS:
         raise UserError(
             f"user.input_image={user.input_image}: model {model.name} is {model.task.value} and takes no "

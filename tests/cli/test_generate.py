@@ -77,7 +77,10 @@ def test_single_run_refuses_a_sweep_value():
 
 
 def test_unsupported_pipeline_is_refused_before_running(tmp_path):
-    result = run_cli("generate", "--dry-run", "model=wan22_ti2v_5b", "prompt=x")
+    # TI2V-5B runs text-to-video in this version; its image-to-video is refused before anything runs
+    image = tmp_path / "x.png"
+    image.write_bytes(b"not read")
+    result = run_cli("generate", "--dry-run", "model=wan22_ti2v_5b", "prompt=x", f"user.input_image={image}")
     assert result.exit_code == 2
     assert "not available in this version" in " ".join(result.stderr.split())
 

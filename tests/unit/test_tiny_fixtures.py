@@ -23,4 +23,4 @@ def test_only_a_cache_folder_named_after_a_maker_is_written(tmp_path):
 
 def test_every_family_registers_its_makers():
     assert set(makers()) == {"tiny_wan21", "tiny_wan21_i2v", "tiny_wan22_moe", "tiny_wan22_moe_i2v",
-                             "tiny_wan21_flf2v", "tiny_hunyuan15", "tiny_hunyuan15_sr"}  # fmt: skip
+                             "tiny_wan21_flf2v", "tiny_wan22_ti2v", "tiny_hunyuan15", "tiny_hunyuan15_sr"}  # fmt: skip

@@ -1,5 +1,5 @@
-"""The Wan family (Wan2.1 t2v / i2v / flf2v, Wan2.2 A14B mixtures of experts and their distilled variants),
-torch-free.
+"""The Wan family (Wan2.1 t2v / i2v / flf2v, Wan2.2 A14B mixtures of experts and their distilled variants,
+Wan2.2 TI2V-5B text-to-video), torch-free.
 
 What it serves, what it honours, and its checks of a job before anything loads. The pipeline that runs
 it is :mod:`telefuser_cli.families.wan.pipeline`.
@@ -147,7 +147,7 @@ _NOT_WAN = frozenset(
 SPEC = WanSpec(
     name="wan",
     families=(Family.wan21, Family.wan22),
-    tasks=frozenset({Task.t2v, Task.i2v, Task.flf2v}),
+    tasks=frozenset({Task.t2v, Task.i2v, Task.flf2v, Task.ti2v}),
     pipeline="telefuser_cli.families.wan.pipeline:WanPipeline",
     honoured=SHARED_OPTIONS | {"cfg_scale_high", "cfg_scale_low", "boundary", "boundary_step_index"},
     refused=_NOT_WAN,

@@ -7,7 +7,8 @@ any CPU in seconds. (The trained tiny model that ships in telefuser_cli/assets/t
 folder of the same layout, written by tools/train_tiny.py; it needs nothing from here.)
 
 Makers: ``tiny_wan21`` (T2V), ``tiny_wan21_i2v`` (with CLIP), ``tiny_wan21_flf2v`` (first and last frame),
-``tiny_wan22_moe`` (A14B experts; the distilled entry binds the same weights) and ``tiny_wan22_moe_i2v``.
+``tiny_wan22_moe`` (A14B experts; the distilled entry binds the same weights), ``tiny_wan22_moe_i2v`` and
+``tiny_wan22_ti2v`` (TI2V-5B: a sharded DiT on 48 channels, the Wan2.2 VAE).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import dataclasses
 from pathlib import Path
 
 import torch
+from safetensors.torch import save_file
 
 from telefuser_cli.families.tiny import randomise, register, save_weights, write_json, write_tiny
 from telefuser_cli.loading.rife_arch import write_tiny_rife
@@ -172,6 +174,43 @@ def write_wan22_vae(directory: Path, generator: torch.Generator) -> None:
     vae = Wan22VAE(TINY_VAE22)
     randomise(vae, generator)
     torch.save(vae.state_dict(), directory / VAE22_FILE)
+
+
+TINY_DIT_TI2V = dataclasses.replace(TINY_DIT, model_type="ti2v", in_dim=48, out_dim=48)
+DIT_SHARDS = 2  # the released TI2V-5B DiT is sharded; two shards exercise the index the same way
+
+
+def _write_sharded_dit(directory: Path, generator: torch.Generator, config: WanDiTConfig) -> None:
+    """``diffusion_pytorch_model-0000N-of-0000M.safetensors`` + the index naming each key's shard."""
+    dit = WanDiT(config)
+    randomise(dit, generator)
+    state = {k: v.contiguous() for k, v in dit.state_dict().items()}
+    keys = sorted(state)
+    weight_map = {}
+    for index in range(DIT_SHARDS):
+        name = f"diffusion_pytorch_model-{index + 1:05d}-of-{DIT_SHARDS:05d}.safetensors"
+        part = keys[index::DIT_SHARDS]
+        save_file({k: state[k] for k in part}, str(directory / name))
+        weight_map.update(dict.fromkeys(part, name))
+    total = sum(v.numel() * v.element_size() for v in state.values())
+    write_json(
+        directory / f"{DIT_FILE}.index.json", {"metadata": {"total_size": total}, "weight_map": weight_map}
+    )
+    write_json(directory / "config.json", dit_config_json(config))
+
+
+@register("tiny_wan22_ti2v", marker=VAE22_FILE)
+def _write_wan22_ti2v(directory: Path, seed: int) -> None:
+    """Wan2.2 TI2V-5B layout: a sharded DiT on 48 latent channels, UMT5, the Wan2.2 VAE (written last: the marker)."""
+    generator = torch.Generator().manual_seed(seed)
+    _write_sharded_dit(directory, generator, TINY_DIT_TI2V)
+    t5 = UMT5Encoder(TINY_T5)
+    randomise(t5, generator)
+    torch.save({k: v.to(torch.bfloat16) for k, v in t5.state_dict().items()}, directory / T5_FILE)
+    write_tiny_tokenizer(directory / TOKENIZER_DIR, _WORDS[: TINY_T5.vocab_size - 3])
+    # RIFE weights as every tiny Wan folder has (the tiny pipelines name them for frame interpolation).
+    write_tiny_rife(directory / RIFE_FILE, seed=int(torch.randint(2**31, (1,), generator=generator)))
+    write_wan22_vae(directory, generator)
 
 
 def write_tiny_wan21(directory: Path, seed: int = 0) -> Path:
