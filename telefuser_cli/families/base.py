@@ -327,7 +327,7 @@ def build_scheduler(pipeline: PipelineConfig) -> FlowScheduler:
 
     try:
         return make_scheduler(
-            str(getattr(pipeline.sample_solver, "value", pipeline.sample_solver)), pipeline.num_inference_steps, pipeline.sigma_shift,
+            pipeline.sample_solver.value, pipeline.num_inference_steps, pipeline.sigma_shift,
             pipeline.timesteps,
         )  # fmt: skip
     except ValueError as error:

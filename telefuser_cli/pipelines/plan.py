@@ -14,7 +14,7 @@ from telefuser_cli.schedulers import dit_timesteps
 def sampling_plan(settings: RootConfig) -> dict[str, Any]:
     """The main trajectory's timesteps, and what the family adds (a mixture of experts: steps per expert)."""
     pipeline = settings.pipeline
-    solver = str(getattr(pipeline.sample_solver, "value", pipeline.sample_solver))
+    solver = pipeline.sample_solver.value
     try:
         timesteps = dit_timesteps(
             solver, pipeline.num_inference_steps, pipeline.sigma_shift, pipeline.timesteps

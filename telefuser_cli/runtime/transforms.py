@@ -21,7 +21,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from telefuser_cli.config.schema import OffloadType
+from telefuser_cli.config.schema import ModelRuntimeConfig, OffloadType
 from telefuser_cli.runtime.compile import compile_blocks
 from telefuser_cli.runtime.distributed import ParallelGroups
 from telefuser_cli.runtime.offload import ModelOffload, apply_sequential_offload
@@ -57,6 +57,21 @@ class RuntimeRequest:
     step_cache: float | None = None
     offload: OffloadType = OffloadType.NO_CPU_OFFLOAD
     groups: ParallelGroups | None = None
+
+    @classmethod
+    def of(
+        cls, runtime: ModelRuntimeConfig, step_cache_threshold: float, device: torch.device,
+        groups: ParallelGroups | None,
+    ) -> RuntimeRequest:  # fmt: skip
+        """What a pipeline's settings ask for one DiT (a threshold of 0 means no step cache)."""
+        threshold = step_cache_threshold if step_cache_threshold > 0 else None
+        return cls(device, runtime.compile, threshold, runtime.offload_config.offload_type, groups)
+
+    @property
+    def load_device(self) -> torch.device:
+        """Where to build the weights: the host when an offload brings them to another device, else there."""
+        offloaded = self.offload is not OffloadType.NO_CPU_OFFLOAD and torch.device(self.device).type != "cpu"
+        return torch.device("cpu") if offloaded else torch.device(self.device)
 
 
 class PlannedDiT(nn.Module):

@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from telefuser_cli.config.schema import OffloadType, RootConfig, Task
+from telefuser_cli.config.schema import RootConfig, Task
 from telefuser_cli.errors import UserError
 from telefuser_cli.families.base import FamilyPipeline, SamplingStage, Step, build_scheduler
 from telefuser_cli.families.hunyuan15 import image_cond as ic
@@ -252,16 +252,9 @@ class Hunyuan15Pipeline(FamilyPipeline):
         offload), applied from the plan its class declares."""
         pipeline = self.settings.pipeline
         runtime = pipeline.dit_config
-        offload = runtime.offload_config.offload_type
-        on_host = offload is not OffloadType.NO_CPU_OFFLOAD and self.device.type != "cpu"
+        request = RuntimeRequest.of(runtime, pipeline.step_cache_threshold, self.device, self.groups)
         attn = attention_backend(runtime, self.device)
-        dit = loading.load_dit(
-            self.root, version, resolve_dtype(runtime), torch.device("cpu") if on_host else self.device, attn
-        )
-        threshold = pipeline.step_cache_threshold
-        request = RuntimeRequest(
-            self.device, runtime.compile, threshold if threshold > 0 else None, offload, self.groups
-        )
+        dit = loading.load_dit(self.root, version, resolve_dtype(runtime), request.load_device, attn)
         placed = apply_transforms(dit, request)
         placed.load()
         return placed

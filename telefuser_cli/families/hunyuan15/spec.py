@@ -58,7 +58,7 @@ def _sr_problems(settings: RootConfig) -> list[str]:
             f"pipeline.enable_sr=true: model {model.name} has no super-resolution stage "
             "(model.dit_sr and model.upsampler)"
         ]
-    sr_resolution = str(getattr(pipeline.sr_resolution, "value", pipeline.sr_resolution))
+    sr_resolution = pipeline.sr_resolution.value
     if sr_resolution not in SR_RESOLUTIONS:
         return [f"pipeline.sr_resolution={sr_resolution!r} must be 720p or 1080p"]
     found = []

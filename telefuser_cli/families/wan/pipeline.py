@@ -88,17 +88,6 @@ class WanDenoiser:
         return self.dit(latents, t, context, y=self.y, clip_fea=self.clip_fea)
 
 
-def _place(dit, runtime: ModelRuntimeConfig, threshold: float, device, groups) -> Placed:
-    request = RuntimeRequest(
-        device,
-        runtime.compile,
-        threshold if threshold > 0 else None,
-        runtime.offload_config.offload_type,
-        groups,
-    )
-    return apply_transforms(dit, request)
-
-
 class WanPipeline(FamilyPipeline):
     def locate(self) -> None:
         settings = self.settings
@@ -182,20 +171,20 @@ class WanPipeline(FamilyPipeline):
 
     def _load(self, dit: DitSpec) -> Placed:
         settings = self.settings
-        offloaded = (
-            dit.runtime.offload_config.offload_type.name != "NO_CPU_OFFLOAD" and self.device.type != "cpu"
+        request = RuntimeRequest.of(
+            dit.runtime, settings.pipeline.step_cache_threshold, self.device, self.groups
         )
         module = wan_loading.load_dit(
             dit.files,
             dtype=resolve_dtype(dit.runtime),
-            device=torch.device("cpu") if offloaded else self.device,
+            device=request.load_device,
             attn_backend=attention_backend(dit.runtime, self.device),
             expected_task=settings.model.task.value,
             model_name=settings.model.name,
             expected_quant=settings.model.quant.value,
             loras=[(lora.path, lora.strength) for lora in dit.runtime.lora_configs],
         )
-        return _place(module, dit.runtime, settings.pipeline.step_cache_threshold, self.device, self.groups)
+        return apply_transforms(module, request)
 
     def first_stage(self, reporter, text, text_null) -> SamplingStage:
         pipeline = self.settings.pipeline
