@@ -277,8 +277,9 @@ def _check_steps(settings: RootConfig) -> None:
         )
 
 
-# The tasks that take user.input_image in this version (TI2V-5B runs text-to-video only).
-IMAGE_TASKS = (Task.i2v, Task.flf2v)
+# The tasks that take user.input_image: i2v and flf2v need one, TI2V-5B (ti2v) takes one if given (its
+# first frame) and runs text-to-video without.
+IMAGE_TASKS = (Task.i2v, Task.flf2v, Task.ti2v)
 
 
 def packaged_models(tasks: tuple[Task, ...]) -> list[str]:
@@ -295,11 +296,6 @@ def packaged_models(tasks: tuple[Task, ...]) -> list[str]:
 def _check_images(settings: RootConfig, require_image: bool) -> None:
     """An input image goes to a model that takes one, a last frame to one that takes a last frame."""
     user, model = settings.user, settings.model
-    if user.input_image and model.task is Task.ti2v:
-        raise UserError(
-            f"image-to-video with model {model.name} (ti2v) is not available in this version: run it without "
-            "user.input_image"
-        )
     if user.input_image and model.task not in IMAGE_TASKS:
         raise UserError(
             f"user.input_image={user.input_image}: model {model.name} is {model.task.value} and takes no "
@@ -311,18 +307,19 @@ def _check_images(settings: RootConfig, require_image: bool) -> None:
             f"user.end_image={user.end_image}: model {model.name} ({model.task.value}) takes no last frame; "
             f"only first-last-frame (flf2v) models do: {takers}"
         )
-    if model.task in (Task.i2v, Task.flf2v) and require_image:
-        if not user.input_image:
-            raise UserError(f"model {model.name} turns an image into a video: set user.input_image=PATH")
-        if model.task is Task.flf2v and not user.end_image:
-            raise UserError(
-                f"model {model.name} turns a first and a last frame into a video: set user.end_image=PATH too"
-            )
-        for key in ("input_image", "end_image"):
-            path = getattr(user, key)
-            problem = file_problem(path) if path else None
-            if problem:
-                raise UserError(f"user.{key}={path} {problem}")
+    if not require_image:
+        return
+    if model.task in (Task.i2v, Task.flf2v) and not user.input_image:
+        raise UserError(f"model {model.name} turns an image into a video: set user.input_image=PATH")
+    if model.task is Task.flf2v and not user.end_image:
+        raise UserError(
+            f"model {model.name} turns a first and a last frame into a video: set user.end_image=PATH too"
+        )
+    for key in ("input_image", "end_image"):
+        path = getattr(user, key)
+        problem = file_problem(path) if path else None
+        if problem:
+            raise UserError(f"user.{key}={path} {problem}")
 
 
 def validate(settings: RootConfig, *, require_prompt: bool = True) -> RunPlan:

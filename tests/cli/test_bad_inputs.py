@@ -70,7 +70,7 @@ def test_an_input_image_on_a_text_to_video_model_is_refused(tmp_path):
         assert says(message, f"user.input_image={image}") and "takes no image" in message
         # the models that take one, read from conf/model without Hydra
         assert "tiny_wan21_i2v" in message and "wan22_a14b_i2v" in message
-        assert "wan22_ti2v_5b" not in message  # its image-to-video is not available in this version
+        assert "wan22_ti2v_5b" in message  # TI2V-5B takes an image too (its first frame)
         assert "tiny_wan21_random," not in message and "wan21_t2v_1.3b" not in message
 
 

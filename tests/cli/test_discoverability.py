@@ -22,7 +22,7 @@ from telefuser_cli.paths import config_dir
 ROOT = Path(__file__).resolve().parents[2]
 MODELS = sorted(p.stem for p in (config_dir() / "model").glob("*.yaml"))
 RECIPES = sorted(p.stem for p in (config_dir() / "recipe").glob("*.yaml"))
-IMAGE_TASKS = ("i2v", "flf2v")  # ti2v runs text-to-video only in this version
+IMAGE_TASKS = ("i2v", "flf2v")  # the tasks that need an image (ti2v takes one, and runs without)
 
 
 def run_at(columns: int, *args: str):

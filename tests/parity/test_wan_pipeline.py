@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 
 import numpy as np
 import pytest
@@ -66,20 +67,27 @@ class OfficialGridUniPC(UniPCMultistepScheduler):
         super().set_timesteps(sigmas=official_unipc_sigmas(num_inference_steps, self.shift), device=device)
 
 
-def diffusers_transformer(path) -> WanTransformer3DModel:
-    cfg = dataclasses.replace(TINY_DIT, in_dim=load_file(path)["patch_embedding.weight"].shape[1])
+def diffusers_transformer(path, state_dict=None) -> WanTransformer3DModel:
+    """diffusers' transformer on the tiny official DiT at ``path`` (or the official ``state_dict`` given)."""
+    state_dict = load_file(path) if state_dict is None else state_dict
+    in_dim, out_dim = state_dict["patch_embedding.weight"].shape[1], state_dict["head.head.weight"].shape[0]
+    cfg = dataclasses.replace(TINY_DIT, in_dim=in_dim, out_dim=out_dim // math.prod(TINY_DIT.patch_size))
     transformer = WanTransformer3DModel(
         patch_size=cfg.patch_size, num_attention_heads=cfg.num_heads, attention_head_dim=cfg.head_dim,
         in_channels=cfg.in_dim, out_channels=cfg.out_dim, text_dim=cfg.text_dim, freq_dim=cfg.freq_dim,
         ffn_dim=cfg.ffn_dim, num_layers=cfg.num_layers, cross_attn_norm=cfg.cross_attn_norm,
         qk_norm="rms_norm_across_heads", eps=cfg.eps,
     )  # fmt: skip
-    transformer.load_state_dict(convert_wan_transformer_to_diffusers(load_file(path)), strict=True)
+    transformer.load_state_dict(convert_wan_transformer_to_diffusers(dict(state_dict)), strict=True)
     return transformer.eval()
 
 
-def diffusers_pipeline(root, scheduler=None, moe=False, boundary=None) -> WanPipeline:
-    if moe:
+def diffusers_pipeline(root, scheduler=None, moe=False, boundary=None, transformer=None, vae=None,
+                       expand_timesteps=False) -> WanPipeline:  # fmt: skip
+    """diffusers' WanPipeline on a tiny folder; ``transformer`` and ``vae`` replace those read from it."""
+    if transformer is not None:
+        transformer_2 = None
+    elif moe:
         transformer = diffusers_transformer(root / "high_noise_model" / DIT_FILE)
         transformer_2 = diffusers_transformer(root / "low_noise_model" / DIT_FILE)
     else:
@@ -104,12 +112,13 @@ def diffusers_pipeline(root, scheduler=None, moe=False, boundary=None) -> WanPip
     )
     t5_weights = {k: v.float() for k, v in read_state_dict([root / T5_FILE]).items()}
     text_encoder.load_state_dict(official_to_hf_umt5(t5_weights), strict=True)
-    vae = AutoencoderKLWan(
-        base_dim=TINY_VAE.dim, z_dim=TINY_VAE.z_dim, dim_mult=list(TINY_VAE.dim_mult),
-        num_res_blocks=TINY_VAE.num_res_blocks, attn_scales=list(TINY_VAE.attn_scales),
-        temperal_downsample=list(TINY_VAE.temperal_downsample),
-    )  # fmt: skip
-    vae.load_state_dict(convert_wan_vae_to_diffusers(read_state_dict([root / VAE_FILE])), strict=True)
+    if vae is None:
+        vae = AutoencoderKLWan(
+            base_dim=TINY_VAE.dim, z_dim=TINY_VAE.z_dim, dim_mult=list(TINY_VAE.dim_mult),
+            num_res_blocks=TINY_VAE.num_res_blocks, attn_scales=list(TINY_VAE.attn_scales),
+            temperal_downsample=list(TINY_VAE.temperal_downsample),
+        )  # fmt: skip
+        vae.load_state_dict(convert_wan_vae_to_diffusers(read_state_dict([root / VAE_FILE])), strict=True)
     scheduler = scheduler or OfficialGridUniPC(
         num_train_timesteps=1000, solver_order=2, prediction_type="flow_prediction", use_flow_sigmas=True,
         flow_shift=1.0, predict_x0=True, solver_type="bh2", lower_order_final=True, final_sigmas_type="zero",
@@ -117,7 +126,7 @@ def diffusers_pipeline(root, scheduler=None, moe=False, boundary=None) -> WanPip
     return WanPipeline(
         tokenizer=load_tokenizer(root / TOKENIZER_DIR), text_encoder=text_encoder.eval(),
         transformer=transformer, transformer_2=transformer_2, vae=vae.eval(), scheduler=scheduler,
-        boundary_ratio=boundary,
+        boundary_ratio=boundary, expand_timesteps=expand_timesteps,
     )  # fmt: skip
 
 

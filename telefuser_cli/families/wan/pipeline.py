@@ -20,6 +20,7 @@ from telefuser_cli.families.tiny import prepare_root
 from telefuser_cli.families.wan.image import ImageCondition, clip_files_of, prepare_image_condition
 from telefuser_cli.families.wan.inputs import encode_text, initial_noise
 from telefuser_cli.families.wan.spec import EXPERT_NAMES, expert_schedule
+from telefuser_cli.families.wan.ti2v import FirstFrame, first_frame
 from telefuser_cli.io.video import to_uint8_frames
 from telefuser_cli.loading import wan as wan_loading
 from telefuser_cli.models.wan_context import ContextCache
@@ -52,13 +53,15 @@ class WanDenoiser:
     ``cache_context``: prepare the context once per run (``WanDiT.prepare_context``: the text embedding and
     every block's cross-attention keys and values) rather than in every block at every step. Off only where
     the blocks' weights are not on the device between steps (block-sequential offload).
+    ``pinned``: TI2V image-to-video, whose first latent frame is the image's: its tokens get timestep 0.
     """
 
     def __init__(
         self, dit: WanDiT, cfg_scale: float, cache_context: bool, condition: ImageCondition | None,
-        device: torch.device,
+        device: torch.device, pinned: FirstFrame | None = None,
     ) -> None:  # fmt: skip
         self.dit = dit
+        self.pinned = pinned
         self.cfg_scale = cfg_scale
         self.cache_context = cache_context
         self.y = None if condition is None else condition.y.to(device)
@@ -85,6 +88,8 @@ class WanDenoiser:
 
     def __call__(self, latents: torch.Tensor, step: Step, context) -> torch.Tensor:
         t = step.t.expand(latents.shape[0])
+        if self.pinned is not None:
+            t = self.pinned.token_timesteps(t, latents)
         return self.dit(latents, t, context, y=self.y, clip_fea=self.clip_fea)
 
 
@@ -110,6 +115,8 @@ class WanPipeline(FamilyPipeline):
         self.vae_files = wan_loading.locate(root, "vae", model.vae)
         self.tokenizer_path = wan_loading.tokenizer_dir(root, model.tokenizer)
         self.image_task = model.task in (Task.i2v, Task.flf2v)
+        # TI2V-5B is text-to-video without an image, image-to-video (first frame pinned) with one
+        self.pin_first_frame = model.task is Task.ti2v and bool(settings.user.input_image)
         self.clip_files = clip_files_of(settings, root) if self.image_task else None
         self._check_parallel()
         groups = self.groups
@@ -118,6 +125,7 @@ class WanPipeline(FamilyPipeline):
             groups.device if groups.world_size > 1 else resolve_device(first.runtime, f"{first.name}_config")
         )
         self.condition: ImageCondition | None = None
+        self.pinned: FirstFrame | None = None
 
     @property
     def device(self) -> torch.device:
@@ -142,18 +150,31 @@ class WanPipeline(FamilyPipeline):
         return any(dit.cfg_scale != 1.0 for dit in self.dits)
 
     def encode_image(self, reporter) -> None:
-        if not self.image_task:
+        if self.pin_first_frame:
+            with reporter.stage("encode image"):
+                self.pinned = self._first_frame()
+            sized = self.pinned
+        elif self.image_task:
+            with reporter.stage("encode image"):
+                self.condition = prepare_image_condition(
+                    self.settings, self.plan, self.vae_files, self.clip_files
+                )
+            sized = self.condition
+        else:
             return
-        with reporter.stage("encode image"):
-            self.condition = prepare_image_condition(
-                self.settings, self.plan, self.vae_files, self.clip_files
-            )
-        log.info(
-            "image-to-video size %dx%d (from the image's aspect ratio)", self.condition.width,
-            self.condition.height,
-        )  # fmt: skip
-        self.record["size_written"] = [self.condition.width, self.condition.height]
+        log.info("image-to-video size %dx%d (from the image's aspect ratio)", sized.width, sized.height)
+        self.record["size_written"] = [sized.width, sized.height]
         free_memory()
+
+    def _first_frame(self) -> FirstFrame:
+        """TI2V: the image sized within the resolution's pixel budget and encoded by the Wan2.2 VAE."""
+        runtime = self.settings.pipeline.vae_config
+        vae = wan_loading.load_vae(
+            self.vae_files, dtype=resolve_dtype(runtime), device=resolve_device(runtime, "vae_config")
+        )
+        patch = wan_loading.dit_architecture(self.dits[0].files).patch_size
+        budget = self.plan.width * self.plan.height
+        return first_frame(self.settings.user.input_image, budget, vae, patch)
 
     def encode_text(self, reporter, prompts: list[str]) -> list[Any]:
         pipeline = self.settings.pipeline
@@ -193,7 +214,7 @@ class WanPipeline(FamilyPipeline):
             with reporter.stage(f"load {dit.name}"):
                 placed.append(self._load(dit))
         denoisers = [
-            WanDenoiser(p.module, dit.cfg_scale, p.cache_context, self.condition, self.device)
+            WanDenoiser(p.module, dit.cfg_scale, p.cache_context, self.condition, self.device, self.pinned)
             for p, dit in zip(placed, self.dits, strict=True)
         ]
         scheduler = build_scheduler(pipeline)
@@ -207,9 +228,14 @@ class WanPipeline(FamilyPipeline):
 
         placed[schedule[0] if schedule else 0].load()
         shape = self.plan.latent_shape
-        if self.condition is not None:
-            shape = self.condition.latent_shape(shape[0], shape[1])
+        sized = self.condition or self.pinned
+        if sized is not None:
+            shape = sized.latent_shape(shape[0], shape[1])
         latents = initial_noise((1, *shape), self.settings.user.seed, pipeline.rand_device, self.device)
+        after_step = None
+        if self.pinned is not None:  # frame 0 is the image's latent before the loop and after every step
+            latents = self.pinned.pin(latents)
+            after_step = self.pinned.after_step
 
         def release() -> dict[str, Any]:
             record: dict[str, Any] = {
@@ -222,7 +248,7 @@ class WanPipeline(FamilyPipeline):
             return record
 
         return SamplingStage(
-            "denoise", denoisers, scheduler, latents, text, text_null, schedule, switch, release=release
+            "denoise", denoisers, scheduler, latents, text, text_null, schedule, switch, after_step, release
         )
 
     def decode(self, reporter, latents: torch.Tensor, stage: str = "decode") -> torch.Tensor:
