@@ -257,6 +257,9 @@ class PipelineConfig:
     sr_cfg_scale: float = 1.0
     lq_noise_strength: float = 0.7
     save_pre_sr_video: bool = False
+    # Keep loaded components and text/image encodings for the next job of the same process (a sweep): a job
+    # that uses the same files with the same settings reuses them; false: every job loads everything itself.
+    keep_loaded: bool = True
 
 
 # ---------------------------------------------------------------- layer 3: the person

@@ -112,7 +112,7 @@ SHARED_OPTIONS = frozenset(
     {
         "sample_solver", "num_inference_steps", "timesteps", "cfg_scale", "sigma_shift", "num_frames", "fps",
         "negative_prompt", "rand_device", "cfg_batch", "step_cache_threshold", "tiled", "tile_size",
-        "tile_stride", "enable_vfi", "target_fps", "vfi_scale", "vfi_chunk_size", "vfi_weights",
+        "tile_stride", "enable_vfi", "target_fps", "vfi_scale", "vfi_chunk_size", "vfi_weights", "keep_loaded",
     }
 )  # fmt: skip
 

@@ -9,7 +9,8 @@
 7. decode    the VAE turns the final latents into frames
 8. write     frame interpolation (optional), the video, and the record config.json keeps
 
-Each step frees what it loaded before the next one starts; the progress reporter times every stage.
+Each step frees what it loaded before the next one starts, except what the process keeps for its next job
+(``runtime/resident.py``, ``pipeline.keep_loaded``); the progress reporter times every stage.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from telefuser_cli.pipelines.sampling import Batched, CfgParallel, Guidance, Two
 from telefuser_cli.progress import Reporter
 from telefuser_cli.runtime.device import free_memory
 from telefuser_cli.runtime.distributed import ParallelGroups, init_distributed, is_main_process
+from telefuser_cli.runtime.resident import RESIDENT
 
 __all__ = ["generate", "start_parallel"]
 
@@ -83,6 +85,17 @@ def generate(
     Every allocation of the run is inside one out-of-memory guard, which names the stage that ran out.
     """
     groups = groups or ParallelGroups()
+    RESIDENT.start_job(settings.pipeline.keep_loaded)
+    try:
+        return _generate(settings, plan, output_dir, config_hash, groups)
+    except BaseException:  # what a failed job kept may be half-moved or mid-trajectory: start clean
+        RESIDENT.clear()
+        raise
+
+
+def _generate(
+    settings: RootConfig, plan: RunPlan, output_dir: Path, config_hash: str, groups: ParallelGroups
+) -> GenerationResult | None:
     with oom_as_user_error():
         family: FamilyPipeline = pipeline_class(settings.model)(settings, plan, groups)
         family.locate()  # 1
@@ -117,4 +130,8 @@ def generate(
             video_path, written = finish_video(  # 8
                 frames, settings, plan, output_dir, config_hash, reporter, vfi_path
             )
-    return result_of(video_path, family.device, reporter, latents_path, {**written, **family.record})
+    # what this job took from earlier ones instead of loading or encoding it (pipeline.keep_loaded)
+    reused = {"reused": list(dict.fromkeys(RESIDENT.reused))}
+    return result_of(
+        video_path, family.device, reporter, latents_path, {**written, **family.record, **reused}
+    )

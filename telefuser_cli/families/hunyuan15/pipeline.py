@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from telefuser_cli.config.schema import RootConfig, Task
+from telefuser_cli.config.schema import OffloadType, RootConfig, Task
 from telefuser_cli.errors import UserError
 from telefuser_cli.families.base import FamilyPipeline, SamplingStage, Step, build_scheduler
 from telefuser_cli.families.hunyuan15 import image_cond as ic
@@ -37,6 +37,7 @@ from telefuser_cli.loading import hunyuan15 as loading
 from telefuser_cli.models.hunyuan15_context import Hunyuan15Context
 from telefuser_cli.runtime.device import attention_backend, free_memory, resolve_device, resolve_dtype
 from telefuser_cli.runtime.distributed import validate_parallel
+from telefuser_cli.runtime.resident import RESIDENT, identity, park, unpark
 from telefuser_cli.runtime.transforms import Placed, RuntimeRequest, apply_transforms
 from telefuser_cli.schedulers import make_scheduler
 
@@ -210,14 +211,12 @@ class Hunyuan15Pipeline(FamilyPipeline):
                 ic.image_embeds(encoder, processor, im, encoder_device).to(self.device) for im in images
             ]
         del encoder
-        vae_device = resolve_device(pipeline.vae_config, "vae_config")
         with reporter.stage("load vae"):
-            vae = loading.load_vae(
-                self.root, resolve_dtype(pipeline.vae_config), vae_device, settings.model.vae
-            )
+            vae = self._vae()
         with reporter.stage("encode first frame"):
             frames = latent_shape(1, plan.num_frames, height, width)[2]
             conditions = [ic.image_condition(vae, im, frames).to(self.device) for im in images]
+        park(vae, resolve_device(pipeline.vae_config, "vae_config"))
         del vae
         free_memory()
         extra = {"sr_condition": conditions[1], "sr_tokens": tokens[1]} if pipeline.enable_sr else {}
@@ -226,26 +225,71 @@ class Hunyuan15Pipeline(FamilyPipeline):
         self.record["size_written"] = [width, height]
 
     def encode_text(self, reporter, prompts: list[str]) -> list[Any]:
+        """Qwen2.5-VL (+ byT5 glyph) features of the prompt and the negative prompt; those this process
+        encoded before with the same encoders are not encoded again (``pipeline.keep_loaded``)."""
         pipeline, model = self.settings.pipeline, self.settings.model
-        text_device = resolve_device(pipeline.text_encoding_config, "text_encoding_config")
-        text_dtype = resolve_dtype(pipeline.text_encoding_config)
-        with reporter.stage("load text encoders"):
-            llm, tokenizer = loading.load_text_encoder(self.root, text_dtype, text_device, model.text_encoder)
-            try:
-                crop_start = find_crop_start(tokenizer)
-            except ValueError as error:
-                raise UserError(f"text encoder: {self.root / model.text_encoder}: {error}") from None
-            byt5, byt5_tokenizer = loading.load_byt5(self.root, text_dtype, text_device, model.glyph_encoder)
-        with reporter.stage("encode text"), torch.no_grad():
-            # the negative prompt (second) gets the glyph features of "", as the official pipeline gives it
-            encoders = [encode_prompts, encode_negative_prompts][: len(prompts)]
-            encoded = [
-                encode(llm, tokenizer, byt5, byt5_tokenizer, [prompt], self.device, crop_start)
-                for encode, prompt in zip(encoders, prompts, strict=True)
-            ]
-        del llm, byt5
-        free_memory()
+        runtime = pipeline.text_encoding_config
+        text_device = resolve_device(runtime, "text_encoding_config")
+        text_dtype = resolve_dtype(runtime)
+        folders = [
+            self.root / model.text_encoder,
+            self.root / loading.BYT5_DIR,
+            self.root / model.glyph_encoder,
+        ]
+        key = identity("text encoder", folders, runtime=runtime, device=str(self.device))
+        # the negative prompt (second) gets the glyph features of "", as the official pipeline gives it
+        roles = [encode_prompts, encode_negative_prompts][: len(prompts)]
+        keys = [(key, role.__name__, prompt) for role, prompt in zip(roles, prompts, strict=True)]
+        encoded = [RESIDENT.lookup(k, "text encoding") for k in keys]
+        if any(value is None for value in encoded):
+
+            def load():
+                llm, tokenizer = loading.load_text_encoder(
+                    self.root, text_dtype, text_device, model.text_encoder
+                )
+                try:
+                    crop_start = find_crop_start(tokenizer)
+                except ValueError as error:
+                    raise UserError(f"text encoder: {self.root / model.text_encoder}: {error}") from None
+                byt5, byt5_tokenizer = loading.load_byt5(
+                    self.root, text_dtype, text_device, model.glyph_encoder
+                )
+                return llm, tokenizer, byt5, byt5_tokenizer, crop_start
+
+            with reporter.stage("load text encoders"):
+                llm, tokenizer, byt5, byt5_tokenizer, crop_start = RESIDENT.component(
+                    key, load, "text encoders"
+                )
+                unpark(llm, text_device)
+                unpark(byt5, text_device)
+            with reporter.stage("encode text"), torch.no_grad():
+                for index, (role, prompt) in enumerate(zip(roles, prompts, strict=True)):
+                    if encoded[index] is None:
+                        value = role(llm, tokenizer, byt5, byt5_tokenizer, [prompt], self.device, crop_start)
+                        encoded[index] = RESIDENT.store(keys[index], value)
+            park(llm, text_device)
+            park(byt5, text_device)
+            del llm, byt5
+            free_memory()
         return encoded
+
+    def _park_device(self) -> torch.device | None:
+        """Where a kept DiT without offload computes (it waits on the host between jobs); None with an
+        offload, which moves the weights itself."""
+        offload = self.settings.pipeline.dit_config.offload_config.offload_type
+        return self.device if offload is OffloadType.NO_CPU_OFFLOAD else None
+
+    def _vae(self):
+        """The VAE on its device: kept from an earlier stage or job, or loaded."""
+        pipeline, model = self.settings.pipeline, self.settings.model
+        device = resolve_device(pipeline.vae_config, "vae_config")
+        vae = RESIDENT.component(
+            identity("vae", [self.root / model.vae], runtime=pipeline.vae_config),
+            lambda: loading.load_vae(self.root, resolve_dtype(pipeline.vae_config), device, model.vae),
+            "vae",
+        )
+        unpark(vae, device)
+        return vae
 
     def _load_dit(self, version: str) -> Placed:
         """The DiT on its device with the runtime transforms the pipeline asks for (compile, step cache,
@@ -254,8 +298,18 @@ class Hunyuan15Pipeline(FamilyPipeline):
         runtime = pipeline.dit_config
         request = RuntimeRequest.of(runtime, pipeline.step_cache_threshold, self.device, self.groups)
         attn = attention_backend(runtime, self.device)
-        dit = loading.load_dit(self.root, version, resolve_dtype(runtime), request.load_device, attn)
-        placed = apply_transforms(dit, request)
+
+        def load() -> Placed:
+            dit = loading.load_dit(self.root, version, resolve_dtype(runtime), request.load_device, attn)
+            return apply_transforms(dit, request)
+
+        key = identity(
+            "dit", [self.root / "transformer" / version], runtime=runtime, device=str(self.device),
+            step_cache=pipeline.step_cache_threshold, parallel=(self.groups.world_size, self.groups.cfg_degree),
+        )  # fmt: skip
+        placed = RESIDENT.component(key, load, "dit" if version == self.version else "dit_sr")
+        if runtime.offload_config.offload_type is OffloadType.NO_CPU_OFFLOAD:
+            unpark(placed.module, self.device)
         placed.load()
         return placed
 
@@ -271,7 +325,7 @@ class Hunyuan15Pipeline(FamilyPipeline):
         denoisers = [Hunyuan15Denoiser(placed, pipeline.cfg_scale, condition, image)]
         return SamplingStage(
             "denoise", denoisers, build_scheduler(pipeline), latents, text, text_null,
-            release=_releaser("dit", placed, denoisers),
+            release=_releaser("dit", placed, denoisers, self._park_device()),
         )  # fmt: skip
 
     def refine_stage(self, reporter, latents, text, text_null, write_intermediate) -> SamplingStage | None:
@@ -300,7 +354,7 @@ class Hunyuan15Pipeline(FamilyPipeline):
         scheduler = make_scheduler("euler", pipeline.sr_steps, pipeline.sr_shift)
         return SamplingStage(
             "super-resolve", denoisers, scheduler, start, text, text_null,
-            release=_releaser("dit_sr", placed, denoisers),
+            release=_releaser("dit_sr", placed, denoisers, self._park_device()),
         )  # fmt: skip
 
     def decode(self, reporter, latents: torch.Tensor, stage: str = "decode") -> torch.Tensor:
@@ -308,25 +362,28 @@ class Hunyuan15Pipeline(FamilyPipeline):
         pipeline = settings.pipeline
         vae_device = resolve_device(pipeline.vae_config, "vae_config")
         with reporter.stage("load vae"):
-            vae = loading.load_vae(
-                self.root, resolve_dtype(pipeline.vae_config), vae_device, settings.model.vae
-            )
+            vae = self._vae()
         tile = tuple(pipeline.tile_size) if pipeline.tiled else None
         with reporter.stage(stage):
             video = decode_latents(
                 vae, latents.to(vae_device), tile, tuple(pipeline.tile_stride), pipeline.tile_frames or None
             )
+        park(vae, vae_device)
         del vae
         free_memory()
         return to_uint8_frames(video[0])
 
 
-def _releaser(name: str, placed: Placed, denoisers: list) -> Callable[[], dict[str, Any]]:
+def _releaser(
+    name: str, placed: Placed, denoisers: list, park_on: torch.device | None
+) -> Callable[[], dict[str, Any]]:
     """Frees the stage's DiT; returns what the record keeps about it (offload, step cache)."""
 
     def release() -> dict[str, Any]:
         record = placed.record()  # before release, which resets the step cache's counters
         placed.release()
+        if park_on is not None:  # kept for the next job (pipeline.keep_loaded): off the device meanwhile
+            park(placed.module, park_on)
         denoisers.clear()
         return {name: record} if record else {}
 

@@ -42,9 +42,10 @@ class ImageCondition:
 def prepare_image_condition(
     settings: RootConfig,
     plan: RunPlan,
-    vae_files: wan_loading.ComponentFiles,
+    vae,
     clip_files: wan_loading.ComponentFiles | None,
 ) -> ImageCondition:
+    """The condition of ``user.input_image`` (and ``user.end_image``), encoded by ``vae`` (a loaded Wan VAE)."""
     user, pipeline = settings.user, settings.pipeline
     image = load_image(user.input_image)
     end = None
@@ -60,14 +61,10 @@ def prepare_image_condition(
                 image.shape[2], image.shape[1], fitted.shape[2], fitted.shape[1],
             )  # fmt: skip
         end = fitted
-    # The size needs the VAE's stride: read it off the weights' shapes before loading them.
-    stride = wan_loading.vae_architecture(vae_files).spatial_compression
+    stride = vae.config.spatial_compression
     width, height = i2v_size(image.shape[2], image.shape[1], plan.width * plan.height, vae_stride=stride)
-    vae_device = resolve_device(pipeline.vae_config, "vae_config")
-    vae = wan_loading.load_vae(vae_files, dtype=resolve_dtype(pipeline.vae_config), device=vae_device)
     with torch.no_grad():
         y = condition_latents(vae, image, pipeline.num_frames, width, height, end_image=end).float()
-    del vae
     clip_fea = None
     if clip_files is not None:
         runtime = pipeline.clip_config

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from telefuser_cli.config.schema import ModelRuntimeConfig, Task
+from telefuser_cli.config.schema import ModelRuntimeConfig, OffloadType, Task
 from telefuser_cli.errors import UserError
 from telefuser_cli.families.base import FamilyPipeline, SamplingStage, Step, build_scheduler
 from telefuser_cli.families.tiny import prepare_root
@@ -27,6 +27,7 @@ from telefuser_cli.models.wan_context import ContextCache
 from telefuser_cli.models.wan_dit import WanDiT
 from telefuser_cli.runtime.device import attention_backend, free_memory, resolve_device, resolve_dtype
 from telefuser_cli.runtime.distributed import validate_parallel
+from telefuser_cli.runtime.resident import RESIDENT, identity, park, unpark
 from telefuser_cli.runtime.transforms import Placed, RuntimeRequest, apply_transforms
 
 log = logging.getLogger(__name__)
@@ -150,45 +151,89 @@ class WanPipeline(FamilyPipeline):
         return any(dit.cfg_scale != 1.0 for dit in self.dits)
 
     def encode_image(self, reporter) -> None:
-        if self.pin_first_frame:
-            with reporter.stage("encode image"):
-                self.pinned = self._first_frame()
-            sized = self.pinned
-        elif self.image_task:
-            with reporter.stage("encode image"):
-                self.condition = prepare_image_condition(
-                    self.settings, self.plan, self.vae_files, self.clip_files
-                )
-            sized = self.condition
-        else:
+        if not (self.pin_first_frame or self.image_task):
             return
+        user, pipeline = self.settings.user, self.settings.pipeline
+        images = [path for path in (user.input_image, user.end_image) if path]
+        # the same image(s) at the same size through the same encoders: encoded once per process
+        key = (
+            identity("image", images), self._vae_identity(), self.plan.width * self.plan.height,
+            pipeline.num_frames, None if self.clip_files is None else (tuple(self.clip_files.files), pipeline.clip_config),
+        )  # fmt: skip
+        sized = RESIDENT.lookup(key, "image encoding")
+        if sized is None:
+            with reporter.stage("encode image"):
+                vae = self._vae()
+                if self.pin_first_frame:
+                    patch = wan_loading.dit_architecture(self.dits[0].files).patch_size
+                    budget = self.plan.width * self.plan.height
+                    sized = first_frame(user.input_image, budget, vae, patch)
+                else:
+                    sized = prepare_image_condition(self.settings, self.plan, vae, self.clip_files)
+                park(vae, resolve_device(pipeline.vae_config, "vae_config"))
+                del vae
+            RESIDENT.store(key, sized)
+        if self.pin_first_frame:
+            self.pinned = sized
+        else:
+            self.condition = sized
         log.info("image-to-video size %dx%d (from the image's aspect ratio)", sized.width, sized.height)
         self.record["size_written"] = [sized.width, sized.height]
         free_memory()
 
-    def _first_frame(self) -> FirstFrame:
-        """TI2V: the image sized within the resolution's pixel budget and encoded by the Wan2.2 VAE."""
+    def _vae_identity(self):
+        return identity("vae", self.vae_files.files, runtime=self.settings.pipeline.vae_config)
+
+    def _vae(self):
+        """The VAE on its device: kept from an earlier stage or job, or loaded."""
         runtime = self.settings.pipeline.vae_config
-        vae = wan_loading.load_vae(
-            self.vae_files, dtype=resolve_dtype(runtime), device=resolve_device(runtime, "vae_config")
+        device = resolve_device(runtime, "vae_config")
+        vae = RESIDENT.component(
+            self._vae_identity(),
+            lambda: wan_loading.load_vae(self.vae_files, dtype=resolve_dtype(runtime), device=device),
+            "vae",
         )
-        patch = wan_loading.dit_architecture(self.dits[0].files).patch_size
-        budget = self.plan.width * self.plan.height
-        return first_frame(self.settings.user.input_image, budget, vae, patch)
+        unpark(vae, device)
+        return vae
 
     def encode_text(self, reporter, prompts: list[str]) -> list[Any]:
+        """UMT5 features of each prompt; a prompt this process encoded before with the same encoder is not
+        encoded again (``pipeline.keep_loaded``)."""
         pipeline = self.settings.pipeline
-        text_device = resolve_device(pipeline.text_encoding_config, "text_encoding_config")
-        with reporter.stage("load text encoder"):
-            tokenizer = wan_loading.load_wan_tokenizer(self.tokenizer_path)
-            encoder = wan_loading.load_text_encoder(
-                self.t5_files, dtype=resolve_dtype(pipeline.text_encoding_config), device=text_device
-            )
-        with reporter.stage("encode text"):
-            features = encode_text(encoder, tokenizer, prompts, text_device)
-        del encoder
-        free_memory()
-        return [feature[None].to(self.device) for feature in features]
+        runtime = pipeline.text_encoding_config
+        text_device = resolve_device(runtime, "text_encoding_config")
+        key = identity("text encoder", [*self.t5_files.files, self.tokenizer_path], runtime=runtime)
+        features = {prompt: RESIDENT.lookup((key, prompt), "text encoding") for prompt in prompts}
+        missing = [prompt for prompt, feature in features.items() if feature is None]
+        if missing:
+
+            def load():
+                tokenizer = wan_loading.load_wan_tokenizer(self.tokenizer_path)
+                encoder = wan_loading.load_text_encoder(
+                    self.t5_files, dtype=resolve_dtype(runtime), device=text_device
+                )
+                return tokenizer, encoder
+
+            with reporter.stage("load text encoder"):
+                tokenizer, encoder = RESIDENT.component(key, load, "text encoder")
+                unpark(encoder, text_device)
+            with reporter.stage("encode text"):
+                encoded = encode_text(encoder, tokenizer, missing, text_device)
+            park(encoder, text_device)
+            del encoder
+            free_memory()
+            for prompt, feature in zip(missing, encoded, strict=True):
+                features[prompt] = RESIDENT.store((key, prompt), feature.cpu())
+        return [features[prompt][None].to(self.device) for prompt in prompts]
+
+    def _dit_identity(self, dit: DitSpec):
+        """Everything that changes what ``_load`` builds for ``dit``."""
+        settings, groups = self.settings, self.groups
+        return identity(
+            "dit", dit.files.files, runtime=dit.runtime, step_cache=settings.pipeline.step_cache_threshold,
+            task=settings.model.task, quant=settings.model.quant, device=str(self.device),
+            parallel=(groups.world_size, groups.sp_degree, groups.cfg_degree),
+        )  # fmt: skip
 
     def _load(self, dit: DitSpec) -> Placed:
         settings = self.settings
@@ -212,7 +257,11 @@ class WanPipeline(FamilyPipeline):
         placed: list[Placed] = []
         for dit in self.dits:
             with reporter.stage(f"load {dit.name}"):
-                placed.append(self._load(dit))
+                placed.append(
+                    RESIDENT.component(self._dit_identity(dit), lambda d=dit: self._load(d), dit.name)
+                )
+            if dit.runtime.offload_config.offload_type is OffloadType.NO_CPU_OFFLOAD:
+                unpark(placed[-1].module, self.device)
         denoisers = [
             WanDenoiser(p.module, dit.cfg_scale, p.cache_context, self.condition, self.device, self.pinned)
             for p, dit in zip(placed, self.dits, strict=True)
@@ -243,6 +292,10 @@ class WanPipeline(FamilyPipeline):
             }
             if schedule is not None:
                 record["expert_steps"] = {name: schedule.count(i) for i, name in enumerate(EXPERT_NAMES)}
+            for dit, p in zip(self.dits, placed, strict=True):  # kept for the next job: as a fresh load
+                p.release()  # off the device (model offload), the step cache's state reset
+                if dit.runtime.offload_config.offload_type is OffloadType.NO_CPU_OFFLOAD:
+                    park(p.module, self.device)
             denoisers.clear()
             placed.clear()
             return record
@@ -255,15 +308,14 @@ class WanPipeline(FamilyPipeline):
         pipeline = self.settings.pipeline
         vae_device = resolve_device(pipeline.vae_config, "vae_config")
         with reporter.stage("load vae"):
-            vae = wan_loading.load_vae(
-                self.vae_files, dtype=resolve_dtype(pipeline.vae_config), device=vae_device
-            )
+            vae = self._vae()
         with reporter.stage(stage):
             z = latents.to(vae_device)
             if pipeline.tiled:
                 video = vae.tiled_decode(z, tuple(pipeline.tile_size), tuple(pipeline.tile_stride))
             else:
                 video = vae.decode(z)
+        park(vae, vae_device)
         del vae
         free_memory()
         return to_uint8_frames(video[0])
