@@ -63,12 +63,15 @@ def _complete_override(ctx: typer.Context, incomplete: str) -> list[str]:
 
 def _validate_for_generate(cfg: Any) -> dict[str, Any]:
     """Validate one job; returns what the launcher decision and the output checks need."""
+    from telefuser_cli.config.settings_hash import settings_sha256
     from telefuser_cli.config.validate import to_settings, validate
     from telefuser_cli.families import check
 
     settings = to_settings(cfg)
     plan = check(settings, validate(settings))
     return {
+        "seed": settings.user.seed,
+        "settings_sha256": settings_sha256(settings),  # what --resume compares (seed -1 is refused there)
         "warnings": list(plan.warnings),
         "nproc": settings.launcher.nproc_per_node,
         "run_dir": str(cfg.hydra.run.dir),
@@ -77,11 +80,24 @@ def _validate_for_generate(cfg: Any) -> dict[str, Any]:
     }
 
 
-def _check_output_dirs(infos: list[dict[str, Any]], multirun: bool) -> None:
+def _check_output_dirs(
+    jobs: list[tuple[list[str], dict[str, Any]]], multirun: bool, swept: list[str] | None
+) -> None:
     """Before Hydra creates any directory: the run's (or sweep's) directory must be writable and hold
-    no finished run that would be replaced (unless output.overwrite=true)."""
-    from telefuser_cli.job import check_run_dir, check_sweep_dir
+    no finished run that would be replaced (unless output.overwrite=true).
 
+    With --resume (`swept` given), finished runs in the sweep's directory are expected: each must be the
+    run of the job whose folder it is, with the same settings hash (job.check_resume_dir)."""
+    from telefuser_cli.config.job_names import job_dir_name
+    from telefuser_cli.job import check_resume_dir, check_run_dir, check_sweep_dir
+
+    infos = [info for _, info in jobs]
+    if swept is not None:
+        expected = {
+            job_dir_name(num, job, swept): info["settings_sha256"] for num, (job, info) in enumerate(jobs)
+        }
+        check_resume_dir(Path(infos[0]["sweep_dir"]), expected, any(info["overwrite"] for info in infos))
+        return
     if not multirun:
         check_run_dir(Path(infos[0]["run_dir"]), infos[0]["overwrite"])
         return
@@ -126,6 +142,12 @@ def generate(
     from_config: Path | None = typer.Option(
         None, "--from-config", help="Replay a recorded run: its folder, config.json or resolved_config.yaml."
     ),
+    resume: bool = typer.Option(
+        False,
+        "--resume",
+        help="With -m and hydra.sweep.dir=DIR of an earlier sweep: skip the jobs finished there with the "
+        "same settings, run the rest.",
+    ),
 ) -> None:
     """Generate a video (or, with -m, a sweep of videos) from Hydra overrides.
 
@@ -137,7 +159,7 @@ def generate(
     from telefuser_cli.errors import UserError
 
     try:
-        _generate(list(overrides or []), multirun, dry_run, config_dir, from_config)
+        _generate(list(overrides or []), multirun, dry_run, config_dir, from_config, resume)
     except typer.Exit:
         raise
     except UserError as error:
@@ -150,19 +172,53 @@ def generate(
         reset_logging()
 
 
+def _check_resume(args: list[str], multirun: bool) -> None:
+    """--resume continues one named sweep: it needs -m and the sweep's folder."""
+    from telefuser_cli.config.overrides import override_key
+    from telefuser_cli.errors import UserError
+
+    if not multirun:
+        raise UserError("--resume continues a sweep: use it with -m")
+    if "hydra.sweep.dir" not in {override_key(arg) for arg in args}:
+        raise UserError("--resume needs the sweep's folder: give hydra.sweep.dir=DIR (the one it ran in)")
+
+
+def _check_resume_seeds(jobs: list[tuple[list[str], dict[str, Any]]]) -> None:
+    """A drawn seed (-1) differs on every run, so no finished job could ever be the one asked for."""
+    from telefuser_cli.errors import UserError
+
+    if any(info["seed"] == -1 for _, info in jobs):
+        raise UserError(
+            "--resume with user.seed=-1: a drawn seed differs on every run; give seeds, e.g. seed=1,2,3"
+        )
+
+
 def _generate(
-    overrides: list[str], multirun: bool, dry_run: bool, config_dir: Path | None, from_config: Path | None
+    overrides: list[str],
+    multirun: bool,
+    dry_run: bool,
+    config_dir: Path | None,
+    from_config: Path | None,
+    resume: bool = False,
 ) -> None:
     from telefuser_cli.config.hydra_app import HydraApp, with_kwargs
+    from telefuser_cli.config.job_names import exclude_keys_override, swept_keys
     from telefuser_cli.config.overrides import expand
+    from telefuser_cli.config.prompt_file import prompt_file_overrides
 
     args = expand(overrides)
     hydra_app = HydraApp(config_dir)
     replayed_from = None
     if from_config is not None:
         replayed_from, args = _replay_overrides(from_config, args, hydra_app)
+    if resume:
+        _check_resume(args, multirun)
+    args = prompt_file_overrides(args, multirun)
     jobs = hydra_app.validate_all(args, multirun, _validate_for_generate)
-    _check_output_dirs([info for _, info in jobs], multirun)
+    swept = swept_keys(args) if multirun else []
+    if resume:
+        _check_resume_seeds(jobs)
+    _check_output_dirs(jobs, multirun, swept if resume else None)
     warn([warning for _, info in jobs for warning in info["warnings"]])
     nproc = max(info["nproc"] for _, info in jobs)
     if nproc > 1 and not dry_run:
@@ -177,9 +233,10 @@ def _generate(
             raise typer.Exit(relaunch_with_torchrun(nproc, argv))
     from telefuser_cli.job import run_job  # imports torch: only once every job is valid
 
-    task = with_kwargs(run_job, dry_run=dry_run, replayed_from=replayed_from)
+    task = with_kwargs(run_job, dry_run=dry_run, replayed_from=replayed_from, resume=resume)
     if multirun:
-        report_sweep(hydra_app.multirun(task, args))
+        # the overrides that are not swept stay out of the job folders' names (config/job_names.py)
+        report_sweep(hydra_app.multirun(task, [*args, exclude_keys_override(args)]), swept)
     else:
         report_run(hydra_app.run(task, args))
 
@@ -207,6 +264,9 @@ def dump_config(
         fail(f"--format {fmt}: use json or yaml")
     args = expand(list(overrides or []))
     try:
+        from telefuser_cli.config.prompt_file import prompt_file_overrides
+
+        args = prompt_file_overrides(args, multirun=False)
         check_overrides(args)
         cfg = HydraApp(config_dir).checked_config(args)
         settings = to_settings(cfg)

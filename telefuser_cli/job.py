@@ -7,7 +7,6 @@ to be valid, with `status: running`, and rewritten on every way out: `done`, `fa
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -21,6 +20,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from telefuser_cli.config.dump import build_document, to_json
+from telefuser_cli.config.settings_hash import settings_sha256
 from telefuser_cli.config.validate import to_settings, validate
 from telefuser_cli.errors import UserError
 from telefuser_cli.families import check, spec_of
@@ -34,6 +34,7 @@ CONFIG_JSON = "config.json"
 RESOLVED_YAML = "resolved_config.yaml"
 ERROR_LOG = "error.log"
 SWEEP_JSON = "sweep.json"
+SKIPPED = "skipped (done)"  # a --resume job whose finished run is already there
 # Set to 1 to see an internal error's traceback on the terminal (it is always saved to a file).
 DEBUG_ENV = "TELEFUSER_DEBUG"
 
@@ -150,6 +151,64 @@ def check_sweep_dir(directory: Path, overwrite: bool) -> None:
             raise _refuse_finished("hydra.sweep.dir", directory, found)
 
 
+def _read_record(directory: Path) -> dict[str, Any]:
+    try:
+        document = json.loads((directory / CONFIG_JSON).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return document if isinstance(document, dict) else {}
+
+
+def finished_same_settings(directory: Path, settings_hash: str) -> dict[str, Any] | None:
+    """The record of a finished run in `directory` (status done, its video there) with this settings hash,
+    else None: what --resume skips."""
+    document = _read_record(directory)
+    run = document.get("run") if isinstance(document.get("run"), dict) else {}
+    video = directory / str(run.get("video") or "video.mp4")
+    if document.get("status") != "done" or not video.is_file():
+        return None
+    return document if document.get("settings_sha256") == settings_hash else None
+
+
+def _other_settings(key: str, directory: Path, job_dir: Path, recorded: Any) -> UserError:
+    return UserError(
+        f"{key}={directory}: {job_dir.name} holds a finished run of other settings (settings_sha256 "
+        f"{str(recorded)[:12] if recorded else 'not recorded'}); --resume continues the same sweep: give the "
+        "same overrides, choose another hydra.sweep.dir, or set output.overwrite=true to replace it"
+    )
+
+
+def check_resume_dir(directory: Path, expected: dict[str, str], overwrite: bool) -> None:
+    """`generate -m --resume` into `directory`, whose jobs will be the folders `expected` names (folder
+    name -> settings hash): a job folder whose record says done must hold this job's settings (the job is
+    skipped), and no other folder may hold a finished run (it would be another sweep's). With
+    output.overwrite=true, finished runs of other settings are replaced instead."""
+    _check_writable("hydra.sweep.dir", directory)
+    if overwrite or not directory.is_dir():
+        return
+    for job_dir in sorted(p for p in directory.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        found = finished_run(job_dir)
+        if not found:
+            continue
+        if job_dir.name not in expected:
+            raise UserError(
+                f"hydra.sweep.dir={directory} holds a finished run that this sweep has no job for ({found}); "
+                "--resume continues the same sweep: give the same overrides, or choose another hydra.sweep.dir"
+            )
+        document = _read_record(job_dir)  # a video beside a failed or interrupted record is run again
+        if document.get("status") == "done" and document.get("settings_sha256") != expected[job_dir.name]:
+            raise _other_settings("hydra.sweep.dir", directory, job_dir, document.get("settings_sha256"))
+
+
+def _time_s(document: dict[str, Any]) -> float | None:
+    """A finished run's time: the sum of its recorded stage timings."""
+    run = document.get("run") if isinstance(document.get("run"), dict) else {}
+    timings = run.get("timings_s")
+    if not isinstance(timings, dict):
+        return None
+    return round(sum(v for v in timings.values() if isinstance(v, (int, float))), 3)
+
+
 # ---------------------------------------------------------------- errors that are bugs
 
 
@@ -189,17 +248,23 @@ def _failed(output_dir: Path, message: str, **extra: Any) -> dict[str, Any]:
     return {"output_dir": str(output_dir), "status": "failed", "error": message, **extra}
 
 
-def run_job(cfg: DictConfig, dry_run: bool = False, replayed_from: str | None = None) -> dict[str, Any]:
+def run_job(
+    cfg: DictConfig, dry_run: bool = False, replayed_from: str | None = None, resume: bool = False
+) -> dict[str, Any]:
     """Validate, record the configuration, and (unless dry_run) generate the video.
 
     Every way out is recorded, and none raises but Ctrl-C: a mistake the user can fix comes back as
     status "failed" with its message; an unexpected exception (a bug) too, marked internal, with its
     traceback in the job's error.log, so one job's bug never takes a sweep's other results with it.
+
+    With `resume` (generate -m --resume), a folder holding this job's finished run (same settings hash,
+    its video there) is left as it is and the job returns status `skipped (done)`; a folder holding a
+    failed, interrupted or unfinished record is written over.
     """
     output_dir = Path(HydraConfig.get().runtime.output_dir)
     record = Record(output_dir, cfg)
     try:
-        return _run(cfg, output_dir, dry_run, replayed_from, record)
+        return _run(cfg, output_dir, dry_run, replayed_from, record, resume)
     except UserError as error:
         record.finish(f"failed: {error}")
         log.error("%s", error, extra=FILE_ONLY)  # the CLI prints the one line
@@ -216,14 +281,24 @@ def run_job(cfg: DictConfig, dry_run: bool = False, replayed_from: str | None = 
 
 
 def _run(
-    cfg: DictConfig, output_dir: Path, dry_run: bool, replayed_from: str | None, record: Record
+    cfg: DictConfig, output_dir: Path, dry_run: bool, replayed_from: str | None, record: Record, resume: bool
 ) -> dict[str, Any]:
     settings = to_settings(cfg)
     plan = check(settings, validate(settings))
+    if resume:  # the CLI refused seed -1 with --resume: this is the hash the job would record
+        done = finished_same_settings(output_dir, settings_sha256(settings))
+        if done is not None:
+            log.info("--resume: %s already holds this job's finished run", output_dir)
+            return _result(output_dir, done, SKIPPED)
     if not settings.output.overwrite:  # checked before the job too; here for the job's exact directory
         found = finished_run(output_dir)
-        if found:
+        if found and not resume:
             raise _refuse_finished(None, output_dir, found)
+        recorded = _read_record(output_dir) if resume else {}
+        if recorded.get("status") == "done" and recorded.get("settings_sha256") != settings_sha256(settings):
+            raise _other_settings(
+                "hydra.sweep.dir", output_dir.parent, output_dir, recorded.get("settings_sha256")
+            )
     choices = _choices(cfg)
     extra: dict[str, Any] = {"sampling": sampling_plan(settings)}
     if plan.warnings:  # the CLI showed them before the run; the record and the log file keep them
@@ -235,8 +310,15 @@ def _run(
     components = spec_of(settings.model.family).components
     if dry_run:
         _resolve_seed(settings, cfg, lambda seed: seed)
+        extra["settings_sha256"] = settings_sha256(settings)
         record.write(build_document(settings, plan, choices, components, extra=extra), "dry-run")
-        return {"output_dir": str(output_dir), "status": "dry-run", "seed": settings.user.seed}
+        return {
+            "output_dir": str(output_dir),
+            "status": "dry-run",
+            "seed": settings.user.seed,
+            "prompt": settings.user.prompt,
+            "settings_sha256": extra["settings_sha256"],
+        }
 
     # torch is imported only from here on
     from telefuser_cli.pipelines.generate import generate, start_parallel
@@ -250,11 +332,11 @@ def _run(
         cfg.launcher.nproc_per_node = settings.launcher.nproc_per_node
     try:
         _resolve_seed(settings, cfg, broadcast_int)  # every rank draws the same noise
+        extra["settings_sha256"] = settings_sha256(settings)  # after the seed is resolved: it is covered
         document = build_document(settings, plan, choices, components, extra=extra)
-        config_hash = hashlib.sha256(to_json(document).encode("utf-8")).hexdigest()
         record.write(document, "running")
         with claimed_gpu(settings):
-            result = generate(settings, plan, output_dir, config_hash, groups)
+            result = generate(settings, plan, output_dir, extra["settings_sha256"], groups)
     finally:
         destroy_distributed()
     if result is None:
@@ -263,9 +345,19 @@ def _run(
         settings, plan, choices, components, device=result.device, extra={**extra, "run": result.record()}
     )
     record.write(document, "done")
+    return _result(output_dir, document, "done")
+
+
+def _result(output_dir: Path, document: dict[str, Any], status: str) -> dict[str, Any]:
+    """What a finished (or skipped) job returns to the sweep's report, from its record."""
+    user = document.get("layer3_user_inputs") if isinstance(document.get("layer3_user_inputs"), dict) else {}
+    run = document.get("run") if isinstance(document.get("run"), dict) else {}
     return {
         "output_dir": str(output_dir),
-        "status": "done",
-        "seed": settings.user.seed,
-        "video": str(result.video_path),
+        "status": status,
+        "seed": user.get("seed"),
+        "prompt": user.get("prompt"),
+        "video": str(output_dir / run["video"]) if run.get("video") else None,
+        "settings_sha256": document.get("settings_sha256"),
+        "time_s": _time_s(document),
     }

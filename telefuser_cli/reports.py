@@ -114,8 +114,10 @@ def _print_summary(output_dir: Path) -> None:
         console.print(f"[green]{label}[/]{escape(text)}", soft_wrap=True, highlight=False)
 
 
-def _sweep_row(ret: Any) -> dict[str, Any]:
+def _sweep_row(index: int, ret: Any, swept: list[str]) -> dict[str, Any]:
     """One job's outcome for sweep.json, whatever way it ended."""
+    from telefuser_cli.config.job_names import short_key, swept_values
+
     error = _job_error(ret)
     value = ret._return_value if error is None and isinstance(ret._return_value, dict) else {}
     if error is not None:
@@ -124,33 +126,83 @@ def _sweep_row(ret: Any) -> dict[str, Any]:
         error = value["error"]
         _show_traceback(value)
     output_dir = value.get("output_dir") or str(ret.hydra_cfg.hydra.runtime.output_dir)
+    overrides = list(ret.overrides or [])
     return {
-        "overrides": list(ret.overrides or []),
+        "index": index,
+        "overrides": overrides,
+        "swept": {short_key(key): v for key, v in swept_values(overrides, swept).items()},
         "status": "failed" if error is not None else value.get("status"),
         "output_dir": output_dir,
         "video": value.get("video"),
         "seed": value.get("seed"),
+        "prompt": value.get("prompt"),
+        "settings_sha256": value.get("settings_sha256"),
+        "time_s": value.get("time_s"),
         "error": error,
     }
 
 
-def report_sweep(returns: list[Any]) -> None:
+def _shown_path(path: str | None, sweep_dir: Path) -> str:
+    """A job's file as the table shows it: relative to the sweep's directory (printed below it)."""
+    if not path:
+        return ""
+    try:
+        return str(Path(path).absolute().relative_to(sweep_dir.absolute()))
+    except ValueError:
+        return path
+
+
+def _sweep_table(rows: list[dict[str, Any]], sweep_dir: Path) -> Table:
+    """One column per swept key, then status, time and video."""
+    keys = list(dict.fromkeys(key for row in rows for key in row["swept"]))
+    table = Table(title="sweep")
+    for column in ("#", *keys, "status", "time", "video"):
+        table.add_column(escape(column), overflow="fold")
+    for row in rows:
+        status = (
+            escape(str(row["status"])) if row["error"] is None else f"[red]failed[/]: {escape(row['error'])}"
+        )
+        time = f"{row['time_s']:.1f} s" if isinstance(row.get("time_s"), (int, float)) else ""
+        values = [escape(str(row["swept"].get(key, ""))) for key in keys]
+        table.add_row(str(row["index"]), *values, status, time, escape(_shown_path(row["video"], sweep_dir)))
+    return table
+
+
+def _write_views(sweep_dir: Path, rows: list[dict[str, Any]]) -> list[Path]:
+    """sweep.png and index.html; a failure to draw them is a warning, never the sweep's result."""
+    from telefuser_cli.errors import UserError
+    from telefuser_cli.sweeps.page import write_page
+    from telefuser_cli.sweeps.sheet import write_sheet
+
+    written = []
+    for write in (write_sheet, write_page):
+        try:
+            written.append(write(sweep_dir, rows))
+        except (UserError, OSError, ValueError) as error:
+            warn([f"could not write the sweep's {write.__name__.removeprefix('write_')}: {error}"])
+    return written
+
+
+def report_sweep(returns: list[Any], swept: list[str] | None = None) -> None:
+    """The sweep's table, then sweep.json (the whole record of every job), sweep.png and index.html
+    in the sweep's directory; exit 1 when a job failed."""
     from telefuser_cli.io.files import atomic_write_text
 
-    rows = [_sweep_row(ret) for ret in returns]
-    table = Table(title="sweep")
-    for column in ("#", "overrides", "status", "output"):
-        table.add_column(column)
-    for index, row in enumerate(rows):
-        status = row["status"] if row["error"] is None else f"[red]failed[/]: {escape(row['error'])}"
-        table.add_row(str(index), escape(" ".join(row["overrides"])), status, escape(str(row["output_dir"])))
-    console.print(table)
+    rows = [_sweep_row(index, ret, list(swept or [])) for index, ret in enumerate(returns)]
+    sweep_dir = Path(returns[0].hydra_cfg.hydra.sweep.dir) if returns else Path()
+    console.print(_sweep_table(rows, sweep_dir))
     if returns:
-        sweep_dir = Path(returns[0].hydra_cfg.hydra.sweep.dir)
-        atomic_write_text(sweep_dir / "sweep.json", json.dumps({"jobs": rows}, indent=2, ensure_ascii=False))
-        console.print(f"[green]sweep:[/] {escape(str(sweep_dir / 'sweep.json'))}")
-    failures = [(index, row) for index, row in enumerate(rows) if row["error"] is not None]
+        document = {"swept_keys": list(swept or []), "jobs": rows}
+        atomic_write_text(sweep_dir / "sweep.json", json.dumps(document, indent=2, ensure_ascii=False))
+        for path in [sweep_dir / "sweep.json", *_write_views(sweep_dir, rows)]:
+            console.print(f"[green]sweep:[/] {escape(str(path))}", soft_wrap=True, highlight=False)
+    counts = {}
+    for row in rows:
+        counts[row["status"]] = counts.get(row["status"], 0) + 1
+    if len(counts) > 1 or "skipped (done)" in counts:
+        console.print(", ".join(f"{count} {status}" for status, count in counts.items()), highlight=False)
+    failures = [row for row in rows if row["error"] is not None]
     if failures:
         lines = [f"{len(failures)} of {len(rows)} jobs failed"]
-        lines += [f"job {index} ({' '.join(row['overrides'])}): {row['error']}" for index, row in failures]
+        lines += [f"job {row['index']} ({' '.join(row['overrides'])}): {row['error']}" for row in failures]
         fail("\n".join(lines), code=1)

@@ -12,7 +12,10 @@ from hydra.core.global_hydra import GlobalHydra
 
 @pytest.fixture(autouse=True)
 def _clean_hydra_and_logging():
+    from telefuser_cli.runtime.resident import RESIDENT
+
     GlobalHydra.instance().clear()
+    RESIDENT.clear()  # each test starts as a fresh process would: nothing kept from another test's jobs
     yield
     GlobalHydra.instance().clear()
     root = logging.getLogger()

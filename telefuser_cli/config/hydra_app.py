@@ -35,6 +35,7 @@ from telefuser_cli.config.guard import (
     check_overrides,
     unknown_key_message,
 )
+from telefuser_cli.config.job_names import resolve_job_dir
 from telefuser_cli.config.overrides import override_key
 from telefuser_cli.errors import UserError
 from telefuser_cli.paths import config_dir
@@ -53,6 +54,10 @@ def first_not_null(*values: Any) -> Any:
 
 # Registered here, where every config is composed; Hydra's launchers carry resolvers into their workers.
 OmegaConf.register_new_resolver("first_not_null", first_not_null, replace=True)
+# `${telefuser_job_dir:...}` names a sweep's job folders from its swept values (conf/config.yaml).
+OmegaConf.register_new_resolver(
+    "telefuser_job_dir", lambda num, task, exclude: resolve_job_dir(num, task, exclude), replace=True
+)
 
 
 def _clean_hydra_message(error: BaseException) -> str:

@@ -28,7 +28,9 @@ CONFIG_JSON = "config.json"
 RESOLVED_YAML = "resolved_config.yaml"
 _USAGE = f"give a run folder, its {CONFIG_JSON} or its {RESOLVED_YAML}"
 _SECTIONS = ("pipeline", "user", "output", "launcher")
-_NOT_REPLAYED = {"output.overwrite"}
+# user.prompt_file / user.prompt_line say where a sweep's prompt came from; the record's user.prompt is
+# the text itself, and a replay runs that text (the file may have changed since).
+_NOT_REPLAYED = {"output.overwrite", "user.prompt_file", "user.prompt_line"}
 
 
 @dataclasses.dataclass
@@ -235,6 +237,8 @@ def replay_overrides(
     from omegaconf import OmegaConf
 
     given = {override_key(o) for o in overrides}
+    if "user.prompt_file" in given:  # a prompt file on the command line replaces the recorded prompt
+        given.add("user.prompt")
     with_model = "model" not in given
     if with_model:
         entry_overrides = [f"model={recorded.choices['model']}"]

@@ -282,6 +282,11 @@ class UserConfig:
     end_image: str | None = None
     # Playback rate wanted; frames are interpolated to it when pipeline.enable_vfi is true.
     target_fps: int | None = None
+    # A text file of prompts, one per line (UTF-8; blank lines and # comments skipped), each taken literally;
+    # with -m, one job per prompt. Instead of user.prompt, which then records the line's text.
+    prompt_file: str | None = None
+    # Which line of user.prompt_file a job runs (1-based); -m sets it to every prompt's line.
+    prompt_line: int | None = None
 
 
 @dataclass

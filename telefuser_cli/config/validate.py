@@ -20,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from telefuser_cli.config.guard import not_utf8_message
+from telefuser_cli.config.prompt_file import prompt_of
 from telefuser_cli.config.schema import (
     AttnImpl,
     ModelRuntimeConfig,
@@ -66,7 +67,25 @@ def to_settings(cfg: DictConfig) -> RootConfig:
         key = getattr(error, "full_key", None)
         message = str(getattr(error, "msg", error)).splitlines()[0]
         raise UserError(f"{key}: {message}" if key else message) from None
-    return RootConfig(**settings) if isinstance(settings, dict) else settings
+    settings = RootConfig(**settings) if isinstance(settings, dict) else settings
+    _read_prompt_file(settings)
+    return settings
+
+
+def _read_prompt_file(settings: RootConfig) -> None:
+    """user.prompt_file: the job's prompt is the text on its line (recorded as user.prompt)."""
+    user = settings.user
+    if user.prompt_file is None:
+        if user.prompt_line is not None:
+            raise UserError(
+                f"user.prompt_line={user.prompt_line} chooses a line of user.prompt_file: give it too"
+            )
+        return
+    if user.prompt:
+        raise UserError(
+            "user.prompt and user.prompt_file both given: give the prompt on the command line or in the file"
+        )
+    user.prompt_line, user.prompt = prompt_of(user.prompt_file, user.prompt_line)
 
 
 def _leaves(value: Any, name: str) -> Iterator[tuple[str, Any]]:

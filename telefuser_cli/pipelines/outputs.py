@@ -126,7 +126,7 @@ def finish_video(
     settings: RootConfig,
     plan: RunPlan,
     output_dir: Path,
-    config_hash: str,
+    settings_hash: str,
     reporter: Reporter,
     vfi_path: Path | None,
     name: str = VIDEO,
@@ -142,7 +142,8 @@ def finish_video(
         "prompt": user.prompt,
         "seed": str(user.seed),
         "model": settings.model.name,
-        "config_sha256": config_hash,
+        # config/settings_hash.py: what determines this video, as config.json's settings_sha256
+        "settings_sha256": settings_hash,
         "encoder": "telefuser",
     }
 

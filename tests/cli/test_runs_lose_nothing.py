@@ -134,11 +134,13 @@ def test_a_sweep_never_replaces_a_finished_job(tmp_path):
     args = ["generate", "-m", "--dry-run", *FAST, "seed=1,2", f"hydra.sweep.dir={sweep}"]
     assert run_cli(*args).exit_code == 0
     assert run_cli(*args).exit_code == 0  # a dry-run sweep finished nothing: its directory may be reused
-    (sweep / "1" / "video.mp4").write_bytes(b"a finished job's video")
+    (sweep / "001_seed=2" / "video.mp4").write_bytes(b"a finished job's video")
     before = snapshot(sweep)
     result = run_cli(*args)
     assert result.exit_code == 2 and no_traceback(result)
-    assert says(result, f"hydra.sweep.dir={sweep} already holds a finished run ({sweep / '1' / 'video.mp4'})")
+    assert says(
+        result, f"hydra.sweep.dir={sweep} already holds a finished run ({sweep / '001_seed=2' / 'video.mp4'})"
+    )
     assert snapshot(sweep) == before
 
 
@@ -241,13 +243,13 @@ def test_a_sweep_job_with_a_bug_keeps_the_other_results(tmp_path, monkeypatch):
     assert result.exit_code == 1 and no_traceback(result)
     jobs = json.loads((sweep / "sweep.json").read_text())["jobs"]
     assert [j["status"] for j in jobs] == ["dry-run", "failed", "dry-run"]
-    log = sweep / "1" / "error.log"
+    log = sweep / "001_seed=2" / "error.log"
     assert jobs[1]["error"] == f"internal error: ZeroDivisionError: a bug in job 1 (traceback in {log})"
     assert "Traceback" in log.read_text()
     assert says(result, "1 of 3 jobs failed") and says(
         result, f"job 1 ({' '.join(jobs[1]['overrides'])}): {jobs[1]['error']}"
     )
-    assert record(sweep / "0")["status"] == record(sweep / "2")["status"] == "dry-run"
+    assert record(sweep / "000_seed=1")["status"] == record(sweep / "002_seed=3")["status"] == "dry-run"
 
 
 # ---------------------------------------------------------------- unwritable directories, full disks
