@@ -201,6 +201,7 @@ def _generate(
     from_config: Path | None,
     resume: bool = False,
 ) -> None:
+    from telefuser_cli.config.guard import check_overrides
     from telefuser_cli.config.hydra_app import HydraApp, with_kwargs
     from telefuser_cli.config.job_names import exclude_keys_override, swept_keys
     from telefuser_cli.config.overrides import expand
@@ -214,8 +215,12 @@ def _generate(
     if resume:
         _check_resume(args, multirun)
     args = prompt_file_overrides(args, multirun)
-    jobs = hydra_app.validate_all(args, multirun, _validate_for_generate)
+    check_overrides(args)  # each override readable (one line if not), before its keys are looked at
+    hydra_app.job_overrides(args, multirun)
     swept = swept_keys(args) if multirun else []
+    if multirun:  # the overrides that are not swept stay out of the job folders' names (config/job_names.py)
+        args = [*args, exclude_keys_override(args)]
+    jobs = hydra_app.validate_all(args, multirun, _validate_for_generate)
     if resume:
         _check_resume_seeds(jobs)
     _check_output_dirs(jobs, multirun, swept if resume else None)
@@ -235,8 +240,7 @@ def _generate(
 
     task = with_kwargs(run_job, dry_run=dry_run, replayed_from=replayed_from, resume=resume)
     if multirun:
-        # the overrides that are not swept stay out of the job folders' names (config/job_names.py)
-        report_sweep(hydra_app.multirun(task, [*args, exclude_keys_override(args)]), swept)
+        report_sweep(hydra_app.multirun(task, args), swept)
     else:
         report_run(hydra_app.run(task, args))
 

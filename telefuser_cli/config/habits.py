@@ -266,7 +266,7 @@ HYDRA_FLAGS: dict[str, Callable[[str], str]] = {
 }
 # This CLI's own options, to catch `--dry_run` (each command reads those it has before this code runs;
 # dump-config's --output is left out: for generate it is another tool's option, hydra.run.dir here).
-OPTIONS = ("--dry-run", "--from-config", "--config-dir", "--multirun", "--format")
+OPTIONS = ("--dry-run", "--from-config", "--config-dir", "--multirun", "--resume", "--format")
 
 
 def _bare(item: str) -> bool:

@@ -7,6 +7,7 @@ composed and validated before the first one starts.
 
 from __future__ import annotations
 
+import copy
 import functools
 import logging
 import re
@@ -136,6 +137,7 @@ class HydraApp:
             search_path.prepend("user", f"file://{Path(user_config_dir).resolve()}")
         GlobalHydra.instance().clear()
         self.hydra = Hydra.create_main_hydra2(task_name="telefuser", config_search_path=search_path)
+        _compose_once(self.hydra.config_loader)
         self.user_config_dir = user_config_dir
         self._composed: dict[tuple[str, ...], DictConfig] = {}
 
@@ -197,10 +199,12 @@ class HydraApp:
         results, problems = [], []
         for job in jobs:
             try:
-                cfg = self.checked_config(job)
+                # Hydra's own overrides first, as its sweeper hands them to each job: the same list, so the
+                # job's composition here is the one its run reuses (_compose_once)
+                cfg = self.checked_config(sorted(job, key=lambda o: not o.startswith("hydra.")))
                 results.append((job, validate_job(cfg)))
             except UserError as error:
-                label = " ".join(job) if multirun else ""
+                label = " ".join(o for o in job if not o.startswith("hydra.job.")) if multirun else ""
                 problems.append(f"{label}: {error}" if label else str(error))
         if problems:
             unique = list(dict.fromkeys(problems))
@@ -213,6 +217,22 @@ class HydraApp:
     def multirun(self, task: Callable[[DictConfig], Any], overrides: list[str]) -> list[JobReturn]:
         batches = self.hydra.multirun(config_name=CONFIG_NAME, task_function=task, overrides=list(overrides))
         return [job for batch in batches for job in batch]
+
+
+def _compose_once(loader: Any) -> None:
+    """Compose each override list once per command: the validation of every job before any starts, Hydra's
+    sweeper (which composes each job to check it) and its launcher (once more to run it) ask for the same
+    composition, ~0.3 s each; later asks get a deep copy (callers set keys on it)."""
+    compose = loader.load_configuration
+    composed: dict[tuple[Any, ...], DictConfig] = {}
+
+    def load_configuration(config_name, overrides, run_mode, from_shell=True, validate_sweep_overrides=True):
+        key = (config_name, tuple(overrides), run_mode, from_shell, validate_sweep_overrides)
+        if key not in composed:
+            composed[key] = compose(config_name, overrides, run_mode, from_shell, validate_sweep_overrides)
+        return copy.deepcopy(composed[key])
+
+    loader.load_configuration = load_configuration
 
 
 def reset_logging() -> None:
