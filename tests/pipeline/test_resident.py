@@ -95,3 +95,21 @@ def test_a_kept_component_of_a_kind_is_gone_before_another_of_that_kind_loads(tm
     (tmp_path / "b.bin").write_bytes(b"changed weights")
     assert identity("dit", [files[1]], dtype="bf16") != second
     assert identity("dit", [files[1]], dtype="fp32") != identity("dit", [files[1]], dtype="bf16")
+
+
+def test_an_image_to_video_seed_sweep_encodes_its_image_once(tmp_path):
+    from PIL import Image
+
+    image = tmp_path / "first.png"
+    Image.new("RGB", (40, 24), (200, 40, 40)).save(image)
+    sweep = tmp_path / "sweep"
+    result = run_cli("generate", "-m", "recipe=tiny_i2v", *COMMON, f"user.input_image={image}", "seed=1,2",
+                     f"hydra.sweep.dir={sweep}")  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    second = _jobs(sweep)[1]["run"]
+    assert "image encoding" in second["reused"] and "encode image" not in second["timings_s"]
+    single = tmp_path / "single"
+    result = run_cli("generate", "recipe=tiny_i2v", *COMMON, f"user.input_image={image}", "seed=2",
+                     "pipeline.keep_loaded=false", f"hydra.run.dir={single}")  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    assert torch.equal(_latents(single), _latents(sorted(p for p in sweep.iterdir() if p.is_dir())[-1]))

@@ -156,10 +156,18 @@ class WanPipeline(FamilyPipeline):
         user, pipeline = self.settings.user, self.settings.pipeline
         images = [path for path in (user.input_image, user.end_image) if path]
         # the same image(s) at the same size through the same encoders: encoded once per process
+        clip = (
+            None
+            if self.clip_files is None
+            else identity("clip", self.clip_files.files, runtime=pipeline.clip_config)
+        )
         key = (
-            identity("image", images), self._vae_identity(), self.plan.width * self.plan.height,
-            pipeline.num_frames, None if self.clip_files is None else (tuple(self.clip_files.files), pipeline.clip_config),
-        )  # fmt: skip
+            identity("image", images),
+            self._vae_identity(),
+            clip,
+            self.plan.width * self.plan.height,
+            pipeline.num_frames,
+        )
         sized = RESIDENT.lookup(key, "image encoding")
         if sized is None:
             with reporter.stage("encode image"):
