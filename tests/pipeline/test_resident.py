@@ -113,3 +113,22 @@ def test_an_image_to_video_seed_sweep_encodes_its_image_once(tmp_path):
                      "pipeline.keep_loaded=false", f"hydra.run.dir={single}")  # fmt: skip
     assert result.exit_code == 0, result.stderr
     assert torch.equal(_latents(single), _latents(sorted(p for p in sweep.iterdir() if p.is_dir())[-1]))
+
+
+def test_a_hunyuan_image_to_video_seed_sweep_keeps_its_encoders_and_equals_a_separate_run(tmp_path):
+    from PIL import Image
+
+    image = tmp_path / "first.png"
+    Image.new("RGB", (48, 32), (30, 120, 200)).save(image)
+    sweep = tmp_path / "sweep"
+    result = run_cli("generate", "-m", "recipe=tiny_hunyuan15_i2v", *COMMON, f"user.input_image={image}",
+                     "seed=1,2", f"hydra.sweep.dir={sweep}")  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    second = _jobs(sweep)[1]["run"]
+    assert {"image encoding", "text encoding", "dit"} <= set(second["reused"])
+    assert "encode image" not in second["timings_s"] and "encode text" not in second["timings_s"]
+    single = tmp_path / "single"
+    result = run_cli("generate", "recipe=tiny_hunyuan15_i2v", *COMMON, f"user.input_image={image}", "seed=2",
+                     "pipeline.keep_loaded=false", f"hydra.run.dir={single}")  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    assert torch.equal(_latents(single), _latents(sorted(p for p in sweep.iterdir() if p.is_dir())[-1]))

@@ -199,7 +199,22 @@ class Hunyuan15Pipeline(FamilyPipeline):
         if pipeline.enable_sr:
             sr_height, sr_width = _sr_size(height, width, user.resolution, pipeline.sr_resolution)
             sizes.append((sr_width, sr_height))
-        images = [ic.crop_to(original, w, h) for w, h in sizes]
+        # the same image at the same sizes through the same encoders: encoded once per process
+        key = (
+            identity("image", [user.input_image]), self._vae_identity(), tuple(sizes), plan.num_frames,
+            identity("image encoder", [self.root / settings.model.vision_encoder], runtime=pipeline.text_encoding_config),
+            str(self.device),
+        )  # fmt: skip
+        self.image = RESIDENT.lookup(key, "image encoding") or RESIDENT.store(
+            key, self._encode_image(reporter, [ic.crop_to(original, w, h) for w, h in sizes], width, height)
+        )
+        self.width, self.height = width, height
+        self.record["size_written"] = [width, height]
+
+    def _encode_image(self, reporter, images: list, width: int, height: int) -> ImageInputs:
+        """SigLIP tokens and first-frame latents of each sized image (the base one, then the SR one)."""
+        settings = self.settings
+        pipeline = settings.pipeline
         encoder_device = resolve_device(pipeline.text_encoding_config, "text_encoding_config")
         with reporter.stage("load image encoder"):
             encoder, processor = loading.load_vision_encoder(
@@ -214,15 +229,13 @@ class Hunyuan15Pipeline(FamilyPipeline):
         with reporter.stage("load vae"):
             vae = self._vae()
         with reporter.stage("encode first frame"):
-            frames = latent_shape(1, plan.num_frames, height, width)[2]
+            frames = latent_shape(1, self.plan.num_frames, height, width)[2]
             conditions = [ic.image_condition(vae, im, frames).to(self.device) for im in images]
         park(vae, resolve_device(pipeline.vae_config, "vae_config"))
         del vae
         free_memory()
         extra = {"sr_condition": conditions[1], "sr_tokens": tokens[1]} if pipeline.enable_sr else {}
-        self.image = ImageInputs(conditions[0], tokens[0], **extra)
-        self.width, self.height = width, height
-        self.record["size_written"] = [width, height]
+        return ImageInputs(conditions[0], tokens[0], **extra)
 
     def encode_text(self, reporter, prompts: list[str]) -> list[Any]:
         """Qwen2.5-VL (+ byT5 glyph) features of the prompt and the negative prompt; those this process
@@ -279,12 +292,16 @@ class Hunyuan15Pipeline(FamilyPipeline):
         offload = self.settings.pipeline.dit_config.offload_config.offload_type
         return self.device if offload is OffloadType.NO_CPU_OFFLOAD else None
 
+    def _vae_identity(self):
+        pipeline, model = self.settings.pipeline, self.settings.model
+        return identity("vae", [self.root / model.vae], runtime=pipeline.vae_config)
+
     def _vae(self):
         """The VAE on its device: kept from an earlier stage or job, or loaded."""
         pipeline, model = self.settings.pipeline, self.settings.model
         device = resolve_device(pipeline.vae_config, "vae_config")
         vae = RESIDENT.component(
-            identity("vae", [self.root / model.vae], runtime=pipeline.vae_config),
+            self._vae_identity(),
             lambda: loading.load_vae(self.root, resolve_dtype(pipeline.vae_config), device, model.vae),
             "vae",
         )
