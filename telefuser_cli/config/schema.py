@@ -125,6 +125,11 @@ class DeviceType(Enum):
 @dataclass
 class OffloadConfig:
     offload_type: OffloadType = OffloadType.NO_CPU_OFFLOAD
+    # SEQUENTIAL_CPU_OFFLOAD: blocks copied ahead on a side stream while one computes (>= 1; more hides
+    # slower copies and holds more blocks on the device).
+    prefetch_blocks: int = 1
+    # SEQUENTIAL_CPU_OFFLOAD: this fraction of the blocks (the first ones) stays on the device, in [0, 1).
+    resident_ratio: float = 0.0
 
 
 @dataclass
@@ -171,6 +176,11 @@ class ParallelConfig:
             )
 
 
+# How linear weights are held: auto (an fp8 file stays fp8 in memory, others in torch_dtype), dequantize
+# (everything converted to torch_dtype at load), fp8 (also quantize a bf16/fp32 file at load).
+Weights = spelled("Weights", ("auto", "dequantize", "fp8"))
+
+
 @dataclass
 class ModelRuntimeConfig:
     """How one component runs: device, dtype, attention, offload, compile, LoRA, parallelism."""
@@ -183,6 +193,13 @@ class ModelRuntimeConfig:
     attention_config: AttentionConfig = field(default_factory=AttentionConfig)
     compile: bool = False
     parallel_config: ParallelConfig = field(default_factory=ParallelConfig)
+    # Linear weights: auto (an fp8 file stays fp8 in memory, each layer dequantized as it runs; other files
+    # in torch_dtype), dequantize (all converted to torch_dtype at load), fp8 (a bf16/fp32 file quantized to
+    # fp8 per output channel at load).
+    weights: Weights = Weights.auto
+    # fp8 weights multiply with fp8 matmuls (torch._scaled_mm, activations scaled per token): CUDA with
+    # compute capability >= 8.9 only, and only on fp8-resident weights.
+    fp8_compute: bool = False
 
 
 Solver = spelled("Solver", ("unipc", "dpm++", "euler"))

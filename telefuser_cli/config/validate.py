@@ -163,6 +163,46 @@ def _check_runtime(name: str, runtime: ModelRuntimeConfig) -> None:
             raise UserError(f"pipeline.{name}.lora_configs[{index}].path={lora.path} {problem}")
 
 
+def _check_weights_and_offload(name: str, runtime: ModelRuntimeConfig, quant: str) -> None:
+    """Ranges of the offload depth, and fp8 matmuls only where the weights stay fp8 (the device itself is
+    checked when the DiT loads: that needs torch)."""
+    offload = runtime.offload_config
+    if offload.prefetch_blocks < 1:
+        raise UserError(
+            f"pipeline.{name}.offload_config.prefetch_blocks={offload.prefetch_blocks} must be >= 1 "
+            "(blocks copied ahead while one computes)"
+        )
+    if not 0.0 <= offload.resident_ratio < 1.0:
+        raise UserError(
+            f"pipeline.{name}.offload_config.resident_ratio={offload.resident_ratio} must be in [0, 1) "
+            "(the fraction of blocks kept on the device; 1 would be no offload: NO_CPU_OFFLOAD)"
+        )
+    deep = offload.prefetch_blocks != 1 or offload.resident_ratio != 0.0
+    if deep and offload.offload_type.value != "SEQUENTIAL_CPU_OFFLOAD":
+        raise UserError(
+            f"pipeline.{name}.offload_config.prefetch_blocks / resident_ratio apply to block-sequential "
+            f"offload only; set pipeline.{name}.offload_config.offload_type=SEQUENTIAL_CPU_OFFLOAD"
+        )
+    if not runtime.fp8_compute or not name.startswith("dit"):
+        return  # on other components the family refuses it (model.quant is the DiT's precision)
+    weights = runtime.weights.value
+    if weights == "dequantize" or (weights == "auto" and quant != "fp8"):
+        why = (
+            "converts them to torch_dtype"
+            if weights == "dequantize"
+            else f"keeps model.quant={quant} weights"
+        )
+        raise UserError(
+            f"pipeline.{name}.fp8_compute=true needs fp8-resident weights, but pipeline.{name}.weights={weights} "
+            f"{why}; set pipeline.{name}.weights=fp8"
+        )
+    if runtime.device_type.value == "cpu":
+        raise UserError(
+            f"pipeline.{name}.fp8_compute=true needs a CUDA GPU with fp8 tensor cores (compute capability "
+            f">= 8.9), but pipeline.{name}.device_type=cpu"
+        )
+
+
 def _warnings(settings: RootConfig) -> tuple[str, ...]:
     """What is allowed but unusual: shown once by the CLI before the run, and kept in its record."""
     model, pipeline = settings.model, settings.pipeline
@@ -384,6 +424,7 @@ def validate(settings: RootConfig, *, require_prompt: bool = True) -> RunPlan:
     world_size = _world_size(settings)
     for name, runtime in _runtime_configs(settings).items():
         _check_runtime(name, runtime)
+        _check_weights_and_offload(name, runtime, model.quant.value)
     _check_parallel(settings, world_size)
     negative = effective_negative_prompt(user.negative_prompt, pipeline.negative_prompt)
     return RunPlan(width, height, pipeline.num_frames, negative, world_size, target_fps, _warnings(settings))

@@ -259,6 +259,10 @@ def _check_dtype(key: str, found: torch.dtype, wanted: torch.dtype, source: str,
     )
 
 
+_FP8 = (torch.float8_e4m3fn, torch.float8_e5m2)
+FP8_SCALE_SUFFIX = ".weight_scale"  # the float32 scale of an fp8 layer (ops.fp8_linear.Fp8Linear)
+
+
 def _target_dtype(key: str, dtype: torch.dtype, keep_fp32: tuple[str, ...]) -> torch.dtype:
     return torch.float32 if any(part in key for part in keep_fp32) else dtype
 
@@ -271,10 +275,21 @@ def build_module(
     device: torch.device,
     source: str,
     keep_fp32: tuple[str, ...] = (),
+    convert: Callable[[nn.Module, dict[str, torch.Tensor]], dict[str, torch.Tensor]] | None = None,
 ) -> nn.Module:
-    """Build on meta, check keys and shapes, cast, move, and assign the weights."""
+    """Build on meta, check keys and shapes, cast, move, and assign the weights.
+
+    convert: run on the meta model and the state dict before the checks; it may replace modules (fp8
+    layers, ``loading.quantize``) and returns the state dict that matches them. A tensor the model holds in
+    fp8 keeps that dtype, and its scale (``<m>.weight_scale``) float32; other floating-point tensors are cast.
+    """
     with torch.device("meta"):
         model = factory()
+    if convert is not None:
+        try:
+            state_dict = convert(model, dict(state_dict))
+        except ValueError as error:
+            raise UserError(f"{source}: {error}") from None
     expected = model.state_dict()
     for key in sorted(set(expected) & set(state_dict)):
         _check_dtype(key, state_dict[key].dtype, expected[key].dtype, source, type(model).__name__)
@@ -295,7 +310,13 @@ def build_module(
             )
     placed = {}
     for key, tensor in state_dict.items():
-        target = _target_dtype(key, dtype, keep_fp32) if tensor.is_floating_point() else tensor.dtype
+        held = expected[key].dtype
+        if held in _FP8 or key.endswith(FP8_SCALE_SUFFIX):
+            target = held  # fp8 values and their float32 scales stay as the fp8 layer holds them
+        elif not tensor.is_floating_point():
+            target = tensor.dtype
+        else:
+            target = _target_dtype(key, dtype, keep_fp32)
         placed[key] = tensor.to(device=device, dtype=target)
     model.load_state_dict(placed, strict=True, assign=True)
     return model.eval().requires_grad_(False)

@@ -129,13 +129,17 @@ def _expand_scale(scale: torch.Tensor, weight: torch.Tensor, key: str) -> torch.
     )
 
 
-def dequantize_state_dict(sd: Mapping[str, torch.Tensor], dtype: torch.dtype) -> dict[str, torch.Tensor]:
+def dequantize_state_dict(
+    sd: Mapping[str, torch.Tensor], dtype: torch.dtype, keep_fp32: tuple[str, ...] = ()
+) -> dict[str, torch.Tensor]:
     """Plain weights from an fp8 (optionally scaled) state dict.
 
     Every weight with a scale becomes ``(weight.float() * scale).to(dtype)``; unscaled fp8 tensors are cast
-    to ``dtype``; scale, activation-scale and marker keys are removed. Other tensors are returned unchanged
-    (the loader's ``build_module`` casts them, keeping its float32 tables). Raises ValueError for a scale
-    without its weight or a scale shape that fits no known convention.
+    to ``dtype``; keys containing one of ``keep_fp32`` go to float32 instead (no rounding through ``dtype``
+    on their way to the float32 the model keeps them in). Scale, activation-scale and marker keys are
+    removed. Other tensors are returned unchanged (the loader's ``build_module`` casts them, keeping its
+    float32 tables). Raises ValueError for a scale without its weight or a scale shape that fits no known
+    convention.
     """
     if dtype in FP8_DTYPES or not dtype.is_floating_point:
         raise ValueError(f"dequantize to a plain floating dtype (bfloat16, float32), not {dtype}")
@@ -148,11 +152,12 @@ def dequantize_state_dict(sd: Mapping[str, torch.Tensor], dtype: torch.dtype) ->
         if key in scales or key in MARKER_KEYS or key.endswith(DROPPED_SUFFIXES):
             continue
         scale_key = _scale_key(sd, key) if key.endswith(".weight") else None
+        target = torch.float32 if any(part in key for part in keep_fp32) else dtype
         if scale_key is not None:
             scale = _expand_scale(sd[scale_key], tensor, scale_key)
-            out[key] = (tensor.float() * scale).to(dtype)
+            out[key] = (tensor.float() * scale).to(target)
         elif tensor.dtype in FP8_DTYPES:
-            out[key] = tensor.to(dtype)
+            out[key] = tensor.to(target)
         else:
             out[key] = tensor
     return out

@@ -14,9 +14,16 @@ from pathlib import Path
 import torch
 
 from telefuser_cli.errors import UserError
-from telefuser_cli.loading.checkpoint import build_module, read_shapes, read_state_dict, resolve_files
-from telefuser_cli.loading.fp8 import dequantize_state_dict, detect_quant, read_dtypes
-from telefuser_cli.loading.lora import load_lora, merge_lora
+from telefuser_cli.loading.checkpoint import (
+    build_module,
+    dtype_name,
+    read_shapes,
+    read_state_dict,
+    resolve_files,
+)
+from telefuser_cli.loading.fp8 import detect_quant, read_dtypes
+from telefuser_cli.loading.lora import load_lora, lora_patches, merge_lora
+from telefuser_cli.loading.quantize import AUTO, FP8, dequantize_keys, fp8_converter
 from telefuser_cli.loading.tokenizer import load_tokenizer
 from telefuser_cli.loading.umt5_arch import hf_to_official_umt5, infer_umt5_config
 from telefuser_cli.loading.wan_dit_arch import diffusers_to_official_dit, infer_dit_config
@@ -24,6 +31,7 @@ from telefuser_cli.loading.wan_vae_arch import diffusers_to_official_vae, infer_
 from telefuser_cli.models.umt5 import UMT5Encoder
 from telefuser_cli.models.wan_dit import WanDiT, WanDiTConfig
 from telefuser_cli.models.wan_vae import WanVAE, WanVAEConfig
+from telefuser_cli.ops.fp8_linear import DEQUANTIZE, SCALED_MM, scaled_mm_problem, weights_summary
 
 # Sub-folders of a diffusers pipeline directory (WanPipeline.save_pretrained).
 DIFFUSERS_FOLDERS = {
@@ -107,26 +115,53 @@ def load_dit(
     model_name: str,
     expected_quant: str = "bf16",
     loras: Sequence[tuple[str, float]] = (),
+    weights: str = AUTO,
+    fp8_compute: torch.device | None = None,
 ) -> WanDiT:
-    """The DiT: fp8 weights dequantized, LoRAs (path, strength) merged in float32, then built on meta."""
+    """The DiT, built on meta, its linear weights held as ``weights`` says (``loading.quantize``: AUTO keeps an
+    fp8 file fp8-resident, DEQUANTIZE_MODE converts it to ``dtype``, FP8 also quantizes a bf16/fp32 file).
+
+    LoRAs (path, strength) merge in float32; on fp8 weights the layers they change are dequantized, merged
+    and quantized again (per output channel). ``fp8_compute``: the device on which the fp8-resident layers
+    multiply with fp8 matmuls (``torch._scaled_mm``); None: they dequantize. UserError naming the option when
+    that device cannot, or the weights are not fp8-resident.
+    """
     quant = _check_quant(files, expected_quant, model_name)
+    fp8_resident = weights == FP8 or (weights == AUTO and quant == "fp8")
+    if fp8_compute is not None:
+        option = f"pipeline.{files.name}_config.fp8_compute=true"
+        if not fp8_resident:
+            raise UserError(
+                f"{option} needs fp8-resident weights, but weights={weights} holds these {quant} weights in "
+                f"{dtype_name(dtype)}; set pipeline.{files.name}_config.weights=fp8"
+            )
+        problem = scaled_mm_problem(fp8_compute)
+        if problem is not None:
+            raise UserError(f"{option}: {problem}; set it to false (fp8 weights then dequantize per layer)")
     state_dict = read_state_dict(files.files)
     if files.diffusers:
         state_dict = diffusers_to_official_dit(state_dict)
-    if quant == "fp8":
-        try:
-            state_dict = dequantize_state_dict(state_dict, dtype)
-        except ValueError as error:
-            raise UserError(f"{files.source}: {error}") from None
+    changed: set[str] = set()
     for index, (path, strength) in enumerate(loras):
         try:
             lora = load_lora(path)
         except UserError as error:  # the message names the file already
             raise UserError(f"LoRA (lora_configs[{index}]): {error}") from None
         try:
+            targets = {f"{m}.weight" for m in lora_patches(lora, state_dict.keys())}
+            if quant == "fp8":  # the merge needs plain values: only the layers it changes are dequantized
+                state_dict = dequantize_keys(
+                    state_dict, targets & {k for k in state_dict if k.endswith(".weight")}
+                )
             state_dict = merge_lora(state_dict, lora, strength)
         except (ValueError, OSError) as error:
             raise UserError(f"LoRA {path} (lora_configs[{index}]): {error}") from None
+        changed |= targets
+    convert = fp8_converter(
+        mode=weights, dtype=dtype, keep=WanDiT.keep_fp32,
+        quantize=changed if quant == "fp8" and fp8_resident else (),
+        compute=DEQUANTIZE if fp8_compute is None else SCALED_MM,
+    )  # fmt: skip
     shapes = {key: tensor.shape for key, tensor in state_dict.items()}
     try:
         config = infer_dit_config(shapes, dit_config_json(files))
@@ -144,6 +179,7 @@ def load_dit(
         device=device,
         source=files.source,
         keep_fp32=WanDiT.keep_fp32,
+        convert=convert,
     )
 
 
@@ -158,11 +194,29 @@ def _official_weights(files: ComponentFiles, from_diffusers: Callable[[dict], di
         raise UserError(f"{files.source}: {error}") from None
 
 
-def load_text_encoder(files: ComponentFiles, *, dtype: torch.dtype, device: torch.device) -> UMT5Encoder:
+# UMT5 layers kept out of fp8: the attention projections. On a 2-layer slice of UMT5-XXL (random weights)
+# fp8 everywhere moved the output 1.9e-2 (relative, max), fp8 feed-forward only 6.7e-3, bf16 alone 8.2e-3;
+# the feed-forward holds 65% of the layers' weights.
+UMT5_KEEP = (".attn.",)
+
+
+def load_text_encoder(
+    files: ComponentFiles, *, dtype: torch.dtype, device: torch.device, weights: str = AUTO,
+    record: dict | None = None,
+) -> UMT5Encoder:  # fmt: skip
+    """The UMT5 encoder; ``weights`` as for :func:`load_dit` (FP8: its feed-forward linears quantized per
+    output channel; attention, embeddings and norms stay in ``dtype``, see ``UMT5_KEEP``).
+
+    record: where the run record's ``text_encoder`` entry (how the weights are held) is written, when given.
+    """
     state_dict, config = _official_weights(files, hf_to_official_umt5, infer_umt5_config)
-    return build_module(
-        lambda: UMT5Encoder(config), state_dict, dtype=dtype, device=device, source=files.source
-    )
+    encoder = build_module(
+        lambda: UMT5Encoder(config), state_dict, dtype=dtype, device=device, source=files.source,
+        convert=fp8_converter(mode=weights, dtype=dtype, keep=UMT5_KEEP),
+    )  # fmt: skip
+    if record is not None:
+        record["text_encoder"] = {"weights": weights, **weights_summary(encoder)}
+    return encoder
 
 
 def load_vae(files: ComponentFiles, *, dtype: torch.dtype, device: torch.device) -> WanVAE:

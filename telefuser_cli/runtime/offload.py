@@ -7,10 +7,14 @@ inference does not change them, so releasing a module is dropping its device cop
 - :func:`model_offload` / :class:`ModelOffload`: a component comes to the device for its stage and leaves
   after (MODEL_CPU_OFFLOAD).
 - :func:`apply_sequential_offload`: the DiT's non-block modules (embeddings, head; < 3% of the weights) stay
-  on the device, each transformer block comes to the device right before it runs, and the next block is
-  copied on a side CUDA stream while the current one computes; a block leaves right after it ran. At most two
-  blocks are on the device at a time (SEQUENTIAL_CPU_OFFLOAD). After the last block, block 0 is prefetched
-  for the next step.
+  on the device, each transformer block comes to the device right before it runs, and the next
+  ``prefetch_blocks`` blocks are copied on a side CUDA stream while the current one computes; a block leaves
+  right after it ran. At most ``1 + prefetch_blocks`` offloaded blocks are on the device at a time
+  (SEQUENTIAL_CPU_OFFLOAD). After the last block, the first offloaded ones are prefetched for the next step.
+  ``resident_ratio``: the first fraction of the blocks stays on the device (no hooks, no copies).
+
+fp8-resident layers (``ops.fp8_linear.Fp8Linear``) hold their weight and scale as buffers: they are copied as
+fp8 bytes, like every other tensor here.
 
 On a CPU device there is nothing to offload: both are no-ops and say so (return value and a log line).
 """
@@ -105,27 +109,48 @@ def model_offload(module: nn.Module, device: torch.device) -> Iterator[OffloadRe
         offload.release()
 
 
-class SequentialOffloader:
-    """Moves ``blocks`` to ``device`` one at a time around their forward, prefetching the next one.
+def resident_count(num_blocks: int, resident_ratio: float) -> int:
+    """How many of the first blocks stay on the device: ``floor(ratio * blocks)``, leaving at least one
+    offloaded (a ratio in [0, 1) is validated before loading)."""
+    return min(int(resident_ratio * num_blocks), num_blocks - 1)
 
-    Hooks: before block i runs, wait for its copy (or start it, if nothing prefetched it) and start copying
-    block i+1 (i+1 wraps to 0) on the side stream; after block i ran, drop its device copy. Device-agnostic:
-    on a non-CUDA device the copies are synchronous and there is no side stream, which is what tests use to
-    check the order of events in ``trace`` (a list of ``(event, block index)``, when given).
+
+class SequentialOffloader:
+    """Moves ``blocks`` to ``device`` one at a time around their forward, prefetching the next ones.
+
+    The first ``resident`` blocks move to ``device`` once and stay. Hooks on the others: before block i runs,
+    wait for its copy (or start it, if nothing prefetched it) and start copying the next ``prefetch``
+    offloaded blocks (wrapping to the first offloaded one) on the side stream; after block i ran, drop its
+    device copy. Device-agnostic: on a non-CUDA device the copies are synchronous and there is no side stream,
+    which is what tests use to check the order of events in ``trace`` (a list of ``(event, block index)``).
+    ``copies[i]`` is None for a resident block.
     """
 
-    def __init__(self, blocks: nn.ModuleList, device: torch.device, trace: list | None = None):
+    def __init__(
+        self, blocks: nn.ModuleList, device: torch.device, trace: list | None = None, *, prefetch: int = 1,
+        resident: int = 0,
+    ) -> None:  # fmt: skip
+        if prefetch < 1 or not 0 <= resident < len(blocks):
+            raise ValueError(
+                f"prefetch {prefetch} must be >= 1 and resident {resident} in [0, {len(blocks)})"
+            )
         self.device = torch.device(device)
         cuda = self.device.type == "cuda"
         self.blocks = list(blocks)
-        self.copies = [_HostCopy(block, pin=cuda) for block in self.blocks]
+        for block in self.blocks[:resident]:
+            block.to(self.device)
+        self.offloaded = list(range(resident, len(self.blocks)))
+        self.copies: list[_HostCopy | None] = [None] * resident + [
+            _HostCopy(block, pin=cuda) for block in self.blocks[resident:]
+        ]
+        self.prefetch = min(prefetch, len(self.offloaded) - 1)
         self.stream = torch.cuda.Stream(self.device) if cuda else None
         self.ready: dict[int, torch.cuda.Event | None] = {}  # block index -> copy done event (prefetched)
         self.trace = trace
         self.handles = []
-        for i, block in enumerate(self.blocks):
-            self.handles.append(block.register_forward_pre_hook(self._before(i)))
-            self.handles.append(block.register_forward_hook(self._after(i)))
+        for i in self.offloaded:
+            self.handles.append(self.blocks[i].register_forward_pre_hook(self._before(i)))
+            self.handles.append(self.blocks[i].register_forward_hook(self._after(i)))
 
     def _log(self, event: str, i: int) -> None:
         if self.trace is not None:
@@ -161,7 +186,9 @@ class SequentialOffloader:
             else:
                 self._log("load", i)
                 self.copies[i].to_device(self.device)
-            self._prefetch((i + 1) % len(self.blocks))
+            position = self.offloaded.index(i)
+            for ahead in range(1, self.prefetch + 1):
+                self._prefetch(self.offloaded[(position + ahead) % len(self.offloaded)])
 
         return hook
 
@@ -181,17 +208,18 @@ class SequentialOffloader:
         self.handles.clear()
         for i in list(self.ready):
             self.ready.pop(i)
-            self.copies[i].to_host(None)
+            self.copies[i].to_host(None)  # only offloaded blocks are ever prefetched
 
 
 def apply_sequential_offload(
-    dit: nn.Module, device: torch.device
+    dit: nn.Module, device: torch.device, prefetch_blocks: int = 1, resident_ratio: float = 0.0
 ) -> tuple[OffloadReport, SequentialOffloader | None]:
     """Block-sequential offload of ``dit`` onto ``device``, in place: the blocks its class's ``runtime_plan``
     names.
 
-    Everything but the blocks moves to ``device`` and stays; the blocks go to host memory (pinned) and come
-    to the device one at a time (see :class:`SequentialOffloader`). Returns the report and the offloader
+    Everything but the blocks moves to ``device`` and stays, with the first ``resident_ratio`` of the blocks;
+    the other blocks go to host memory (pinned) and come to the device one at a time, ``prefetch_blocks``
+    ahead (see :class:`SequentialOffloader`). Returns the report and the offloader
     (``None`` on a CPU device, where this is a no-op: the report says so and a log line too). Do not call
     ``dit.to(...)`` afterwards: it would move the host copies' views, not the offloaded blocks.
     """
@@ -207,8 +235,10 @@ def apply_sequential_offload(
             child.to(device)
     for p in dit.parameters(recurse=False):
         p.data = p.data.to(device)
-    offloader = SequentialOffloader(blocks, device)
-    offloaded = sum(copy.nbytes for copy in offloader.copies)
+    offloader = SequentialOffloader(
+        blocks, device, prefetch=prefetch_blocks, resident=resident_count(len(blocks), resident_ratio)
+    )
+    offloaded = sum(copy.nbytes for copy in offloader.copies if copy is not None)
     resident = sum(t.nbytes for t in _tensors(dit)) - offloaded
     report = OffloadReport(True, f"blocks offloaded to the host, prefetched to {device}", offloaded, resident)
     log.info(

@@ -9,6 +9,8 @@ to the device for its steps and leaves after (model offload), and what the run r
 3. step cache: first-block residual caching (:mod:`telefuser_cli.runtime.step_cache`);
 4. offload: block-sequential (hooks on the blocks) or whole-model (:mod:`telefuser_cli.runtime.offload`).
 
+The record also says how the DiT holds its linear weights (fp8-resident layers, bytes: ``weights``).
+
 The step cache and sequence parallelism run the model's stages themselves (:class:`PlannedDiT`); nothing of
 the model is replaced. :func:`supported` says which transforms a class allows.
 """
@@ -22,6 +24,7 @@ import torch
 import torch.nn as nn
 
 from telefuser_cli.config.schema import ModelRuntimeConfig, OffloadType
+from telefuser_cli.ops.fp8_linear import weights_summary
 from telefuser_cli.runtime.compile import compile_blocks
 from telefuser_cli.runtime.distributed import ParallelGroups
 from telefuser_cli.runtime.offload import ModelOffload, apply_sequential_offload
@@ -57,6 +60,9 @@ class RuntimeRequest:
     step_cache: float | None = None
     offload: OffloadType = OffloadType.NO_CPU_OFFLOAD
     groups: ParallelGroups | None = None
+    prefetch_blocks: int = 1  # block-sequential offload: blocks copied ahead
+    resident_ratio: float = 0.0  # block-sequential offload: the first fraction of blocks kept on the device
+    weights: str = "auto"  # how the loader was asked to hold the linear weights (for the record)
 
     @classmethod
     def of(
@@ -65,7 +71,11 @@ class RuntimeRequest:
     ) -> RuntimeRequest:  # fmt: skip
         """What a pipeline's settings ask for one DiT (a threshold of 0 means no step cache)."""
         threshold = step_cache_threshold if step_cache_threshold > 0 else None
-        return cls(device, runtime.compile, threshold, runtime.offload_config.offload_type, groups)
+        offload = runtime.offload_config
+        return cls(
+            device, runtime.compile, threshold, offload.offload_type, groups, offload.prefetch_blocks,
+            offload.resident_ratio, runtime.weights.value,
+        )  # fmt: skip
 
     @property
     def load_device(self) -> torch.device:
@@ -167,11 +177,15 @@ def apply_transforms(model: nn.Module, request: RuntimeRequest) -> Placed:
         cache = FirstBlockCache(plan, request.step_cache)
     module = model if cache is None and split is None else PlannedDiT(model, cache, split)
     placed = Placed(module, cache=cache)
+    placed.report["weights"] = {"mode": request.weights, **weights_summary(model)}
     kind = request.offload
     if kind is OffloadType.SEQUENTIAL_CPU_OFFLOAD:
-        report, _ = apply_sequential_offload(model, device)
+        report, _ = apply_sequential_offload(model, device, request.prefetch_blocks, request.resident_ratio)
         placed.cache_context = not report.applied
-        placed.report["offload"] = {"type": kind.name, "applied": report.applied, "reason": report.reason}
+        placed.report["offload"] = {
+            "type": kind.name, "applied": report.applied, "reason": report.reason,
+            "prefetch_blocks": request.prefetch_blocks, "resident_ratio": request.resident_ratio,
+        }  # fmt: skip
     elif kind is OffloadType.MODEL_CPU_OFFLOAD:
         offloaded = device.type != "cpu"
         placed.offload = ModelOffload(module, device) if offloaded else None

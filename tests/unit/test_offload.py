@@ -15,6 +15,7 @@ from telefuser_cli.runtime.offload import (
     SequentialOffloader,
     apply_sequential_offload,
     model_offload,
+    resident_count,
 )
 
 # Inductor leaves the complex RoPE product to eager kernels and warns each time; expected here.
@@ -88,6 +89,35 @@ def test_sequential_hooks_order_and_exact_numbers():
         assert not any(block._forward_pre_hooks or block._forward_hooks for block in dit.blocks)
     # the blocks compute with exact copies of their weights: the same kernels on the same values, bit for bit
     assert torch.equal(first, reference) and torch.equal(second, reference)
+
+
+def test_prefetch_depth_and_resident_blocks():
+    """prefetch=2: two offloaded blocks copied ahead; resident=1: block 0 moves once and has no hooks."""
+    dit, args = tiny_case(num_layers=4)
+    with torch.no_grad():
+        reference = dit(*args)
+        trace = []
+        offloader = SequentialOffloader(dit.blocks, torch.device("cpu"), trace, prefetch=2, resident=1)
+        assert offloader.copies[0] is None and offloader.offloaded == [1, 2, 3]
+        assert not dit.blocks[0]._forward_pre_hooks
+        first = dit(*args)
+        assert trace == [
+            ("load", 1), ("prefetch", 2), ("prefetch", 3), ("release", 1),
+            ("wait", 2), ("prefetch", 1), ("release", 2),  # block 3 was already in flight
+            ("wait", 3), ("prefetch", 2), ("release", 3),  # blocks 1 and 2 in flight for the next step
+        ]  # fmt: skip
+        trace.clear()
+        second = dit(*args)
+        assert trace[:3] == [("wait", 1), ("prefetch", 3), ("release", 1)]
+        offloader.remove()
+        # a prefetch depth of at least the offloaded blocks is capped: each in flight once
+        capped = SequentialOffloader(dit.blocks, torch.device("cpu"), prefetch=9, resident=2)
+        assert capped.prefetch == 1
+        capped.remove()
+    assert torch.equal(first, reference) and torch.equal(second, reference)
+    with pytest.raises(ValueError, match="prefetch 0 must be >= 1"):
+        SequentialOffloader(dit.blocks, torch.device("cpu"), prefetch=0)
+    assert resident_count(40, 0.25) == 10 and resident_count(4, 0.99) == 3 and resident_count(3, 0.0) == 0
 
 
 def test_sequential_offload_with_compiled_blocks():

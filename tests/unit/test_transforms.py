@@ -160,12 +160,16 @@ def test_compiled_double_blocks_share_one_graph_and_match_eager():
 def test_wan_record_entries_and_the_model_left_as_it_is():
     dit = WanDiT(TINY_WAN_DIT)
     placed = apply_transforms(dit, RuntimeRequest(CPU, offload=OffloadType.SEQUENTIAL_CPU_OFFLOAD))
+    weights = sum(t.numel() * t.element_size() for t in dit.state_dict().values())
     assert placed.record() == {
         "offload": {
             "type": "SEQUENTIAL_CPU_OFFLOAD",
             "applied": False,
             "reason": "the device is the CPU: SEQUENTIAL_CPU_OFFLOAD is a no-op",
-        }
+            "prefetch_blocks": 1,
+            "resident_ratio": 0.0,
+        },
+        "weights": {"mode": "auto", "fp8_layers": 0, "fp8_bytes": 0, "other_bytes": weights},
     }
     assert not vars(dit).keys() & {"forward", "run_block", "embed"}  # nothing replaced on the instance
 

@@ -17,9 +17,12 @@ SR_RESOLUTIONS = ("720p", "1080p")
 # The DiT runtime it honours: placement, attention backend, compile and both offloads (runtime/transforms.py
 # applies them from the plan Hunyuan15DiT declares) and CFG parallelism (the shared loop's). Not yet: LoRA (the
 # loader reads Wan key layouts) and sequence parallelism (the joint text-video attention has no split yet).
+# The offload depth (prefetch_blocks, resident_ratio) is the shared runtime's. Not honoured, so refused away
+# from their defaults: ``weights`` and ``fp8_compute`` (its loaders convert every weight to torch_dtype).
 _DIT_LEAVES = frozenset(
-    {"attention_config.attn_impl", "compile", "offload_config.offload_type", "parallel_config.cfg_degree"}
-)
+    {"attention_config.attn_impl", "compile", "offload_config.offload_type", "offload_config.prefetch_blocks",
+     "offload_config.resident_ratio", "parallel_config.cfg_degree"}
+)  # fmt: skip
 
 
 class Hunyuan15Spec(FamilySpec):

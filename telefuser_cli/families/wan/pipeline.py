@@ -211,19 +211,22 @@ class WanPipeline(FamilyPipeline):
         runtime = pipeline.text_encoding_config
         text_device = resolve_device(runtime, "text_encoding_config")
         key = identity("text encoder", [*self.t5_files.files, self.tokenizer_path], runtime=runtime)
+        # each prompt's features with the record entry of the encoder that made them (how its weights are held)
         features = {prompt: RESIDENT.lookup((key, prompt), "text encoding") for prompt in prompts}
         missing = [prompt for prompt, feature in features.items() if feature is None]
         if missing:
 
             def load():
+                entry: dict[str, Any] = {}
                 tokenizer = wan_loading.load_wan_tokenizer(self.tokenizer_path)
                 encoder = wan_loading.load_text_encoder(
-                    self.t5_files, dtype=resolve_dtype(runtime), device=text_device
-                )
-                return tokenizer, encoder
+                    self.t5_files, dtype=resolve_dtype(runtime), device=text_device,
+                    weights=runtime.weights.value, record=entry,
+                )  # fmt: skip
+                return tokenizer, encoder, entry
 
             with reporter.stage("load text encoder"):
-                tokenizer, encoder = RESIDENT.component(key, load, "text encoder")
+                tokenizer, encoder, entry = RESIDENT.component(key, load, "text encoder")
                 unpark(encoder, text_device)
             with reporter.stage("encode text"):
                 encoded = encode_text(encoder, tokenizer, missing, text_device)
@@ -231,8 +234,10 @@ class WanPipeline(FamilyPipeline):
             del encoder
             free_memory()
             for prompt, feature in zip(missing, encoded, strict=True):
-                features[prompt] = RESIDENT.store((key, prompt), feature.cpu())
-        return [features[prompt][None].to(self.device) for prompt in prompts]
+                features[prompt] = RESIDENT.store((key, prompt), (feature.cpu(), entry))
+        for _, entry in features.values():
+            self.record.update(entry)
+        return [features[prompt][0][None].to(self.device) for prompt in prompts]
 
     def _dit_identity(self, dit: DitSpec):
         """Everything that changes what ``_load`` builds for ``dit``."""
@@ -257,6 +262,8 @@ class WanPipeline(FamilyPipeline):
             model_name=settings.model.name,
             expected_quant=settings.model.quant.value,
             loras=[(lora.path, lora.strength) for lora in dit.runtime.lora_configs],
+            weights=dit.runtime.weights.value,
+            fp8_compute=self.device if dit.runtime.fp8_compute else None,
         )
         return apply_transforms(module, request)
 

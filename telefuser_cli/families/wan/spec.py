@@ -19,10 +19,13 @@ _MOE_ONLY = ("cfg_scale_high", "cfg_scale_low", "boundary", "boundary_step_index
 # Everything the DiT runtime offers except the parallel strategies this version does not implement.
 _DIT_LEAVES = frozenset(
     {
-        "offload_config.offload_type", "lora_configs", "attention_config.attn_impl", "compile",
+        "offload_config.offload_type", "offload_config.prefetch_blocks", "offload_config.resident_ratio",
+        "lora_configs", "attention_config.attn_impl", "compile", "weights", "fp8_compute",
         "parallel_config.cfg_degree", "parallel_config.sp_ulysses_degree", "parallel_config.sp_ring_degree",
     }
 )  # fmt: skip
+# The UMT5 text encoder's linears can be held in fp8 (loading.wan.load_text_encoder); no fp8 matmul there.
+_TEXT_LEAVES = frozenset({"weights"})
 
 
 def expert_schedule(
@@ -151,7 +154,12 @@ SPEC = WanSpec(
     pipeline="telefuser_cli.families.wan.pipeline:WanPipeline",
     honoured=SHARED_OPTIONS | {"cfg_scale_high", "cfg_scale_low", "boundary", "boundary_step_index"},
     refused=_NOT_WAN,
-    runtime={"dit_config": _DIT_LEAVES, "dit_high_config": _DIT_LEAVES, "dit_low_config": _DIT_LEAVES},
+    runtime={
+        "dit_config": _DIT_LEAVES,
+        "dit_high_config": _DIT_LEAVES,
+        "dit_low_config": _DIT_LEAVES,
+        "text_encoding_config": _TEXT_LEAVES,
+    },
     components={
         "dit": "telefuser_cli.models.wan_dit.WanDiT",
         "dit_high": "telefuser_cli.models.wan_dit.WanDiT",
