@@ -238,7 +238,7 @@ def _generate(
             raise typer.Exit(relaunch_with_torchrun(nproc, argv))
     from telefuser_cli.job import run_job  # imports torch: only once every job is valid
 
-    task = with_kwargs(run_job, dry_run=dry_run, replayed_from=replayed_from, resume=resume)
+    task = with_kwargs(run_job, dry_run=dry_run, replayed_from=replayed_from, resume=resume, sweep=multirun)
     if multirun:
         report_sweep(hydra_app.multirun(task, args), swept)
     else:

@@ -244,12 +244,29 @@ def _resolve_seed(settings, cfg: DictConfig, share: Callable[[int], int]) -> Non
         log.info("user.seed=-1: drew seed %d", settings.user.seed)
 
 
+def _another_job_may_follow(sweep: bool) -> bool:
+    """Whether this process may run another job after this one: a sweep on a launcher that runs its jobs in
+    one process (Hydra's basic launcher) or in a pool of workers (joblib); not SLURM's (submitit starts a
+    process per job), where keeping anything loaded would only cost memory and copies."""
+    if not sweep:
+        return False
+    try:
+        launcher = str(HydraConfig.get().launcher.get("_target_", ""))
+    except ValueError:
+        return True
+    return "submitit" not in launcher
+
+
 def _failed(output_dir: Path, message: str, **extra: Any) -> dict[str, Any]:
     return {"output_dir": str(output_dir), "status": "failed", "error": message, **extra}
 
 
 def run_job(
-    cfg: DictConfig, dry_run: bool = False, replayed_from: str | None = None, resume: bool = False
+    cfg: DictConfig,
+    dry_run: bool = False,
+    replayed_from: str | None = None,
+    resume: bool = False,
+    sweep: bool = False,
 ) -> dict[str, Any]:
     """Validate, record the configuration, and (unless dry_run) generate the video.
 
@@ -264,7 +281,7 @@ def run_job(
     output_dir = Path(HydraConfig.get().runtime.output_dir)
     record = Record(output_dir, cfg)
     try:
-        return _run(cfg, output_dir, dry_run, replayed_from, record, resume)
+        return _run(cfg, output_dir, dry_run, replayed_from, record, resume, sweep)
     except UserError as error:
         record.finish(f"failed: {error}")
         log.error("%s", error, extra=FILE_ONLY)  # the CLI prints the one line
@@ -281,7 +298,13 @@ def run_job(
 
 
 def _run(
-    cfg: DictConfig, output_dir: Path, dry_run: bool, replayed_from: str | None, record: Record, resume: bool
+    cfg: DictConfig,
+    output_dir: Path,
+    dry_run: bool,
+    replayed_from: str | None,
+    record: Record,
+    resume: bool,
+    sweep: bool,
 ) -> dict[str, Any]:
     settings = to_settings(cfg)
     plan = check(settings, validate(settings))
@@ -336,7 +359,14 @@ def _run(
         document = build_document(settings, plan, choices, components, extra=extra)
         record.write(document, "running")
         with claimed_gpu(settings):
-            result = generate(settings, plan, output_dir, extra["settings_sha256"], groups)
+            result = generate(
+                settings,
+                plan,
+                output_dir,
+                extra["settings_sha256"],
+                groups,
+                keep=_another_job_may_follow(sweep),
+            )
     finally:
         destroy_distributed()
     if result is None:

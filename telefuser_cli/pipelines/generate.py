@@ -79,18 +79,24 @@ def generate(
     output_dir: Path,
     config_hash: str = "",
     groups: ParallelGroups | None = None,
+    keep: bool = False,
 ) -> GenerationResult | None:
     """Run one generation; returns None on the ranks of a distributed run that write nothing.
+
+    ``keep``: another job may follow in this process (a sweep), so what this one loads and encodes is kept
+    for it when ``pipeline.keep_loaded`` (``runtime/resident.py``).
 
     Every allocation of the run is inside one out-of-memory guard, which names the stage that ran out.
     """
     groups = groups or ParallelGroups()
-    RESIDENT.start_job(settings.pipeline.keep_loaded)
+    RESIDENT.start_job(keep and settings.pipeline.keep_loaded)
     try:
-        return _generate(settings, plan, output_dir, config_hash, groups)
+        result = _generate(settings, plan, output_dir, config_hash, groups)
     except BaseException:  # what a failed job kept may be half-moved or mid-trajectory: start clean
         RESIDENT.clear()
         raise
+    RESIDENT.end_job()
+    return result
 
 
 def _generate(
@@ -131,7 +137,7 @@ def _generate(
                 frames, settings, plan, output_dir, config_hash, reporter, vfi_path
             )
     # what this job took from earlier ones instead of loading or encoding it (pipeline.keep_loaded)
-    reused = {"reused": list(dict.fromkeys(RESIDENT.reused))}
+    reused = {"reused": list(dict.fromkeys(RESIDENT.reused)), "kept_for_next_job": RESIDENT.enabled}
     return result_of(
         video_path, family.device, reporter, latents_path, {**written, **family.record, **reused}
     )

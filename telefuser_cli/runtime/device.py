@@ -59,6 +59,18 @@ def peak_memory(device: torch.device) -> dict[str, float]:
     return peaks
 
 
+def host_available_bytes() -> int | None:
+    """Memory the host can still give (Linux ``MemAvailable``); None where it cannot be read."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
 @contextlib.contextmanager
 def claimed_gpu(settings: RootConfig) -> Iterator[int | None]:
     """Hold one free GPU of this machine for the job and point every component at it.
@@ -90,8 +102,20 @@ def claimed_gpu(settings: RootConfig) -> Iterator[int | None]:
         yield ids[0]
 
 
+# Whether free_memory runs a full garbage collection. A full one costs ~0.2 s once torch and Hydra are loaded
+# and is needed only where a released component sits in a reference cycle (transformers' Qwen2.5-VL does;
+# our modules are freed by reference counting). The kept-components registry (runtime/resident.py) turns
+# it off for a job whose components it keeps, and collects fully itself when it drops one.
+_full_collection = True
+
+
+def full_collections(on: bool) -> None:
+    global _full_collection
+    _full_collection = on
+
+
 def free_memory() -> None:
     """Return released modules' memory now (call after the last reference is gone)."""
-    gc.collect()
+    gc.collect() if _full_collection else gc.collect(1)
     if torch.cuda.is_available():
         torch.cuda.empty_cache()

@@ -8,11 +8,15 @@ weight format, compile, offload, step cache, parallel layout: everything of its 
 embeddings and image encodings are kept the same way, keyed by the encoder's identity and their inputs.
 
 Memory: before a component of some kind (a DiT, a text encoder, ...) is loaded, every kept component of that
-kind that the current job has not used is released first. So a sweep alternating two models never holds
-both models' DiTs; within one job, the components held are those a single run would load, plus the ones
-earlier stages of this job used (a single run frees those; ``pipeline.keep_loaded=false`` does too).
+kind that the current job has not used is released first, so a sweep alternating two models never holds
+both models' DiTs. And when the host could not hold the component about to load (twice its files, as a
+half-precision file may load in float32) beside what is kept, every kept component of another kind is
+released too: the next job that needs one loads it again, as a single run would, instead of running out
+of memory. At the end of a job, what it did not use is released (a seed sweep keeps no text encoder once
+every prompt is encoded).
 
-``pipeline.keep_loaded=false`` turns all of this off: every job loads and encodes everything itself.
+Only jobs that may have a next one in the process keep anything (a sweep; not a single run, which has
+nothing to gain); ``pipeline.keep_loaded=false`` turns it off for a sweep too.
 """
 
 from __future__ import annotations
@@ -77,10 +81,14 @@ class Resident:
     reused: list[str] = field(default_factory=list)  # what the current job did not load or encode itself
 
     def start_job(self, enabled: bool) -> None:
-        """A new job begins; ``enabled`` is its ``pipeline.keep_loaded``. Off, everything kept is dropped."""
+        """A new job begins; ``enabled``: it keeps what it loads for a next job (``pipeline.keep_loaded`` in a
+        sweep). Off, everything kept is dropped."""
+        from telefuser_cli.runtime.device import full_collections
+
         self.job += 1
         self.enabled = enabled
         self.reused = []
+        full_collections(not enabled)  # what this job releases is freed by reference counting, or kept
         if not enabled:
             self.clear()
 
@@ -94,6 +102,7 @@ class Resident:
             log.info("%s: kept from an earlier job (not loaded again)", label)
             return held.value
         self._release_kind(key.kind)
+        self._make_room(key)
         value = load()
         if self.enabled:
             self.held[key] = _Held(value, self.job)
@@ -115,6 +124,30 @@ class Resident:
             while len(self.encodings) > MAX_ENCODINGS:
                 del self.encodings[next(iter(self.encodings))]
         return value
+
+    def end_job(self) -> None:
+        """Release what this job did not use: a later job is unlikely to need it either."""
+        unused = [key for key, held in self.held.items() if held.job != self.job]
+        for key in unused:
+            del self.held[key]
+        if unused:
+            _collect()
+
+    def _make_room(self, key: Identity) -> None:
+        from telefuser_cli.runtime.device import host_available_bytes
+
+        others = [k for k in self.held if k.kind != key.kind]
+        available = host_available_bytes()
+        if not others or available is None or 2 * sum(size for _, size, _ in key.files) <= available:
+            return
+        log.info(
+            "releasing kept components to make room for the %s (%.1f GiB available)",
+            key.kind,
+            available / 2**30,
+        )
+        for other in others:
+            del self.held[other]
+        _collect()
 
     def _release_kind(self, kind: str) -> None:
         stale = [key for key, held in self.held.items() if key.kind == kind and held.job != self.job]

@@ -43,7 +43,9 @@ def test_a_seed_sweep_loads_and_encodes_once_and_equals_separate_runs(tmp_path):
     result = run_cli("generate", "recipe=tiny", *COMMON, "seed=3", "pipeline.keep_loaded=false",
                      f"hydra.run.dir={single}")  # fmt: skip
     assert result.exit_code == 0, result.stderr
-    assert json.loads((single / "config.json").read_text())["run"]["reused"] == []
+    run = json.loads((single / "config.json").read_text())["run"]
+    assert run["reused"] == [] and run["kept_for_next_job"] is False  # a single run keeps nothing
+    assert jobs[0]["run"]["kept_for_next_job"] is True
     last = sorted(p for p in sweep.iterdir() if p.is_dir())[-1]
     assert torch.equal(_latents(single), _latents(last))
 
