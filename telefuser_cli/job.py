@@ -46,9 +46,14 @@ def _choices(cfg: DictConfig) -> dict[str, Any]:
         return dict(cfg.hydra.runtime.choices) if "hydra" in cfg else {}
 
 
-def write_config_files(output_dir: Path, cfg: DictConfig, document: dict[str, Any]) -> None:
-    resolved = OmegaConf.masked_copy(cfg, ["model", "pipeline", "user", "output", "launcher"])
-    atomic_write_text(output_dir / RESOLVED_YAML, OmegaConf.to_yaml(resolved, resolve=True))
+def write_config_files(
+    output_dir: Path, cfg: DictConfig, document: dict[str, Any], yaml: bool = True
+) -> None:
+    """config.json, and (``yaml``) resolved_config.yaml: the settings, which a job's later writes leave as
+    they are."""
+    if yaml:
+        resolved = OmegaConf.masked_copy(cfg, ["model", "pipeline", "user", "output", "launcher"])
+        atomic_write_text(output_dir / RESOLVED_YAML, OmegaConf.to_yaml(resolved, resolve=True))
     atomic_write_text(output_dir / CONFIG_JSON, to_json(document))
 
 
@@ -65,7 +70,8 @@ class Record:
         if not self.enabled:
             return
         document = {"status": status, **{k: v for k, v in document.items() if k != "status"}}
-        write_config_files(self.output_dir, self.cfg, document)
+        # the settings are fixed once the first record is written (seed drawn, processes counted)
+        write_config_files(self.output_dir, self.cfg, document, yaml=self.document is None)
         self.document = document
 
     def finish(self, status: str) -> None:

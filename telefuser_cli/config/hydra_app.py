@@ -7,11 +7,12 @@ composed and validated before the first one starts.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
 import logging
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.utils import JobReturn
 from hydra.errors import HydraException, OverrideParseException
+from hydra.plugins.sweeper import Sweeper
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
@@ -201,7 +203,8 @@ class HydraApp:
             try:
                 # Hydra's own overrides first, as its sweeper hands them to each job: the same list, so the
                 # job's composition here is the one its run reuses (_compose_once)
-                cfg = self.checked_config(sorted(job, key=lambda o: not o.startswith("hydra.")))
+                ordered = sorted(job, key=lambda o: not o.startswith("hydra.")) if multirun else job
+                cfg = self.checked_config(ordered)
                 results.append((job, validate_job(cfg)))
             except UserError as error:
                 label = " ".join(o for o in job if not o.startswith("hydra.job.")) if multirun else ""
@@ -215,24 +218,50 @@ class HydraApp:
         return self.hydra.run(config_name=CONFIG_NAME, task_function=task, overrides=list(overrides))
 
     def multirun(self, task: Callable[[DictConfig], Any], overrides: list[str]) -> list[JobReturn]:
-        batches = self.hydra.multirun(config_name=CONFIG_NAME, task_function=task, overrides=list(overrides))
+        """Run the sweep; call :meth:`validate_all` first (the sweeper's own check of each job is skipped)."""
+        with _jobs_checked_already():
+            batches = self.hydra.multirun(
+                config_name=CONFIG_NAME, task_function=task, overrides=list(overrides)
+            )
         return [job for batch in batches for job in batch]
 
 
 def _compose_once(loader: Any) -> None:
-    """Compose each override list once per command: the validation of every job before any starts, Hydra's
-    sweeper (which composes each job to check it) and its launcher (once more to run it) ask for the same
-    composition, ~0.3 s each; later asks get a deep copy (callers set keys on it)."""
+    """Compose each override list once per command where it can: a sweep job is composed to validate it
+    before any job starts and once more by the launcher to run it (~0.3 s each). The first ask composes and
+    keeps a deep copy (callers set keys on what they get, e.g. a drawn seed); the next ask takes that copy
+    away; a third (the same job twice in one sweep) composes afresh."""
     compose = loader.load_configuration
-    composed: dict[tuple[Any, ...], DictConfig] = {}
+    kept: dict[tuple[Any, ...], DictConfig] = {}
 
     def load_configuration(config_name, overrides, run_mode, from_shell=True, validate_sweep_overrides=True):
         key = (config_name, tuple(overrides), run_mode, from_shell, validate_sweep_overrides)
-        if key not in composed:
-            composed[key] = compose(config_name, overrides, run_mode, from_shell, validate_sweep_overrides)
-        return copy.deepcopy(composed[key])
+        if key in kept:
+            return kept.pop(key)
+        cfg = compose(config_name, overrides, run_mode, from_shell, validate_sweep_overrides)
+        kept[key] = copy.deepcopy(cfg)
+        return cfg
 
     loader.load_configuration = load_configuration
+
+
+@contextlib.contextmanager
+def _jobs_checked_already() -> Iterator[None]:
+    """Hydra's basic sweeper composes every job of a batch to check it before launching; telefuser has
+    composed and validated every job before the sweep (``HydraApp.validate_all``), so that check is skipped.
+    Other sweepers keep theirs (their jobs are not the ones validate_all expands). Patched on the base class:
+    Hydra's plugin scan imports its own copy of the basic sweeper's module."""
+    check = Sweeper.validate_batch_is_legal
+
+    def validate_batch_is_legal(self, batch) -> None:
+        if type(self).__name__ != "BasicSweeper":
+            check(self, batch)
+
+    Sweeper.validate_batch_is_legal = validate_batch_is_legal
+    try:
+        yield
+    finally:
+        Sweeper.validate_batch_is_legal = check
 
 
 def reset_logging() -> None:
