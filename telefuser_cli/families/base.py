@@ -251,7 +251,12 @@ def unsupported_options(spec: FamilySpec, settings: RootConfig, others: list[Fam
             if value == defaults[leaf]:
                 continue
             key = f"pipeline.{component}.{leaf}"
-            if component not in _DIT_COMPONENTS and any(o.honours_leaf("dit_config", leaf) for o in others):
+            taken_here = any(o.honours_leaf(component, leaf) for o in others)
+            if (
+                component not in _DIT_COMPONENTS
+                and not taken_here
+                and any(o.honours_leaf("dit_config", leaf) for o in others)
+            ):
                 found.append(f"{key}={_show(value)}: only the DiT takes it (pipeline.dit_config.{leaf})")
                 continue
             where = supported_by(lambda other, c=component, lf=leaf: other.honours_leaf(c, lf))
