@@ -168,8 +168,14 @@ def test_refused_in_one_line_before_loading(tmp_path, overrides, expected):
     assert not (out / "config.json").exists() or "video" not in (out / "config.json").read_text()
 
 
-def test_fp8_compute_on_a_cpu_device_is_refused_when_the_dit_loads(tmp_path, tiny_root):
-    """device_type=auto resolves to the CPU here: the loader refuses before reading the DiT."""
+def test_fp8_compute_on_a_cpu_device_is_refused_before_anything_loads(tmp_path, tiny_root, monkeypatch):
+    """device_type=auto resolves to the CPU here: refused once the device is known, before any weights load."""
+    from telefuser_cli.loading import wan as wan_loading
+
+    def no_load(*args, **kwargs):
+        raise AssertionError("a text encoder was loaded")
+
+    monkeypatch.setattr(wan_loading, "load_text_encoder", no_load)
     result, out = _run(
         tmp_path / "run", "recipe=tiny", f"model.root={tiny_root}", "pipeline.dit_config.weights=fp8",
         "pipeline.dit_config.fp8_compute=true",

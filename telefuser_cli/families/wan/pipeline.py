@@ -25,6 +25,7 @@ from telefuser_cli.io.video import to_uint8_frames
 from telefuser_cli.loading import wan as wan_loading
 from telefuser_cli.models.wan_context import ContextCache
 from telefuser_cli.models.wan_dit import WanDiT
+from telefuser_cli.ops.fp8_linear import scaled_mm_problem
 from telefuser_cli.runtime.device import attention_backend, free_memory, resolve_device, resolve_dtype
 from telefuser_cli.runtime.distributed import validate_parallel
 from telefuser_cli.runtime.resident import RESIDENT, identity, park, unpark
@@ -125,6 +126,10 @@ class WanPipeline(FamilyPipeline):
         self._device = (
             groups.device if groups.world_size > 1 else resolve_device(first.runtime, f"{first.name}_config")
         )
+        for dit in self.dits:  # the device is known now: refuse an fp8 matmul it cannot do before any load
+            problem = scaled_mm_problem(self._device) if dit.runtime.fp8_compute else None
+            if problem:
+                raise UserError(f"pipeline.{dit.name}_config.fp8_compute=true: {problem}; set it to false")
         self.condition: ImageCondition | None = None
         self.pinned: FirstFrame | None = None
 
