@@ -134,3 +134,27 @@ def test_a_hunyuan_image_to_video_seed_sweep_keeps_its_encoders_and_equals_a_sep
                      "pipeline.keep_loaded=false", f"hydra.run.dir={single}")  # fmt: skip
     assert result.exit_code == 0, result.stderr
     assert torch.equal(_latents(single), _latents(sorted(p for p in sweep.iterdir() if p.is_dir())[-1]))
+
+
+def test_kept_components_of_other_kinds_go_when_the_next_load_would_not_fit(tmp_path, monkeypatch):
+    from telefuser_cli.runtime import device
+
+    for name in ("t5.bin", "dit.bin"):
+        (tmp_path / name).write_bytes(b"x" * 1000)
+    text, dit = identity("text encoder", [tmp_path / "t5.bin"]), identity("dit", [tmp_path / "dit.bin"])
+    resident = Resident()
+    resident.start_job(True)
+    resident.component(text, lambda: torch.nn.Linear(2, 2), "text encoder")
+    monkeypatch.setattr(device, "host_available_bytes", lambda: 10**9)  # plenty: the encoder stays
+    resident.component(dit, lambda: torch.nn.Linear(2, 2), "dit")
+    assert set(resident.held) == {text, dit}
+    resident.start_job(True)
+    resident.held.pop(dit)
+    monkeypatch.setattr(device, "host_available_bytes", lambda: 1500)  # < 2 x the DiT's 1000 bytes
+    resident.component(dit, lambda: torch.nn.Linear(2, 2), "dit")
+    assert set(resident.held) == {dit}  # the encoder was released before the DiT loaded
+    resident.end_job()
+    assert set(resident.held) == {dit}  # used by this job: kept
+    resident.start_job(True)
+    resident.end_job()
+    assert not resident.held  # the next job did not use it
