@@ -62,19 +62,13 @@ def build(which: str, dtype: torch.dtype, version: str, ours: WanVAE | None = No
     if which == "ours":
         return (Wan22VAE if version == "2.2" else WanVAE)(cfg).eval().to(dtype)
     if version == "2.2":
-        peer = AutoencoderKLWan(
-            base_dim=cfg.dim, decoder_base_dim=cfg.decoder_dim, z_dim=cfg.z_dim, is_residual=True,
-            temperal_downsample=list(cfg.temperal_downsample), in_channels=12, out_channels=12,
-            patch_size=cfg.patch_size, scale_factor_spatial=cfg.spatial_compression,
-            latents_mean=list(cfg.latent_mean), latents_std=list(cfg.latent_std),
-        ).eval()  # fmt: skip
-        from wan22_vae_keys import wan22_vae_to_diffusers
+        from wan22_vae_keys import diffusers_wan22_vae
 
-        convert = lambda sd: wan22_vae_to_diffusers(sd, cfg.num_res_blocks)  # noqa: E731
+        peer = diffusers_wan22_vae(cfg, None if ours is None else ours.state_dict())
     else:
-        peer, convert = AutoencoderKLWan().eval(), convert_wan_vae_to_diffusers
-    if ours is not None:
-        peer.load_state_dict(convert(dict(ours.state_dict())), strict=True)
+        peer = AutoencoderKLWan().eval()
+        if ours is not None:
+            peer.load_state_dict(convert_wan_vae_to_diffusers(dict(ours.state_dict())), strict=True)
     return peer if dtype == torch.float32 else peer.to(dtype)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import torch
@@ -38,3 +39,19 @@ def assert_rel_close(got: torch.Tensor, want: torch.Tensor, limit: float) -> Non
     assert err <= limit, (
         f"max relative error {err:.3e} > {limit:.1e} (max abs {(got - want).abs().max():.3e})"
     )
+
+
+def randomize_vae(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
+    """A VAE's default init plus non-trivial gammas and biases (the official init has all-ones / zeros), so
+    that a parity test exercises every weight."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("gamma"):
+                p.copy_(torch.rand(p.shape, generator=g) + 0.5)
+            elif name.endswith("bias"):
+                p.copy_(torch.randn(p.shape, generator=g) * 0.05)
+            else:
+                bound = 1.0 / math.sqrt(p[0].numel())
+                p.copy_((torch.rand(p.shape, generator=g) * 2 - 1) * bound * math.sqrt(3))
+    return model.eval()

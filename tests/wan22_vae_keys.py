@@ -1,7 +1,8 @@
 """Official Wan2.2 VAE key names -> diffusers' ``AutoencoderKLWan(is_residual=True)`` names.
 
 diffusers ships no converter for the Wan2.2 VAE (``convert_wan_vae_to_diffusers`` is Wan2.1's), so the
-parity test and the decode benchmark map the keys here, from both codebases' module names.
+parity tests and the decode benchmark map the keys here, from both codebases' module names, and build
+diffusers' model in its Wan2.2 configuration here (``diffusers_wan22_vae``).
 """
 
 from __future__ import annotations
@@ -48,3 +49,21 @@ def wan22_vae_to_diffusers(state_dict: dict, num_res_blocks: int) -> dict:
             raise KeyError(key)
         out[new] = value
     return out
+
+
+def diffusers_wan22_vae(cfg, state_dict: dict | None = None):
+    """diffusers' ``AutoencoderKLWan`` in its Wan2.2 configuration for our ``Wan22VAEConfig`` (residual
+    levels, 2x2 patch around 12 channels, 16x spatial, the 48-entry mean/std); with ``state_dict`` (official
+    key names) its weights are those."""
+    from diffusers import AutoencoderKLWan
+
+    vae = AutoencoderKLWan(
+        base_dim=cfg.dim, decoder_base_dim=cfg.decoder_dim, z_dim=cfg.z_dim, dim_mult=list(cfg.dim_mult),
+        num_res_blocks=cfg.num_res_blocks, temperal_downsample=list(cfg.temperal_downsample),
+        latents_mean=list(cfg.latent_mean), latents_std=list(cfg.latent_std), is_residual=True,
+        in_channels=12, out_channels=12, patch_size=cfg.patch_size, scale_factor_temporal=4,
+        scale_factor_spatial=cfg.spatial_compression,
+    )  # fmt: skip
+    if state_dict is not None:
+        vae.load_state_dict(wan22_vae_to_diffusers(dict(state_dict), cfg.num_res_blocks), strict=True)
+    return vae.eval()

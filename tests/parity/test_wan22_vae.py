@@ -13,6 +13,8 @@ import math
 
 import pytest
 import torch
+from helpers import max_rel_err as rel_err
+from helpers import randomize_vae as randomize_
 
 from telefuser_cli.families.wan.tiny import TINY_VAE22, VAE22_FILE, write_wan22_vae
 from telefuser_cli.loading.wan import ComponentFiles, load_vae, vae_architecture
@@ -25,38 +27,10 @@ pytestmark = pytest.mark.numeric
 
 pytest.importorskip("diffusers")
 from diffusers import AutoencoderKLWan  # noqa: E402
-from wan22_vae_keys import wan22_vae_to_diffusers  # noqa: E402
+from wan22_vae_keys import diffusers_wan22_vae  # noqa: E402
 
 TINY = Wan22VAEConfig(dim=8, decoder_dim=12)
 TOL = 1e-4  # the Wan2.1 VAE parity tolerance (max abs error / max abs reference)
-
-
-def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
-    return ((a - b).abs().max() / b.abs().max()).item()
-
-
-def randomize_(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
-    """Default init plus non-trivial gammas and biases (the official init has all-ones / zeros)."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if name.endswith("gamma"):
-                p.copy_(torch.rand(p.shape, generator=g) + 0.5)
-            elif name.endswith("bias"):
-                p.copy_(torch.randn(p.shape, generator=g) * 0.05)
-            else:
-                bound = 1.0 / math.sqrt(p[0].numel())
-                p.copy_((torch.rand(p.shape, generator=g) * 2 - 1) * bound * math.sqrt(3))
-    return model.eval()
-
-
-def diffusers_vae(cfg: Wan22VAEConfig) -> AutoencoderKLWan:
-    return AutoencoderKLWan(
-        base_dim=cfg.dim, decoder_base_dim=cfg.decoder_dim, z_dim=cfg.z_dim, dim_mult=list(cfg.dim_mult),
-        num_res_blocks=cfg.num_res_blocks, temperal_downsample=list(cfg.temperal_downsample),
-        latents_mean=list(cfg.latent_mean), latents_std=list(cfg.latent_std), is_residual=True,
-        in_channels=12, out_channels=12, patch_size=2, scale_factor_temporal=4, scale_factor_spatial=16,
-    ).eval()  # fmt: skip
 
 
 def stats(cfg: Wan22VAEConfig) -> tuple[torch.Tensor, torch.Tensor]:
@@ -78,8 +52,7 @@ def reference_encode(ref: AutoencoderKLWan, x: torch.Tensor) -> torch.Tensor:
 @pytest.fixture(scope="module")
 def pair() -> tuple[Wan22VAE, AutoencoderKLWan]:
     ours = randomize_(Wan22VAE(TINY))
-    ref = diffusers_vae(TINY)
-    ref.load_state_dict(wan22_vae_to_diffusers(dict(ours.state_dict()), TINY.num_res_blocks), strict=True)
+    ref = diffusers_wan22_vae(TINY, ours.state_dict())
     return ours, ref
 
 
@@ -124,8 +97,7 @@ def test_narrowing_temporal_level_matches_diffusers():
     different channels, so keeping the right one on the first frame is visible."""
     cfg = Wan22VAEConfig(dim=4, decoder_dim=4, temperal_downsample=(True, False, False))
     ours = randomize_(Wan22VAE(cfg), seed=5)
-    ref = diffusers_vae(cfg)
-    ref.load_state_dict(wan22_vae_to_diffusers(dict(ours.state_dict()), cfg.num_res_blocks), strict=True)
+    ref = diffusers_wan22_vae(cfg, ours.state_dict())
     mean, inv_std = stats(cfg)
     z = torch.randn(1, 48, 2, 2, 3, generator=torch.Generator().manual_seed(6))
     out, expected = ours.decode(z), ref.decode(z / inv_std + mean).sample

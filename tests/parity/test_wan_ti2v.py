@@ -21,8 +21,8 @@ pytest.importorskip("diffusers")
 pytest.importorskip("transformers")
 
 import test_wan_pipeline as wan_parity  # noqa: E402  (tiny diffusers pipeline pieces, grid, CLI helper)
-from diffusers import AutoencoderKLWan, WanImageToVideoPipeline  # noqa: E402
-from wan22_vae_keys import wan22_vae_to_diffusers  # noqa: E402
+from diffusers import WanImageToVideoPipeline  # noqa: E402
+from wan22_vae_keys import diffusers_wan22_vae  # noqa: E402
 
 from telefuser_cli.families.tiny import write_tiny  # noqa: E402
 from telefuser_cli.families.wan.ti2v import cover_crop, first_frame, ti2v_size  # noqa: E402
@@ -44,16 +44,8 @@ def _diffusers_parts(root):
     """diffusers' transformer (48 channels, from the DiT's shards) and its Wan2.2 VAE on the same weights."""
     dit = read_state_dict(sorted(root.glob("diffusion_pytorch_model-*.safetensors")))
     transformer = wan_parity.diffusers_transformer(None, state_dict=dit)
-    cfg = TINY_VAE22
-    vae = AutoencoderKLWan(
-        base_dim=cfg.dim, decoder_base_dim=cfg.decoder_dim, z_dim=cfg.z_dim, dim_mult=list(cfg.dim_mult),
-        num_res_blocks=cfg.num_res_blocks, temperal_downsample=list(cfg.temperal_downsample),
-        latents_mean=list(cfg.latent_mean), latents_std=list(cfg.latent_std), is_residual=True,
-        in_channels=12, out_channels=12, patch_size=2, scale_factor_temporal=4, scale_factor_spatial=16,
-    )  # fmt: skip
-    official = read_state_dict([root / VAE22_FILE])
-    vae.load_state_dict(wan22_vae_to_diffusers(official, cfg.num_res_blocks), strict=True)
-    return transformer, vae.eval()
+    vae = diffusers_wan22_vae(TINY_VAE22, read_state_dict([root / VAE22_FILE]))
+    return transformer, vae
 
 
 def _noise(width, height, seed):

@@ -6,6 +6,8 @@ import math
 
 import pytest
 import torch
+from helpers import max_rel_err as rel_err
+from helpers import randomize_vae as randomize_
 
 from telefuser_cli.loading.wan_vae_arch import diffusers_to_official_vae, infer_vae_config
 from telefuser_cli.models.causal_conv import add_conv2d_
@@ -23,25 +25,6 @@ from diffusers.loaders.single_file_utils import convert_wan_vae_to_diffusers  # 
 # shortcut (the released layout), so the converter-based tests use that shape at a tiny width.
 TINY = WanVAEConfig(dim=8, dim_mult=(1, 2, 4, 4), num_res_blocks=2)
 TOL = 1e-4
-
-
-def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
-    return ((a - b).abs().max() / b.abs().max()).item()
-
-
-def randomize_(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
-    """Default init plus non-trivial gammas and biases (the official init has all-ones / zeros)."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if name.endswith("gamma"):
-                p.copy_(torch.rand(p.shape, generator=g) + 0.5)
-            elif name.endswith("bias"):
-                p.copy_(torch.randn(p.shape, generator=g) * 0.05)
-            else:
-                bound = 1.0 / math.sqrt(p[0].numel())
-                p.copy_((torch.rand(p.shape, generator=g) * 2 - 1) * bound * math.sqrt(3))
-    return model.eval()
 
 
 def diffusers_vae(cfg: WanVAEConfig) -> AutoencoderKLWan:
